@@ -119,6 +119,19 @@ def _losses_dict(total: torch.Tensor, parts: dict) -> dict:
 
 
 @torch.no_grad()
+def optimizer_scale(grad: torch.Tensor) -> float:
+    """The factor L-BFGS sees the loss multiplied by: 1, unless the first gradient's L1 norm is below 1.
+
+    torch's L-BFGS is invariant to a constant factor on the loss except through absolute thresholds: its
+    first step is min(1, 1/|g|_1) * lr, and it keeps a curvature pair only when s.y > 1e-10. A loss whose
+    gradient is tiny (a Gram loss at pool_16 is about 1e-11) therefore never moves. Scaling it so that
+    |g|_1 = 1 puts it where L-BFGS works, and leaves every run with |g|_1 >= 1 exactly as it was.
+    """
+    norm = float(grad.abs().sum())
+    return 1.0 / norm if 0.0 < norm < 1.0 else 1.0
+
+
+@torch.no_grad()
 def project_gradient_(image: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Zero, in place, the gradient of pixels on a bound of [0, 1] that a descent step would push outside."""
     return grad.masked_fill_(((image <= 0) & (grad > 0)) | ((image >= 1) & (grad < 0)), 0.0)
@@ -164,12 +177,15 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
 
     lr = settings.lr if settings.lr is not None else DEFAULT_LR[settings.optimizer]
     if settings.optimizer == "lbfgs":
-        optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=1, history_size=settings.history_size)
+        # No early stop: a step count is a step count (see the module docstring on loss scale).
+        optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=1, history_size=settings.history_size,
+                                      tolerance_grad=0.0, tolerance_change=0.0)
     else:
         optimizer = torch.optim.Adam([image], lr=lr)
 
     last: dict = {}
     project = settings.bounds == "project"
+    scale: list[float] = []  # the optimiser's loss factor, fixed at the first evaluation
 
     def closure():
         with torch.no_grad():
@@ -179,8 +195,12 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
         total.backward()
         if project:
             project_gradient_(image.detach(), image.grad)
+        if not scale:
+            scale.append(optimizer_scale(image.grad) if settings.optimizer == "lbfgs" else 1.0)
+        if scale[0] != 1.0:
+            image.grad.mul_(scale[0])
         last["total"], last["parts"] = total, parts
-        return total
+        return total.detach() * scale[0]
 
     def evaluate(img: torch.Tensor) -> dict:
         with torch.no_grad():
@@ -228,6 +248,7 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
         "images": {str(s): {"file": f"step_{s}.png", "losses": image_losses[s]} for s in save_steps},
         "final_losses": image_losses[n_steps],
         "initial_loss": history["total"][0],
+        "optimizer_scale": scale[0] if scale else 1.0,
         "timing": {"setup_s": round(t_setup, 4), "optimise_s": round(loop_s, 4),
                    "time_per_step_s": round(loop_s / n_steps, 6), "steps": n_steps},
         "device": str(device),

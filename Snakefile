@@ -1,0 +1,23 @@
+# The Part 1 workflow: every experiment of config.yaml is a cached target with its record, then the
+# figures, then the report. Rules only say what to compute and where it goes; each calls one `stylelab`
+# command (README, "Workflow").
+#
+#   snakemake report                                   (the default profile sets cores and gpu=1)
+#   snakemake --cores 1 --resources gpu=1 -- report    (the `--` ends --resources' list of values)
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/part1.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        part1_targets(),
+        FIGURE_FILES,
+        REPORT_HTML,

@@ -1,0 +1,166 @@
+"""Figures of the Part 1 experiments, made from their images and records only (never by re-running one).
+
+    layer-grid   one image per one-layer run (inversion, texture): columns by layer type, rows by depth
+    step-grid    one row per run (transfer), one column per saved step
+    curves       the loss history of every run of one experiment, on a log scale
+
+Each draws a matplotlib Figure from runs (stylelab.runs); write_figure saves one as a PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window; set before anything imports pyplot
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .errors import StylelabError
+from .images import write_bytes_atomic
+from .runs import KIND_TITLES, Run, load_runs
+from .vgg import resolve_layer
+
+LAYER_TYPES = ("conv", "relu", "pool")
+CELL_INCHES = 2.4
+DPI = 150
+
+
+def _one_kind(runs: Sequence[Run], allowed: Sequence[str]) -> str:
+    kinds = sorted({run.kind for run in runs})
+    if len(kinds) != 1 or kinds[0] not in allowed:
+        raise StylelabError(f"this figure needs records of one kind out of {', '.join(allowed)}; "
+                            f"got {', '.join(kinds)}.")
+    return kinds[0]
+
+
+def _subtitle(run: Run) -> str:
+    h, w = run.record["image_size"]
+    return f"{w}x{h} px, {run.record['weights']} weights, {run.record['device']}"
+
+
+def _save(fig: Figure, out: str | os.PathLike) -> Path:
+    buffer = io.BytesIO()
+    # No Software tag: the same inputs give the same bytes, whatever matplotlib's version.
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    write_bytes_atomic(out, buffer.getvalue())
+    return Path(out)
+
+
+def _blank(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def layer_grid_figure(runs: Sequence[Run]) -> Figure:
+    """Final images of one-layer runs: a column per layer type (conv, relu, pool), a row per depth.
+
+    Rows follow the order of the runs within each layer type, so conv_1, conv_5, conv_10 and
+    relu_1, relu_5, relu_10 fill the rows shallow to deep as listed.
+    """
+    kind = _one_kind(runs, ("inversion", "texture"))
+    columns = {t: [r for r in runs if resolve_layer(r.layer).kind == t] for t in LAYER_TYPES}
+    columns = {t: rs for t, rs in columns.items() if rs}
+    n_rows, n_cols = max(len(rs) for rs in columns.values()), len(columns)
+    h, w = runs[0].record["image_size"]
+    fig = Figure(figsize=(CELL_INCHES * n_cols + 0.6, CELL_INCHES * h / w * n_rows + 1.2), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for col, (layer_type, column_runs) in enumerate(columns.items()):
+        axes[0, col].set_title(layer_type, fontsize=13, fontweight="bold", pad=18)
+        for row in range(n_rows):
+            ax = axes[row, col]
+            _blank(ax)
+            if col == 0:
+                ax.set_ylabel(f"depth {row + 1}", fontsize=11)
+            if row >= len(column_runs):
+                continue
+            run = column_runs[row]
+            ax.imshow(run.image(), interpolation="antialiased")
+            ax.text(0.5, 1.02, run.label, transform=ax.transAxes, ha="center", va="bottom", fontsize=9)
+            ax.set_xlabel(f"loss {run.image_loss():.3g}", fontsize=8)
+    steps = runs[0].steps[-1]
+    fig.suptitle(f"{KIND_TITLES[kind]}: one layer per image, {steps} steps ({_subtitle(runs[0])})", fontsize=12)
+    return fig
+
+
+def step_grid_figure(runs: Sequence[Run]) -> Figure:
+    """Images of several runs at each saved step: a row per run, a column per step."""
+    kind = _one_kind(runs, ("transfer", "inversion", "texture"))
+    steps = sorted({step for run in runs for step in run.steps})
+    h, w = runs[0].record["image_size"]
+    fig = Figure(figsize=(CELL_INCHES * len(steps) + 1.0, CELL_INCHES * h / w * len(runs) + 1.0),
+                 layout="constrained")
+    axes = fig.subplots(len(runs), len(steps), squeeze=False)
+    for row, run in enumerate(runs):
+        for col, step in enumerate(steps):
+            ax = axes[row, col]
+            _blank(ax)
+            if row == 0:
+                ax.set_title(f"{step} step{'s' if step != 1 else ''}", fontsize=12, fontweight="bold")
+            if col == 0:
+                ax.set_ylabel(run.label.replace(", ", "\n"), fontsize=10)
+            if step not in run.steps:
+                continue
+            ax.imshow(run.image(step), interpolation="antialiased")
+            ax.set_xlabel(f"loss {run.image_loss(step):.3g}", fontsize=8)
+    fig.suptitle(f"{KIND_TITLES[kind]} ({_subtitle(runs[0])})", fontsize=12)
+    return fig
+
+
+def _summed(history: dict, prefix: str) -> np.ndarray | None:
+    keys = [k for k in history if k.startswith(prefix)]
+    if not keys:
+        return None
+    return np.sum([np.asarray(history[k], dtype=float) for k in keys], axis=0)
+
+
+def loss_curves_figure(runs: Sequence[Run]) -> Figure:
+    """Loss against step for every run of one experiment, log scale.
+
+    One-layer runs: the loss, and the loss relative to the start (their scales differ by orders of
+    magnitude from layer to layer). Transfer runs: the weighted total, and the unweighted content and
+    style terms (style summed over its layers), since the style weights differ from run to run.
+    """
+    kind = _one_kind(runs, ("inversion", "texture", "transfer"))
+    if kind == "transfer":
+        panels = [("weighted total loss", lambda h: np.asarray(h["total"], dtype=float)),
+                  ("content loss (unweighted)", lambda h: _summed(h, "content/")),
+                  ("style loss (unweighted, sum over layers)", lambda h: _summed(h, "style/"))]
+    else:
+        panels = [("loss", lambda h: np.asarray(h["total"], dtype=float)),
+                  ("loss / loss at step 1", lambda h: np.asarray(h["total"], dtype=float) / float(h["total"][0]))]
+    fig = Figure(figsize=(4.6 * len(panels) + 2.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colours = (matplotlib.colormaps["tab10"].colors if len(runs) <= 10
+               else matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(runs))))
+    for ax, (title, values_of) in zip(axes, panels):
+        for run, colour in zip(runs, colours):
+            values = values_of(run.record["history"])
+            if values is None:
+                continue
+            # A loss of exactly 0 has no place on a log axis; leave those points out.
+            values = np.where(values > 0, values, np.nan)
+            ax.plot(run.record["history"]["step"], values, color=colour, label=run.label, linewidth=1.3)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=11)
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=9, loc="outside right upper", frameon=False)
+    fig.suptitle(f"{KIND_TITLES[kind]}: loss per step ({_subtitle(runs[0])})", fontsize=12)
+    return fig
+
+
+FIGURES = {"layer-grid": layer_grid_figure, "step-grid": step_grid_figure, "curves": loss_curves_figure}
+
+
+def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Draw figure `name` (a key of FIGURES) from the records and write it as a PNG."""
+    return _save(FIGURES[name](load_runs(record_paths)), out)

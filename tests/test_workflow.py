@@ -1,0 +1,303 @@
+"""The Snakemake workflow, through Snakemake itself, in a temporary copy of the project.
+
+The default configuration's DAG (dry run), its agreement with the assignment and with the library's names,
+and config mistakes stopping the run before any job; then the preview configuration end to end (2 to 3
+minutes, part of CI), and what Snakemake reruns after a figure is deleted or a setting changed (from its
+own dry-run output).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stylelab.losses import STYLE_LOSSES
+from stylelab.runs import format_number
+from stylelab.runtime import DEVICES
+from stylelab.transfer import BOUNDS, OPTIMIZERS
+from stylelab.vgg import CANONICAL_NAMES, LAYER_NAMES, WEIGHTS_SOURCES
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+PROJECT_FILES = ("Snakefile", "profiles", "config.yaml", "workflow", "data", "report")
+PREVIEW = "workflow/configs/preview.yaml"
+CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+# The Part 1 runs of the assignment (PARAMETERS.md), and the jobs that turn them into figures and a report.
+ASSIGNMENT_LAYERS = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10", "pool_2", "pool_8", "pool_16"]
+DEFAULT_JOBS = {"inversion": 9, "texture": 9, "transfer": 4, "layer_grid": 2, "transfer_grid": 1,
+                "loss_curves": 3, "report": 1, "all": 1}
+
+
+def copy_project(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The job-count table Snakemake prints ("Job stats:"), without its total; {} when nothing is to be done."""
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M))
+    assert "total" in rows, table
+    counts = {job: int(n) for job, n in rows.items() if job != "total"}
+    assert sum(counts.values()) == int(rows["total"])
+    return counts
+
+
+def planned_outputs(output: str) -> set[str]:
+    """Every output file of the jobs a dry run lists."""
+    files = set()
+    for line in re.findall(r"^\s+output: (.*)$", output, flags=re.M):
+        files.update(f.strip() for f in line.split(","))
+    return files
+
+
+def write_overlay(workdir: Path, name: str, text: str) -> str:
+    path = workdir / name
+    path.write_text(text)
+    return name
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("project"))
+
+
+# ---------------------------------------------------------------------------------------------- fast
+
+
+def test_config_is_the_assignment_as_run():
+    assert CONFIG["images"] == {"content": "data/content/cat.png", "style": "data/style/picasso_selfport1907.jpg"}
+    assert (CONFIG["weights"], CONFIG["device"], CONFIG["size"]) == ("caffe", "auto", "auto")
+    inversion, texture, transfer = CONFIG["inversion"], CONFIG["texture"], CONFIG["transfer"]
+    assert inversion["layers"] == texture["layers"] == ASSIGNMENT_LAYERS
+    assert (inversion["content_weight"], inversion["init"], inversion["steps"]) == (1, "noise", 1000)
+    assert (texture["style_loss"], texture["style_weight"], texture["init"], texture["steps"]) == \
+        ("gram", 1e6, "noise", 1000)
+    assert (transfer["content_layers"], transfer["style_layers"]) == (["conv_4"], [f"conv_{i}" for i in range(1, 6)])
+    assert (transfer["content_weight"], transfer["init"], transfer["steps"]) == (1, "content", [300, 1000])
+    assert [(r["style_loss"], r["style_weight"]) for r in transfer["runs"]] == \
+        [("gram", 1e6), ("meanvar", 1), ("meanvar", 10), ("meanvar", 20)]
+
+
+def test_schema_names_agree_with_the_library():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$defs"]["layer"]["enum"] == list(LAYER_NAMES) + list(CANONICAL_NAMES)
+    assert schema["$defs"]["style_loss"]["enum"] == list(STYLE_LOSSES)
+    assert schema["properties"]["weights"]["enum"] == list(WEIGHTS_SOURCES)
+    assert schema["properties"]["device"]["enum"] == list(DEVICES)
+    assert schema["properties"]["optimizer"]["enum"] == list(OPTIMIZERS)
+    assert schema["properties"]["bounds"]["enum"] == list(BOUNDS)
+
+    def closed(node, where="schema"):
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                assert node.get("additionalProperties") is False, where
+            for key, value in node.items():
+                closed(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                closed(value, f"{where}[{i}]")
+
+    closed(schema)
+
+
+def test_default_dry_run_lists_exactly_the_part1_runs(project):
+    run = snakemake(project, "-n", "--cores", "1", "--resources", "gpu=1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert job_counts(run.stdout) == DEFAULT_JOBS
+    planned = planned_outputs(run.stdout)
+    transfer_images = {f"results/part1/transfer/{run}_s{step}.png" for run in
+                       ("gram_w1e6", "meanvar_w1", "meanvar_w10", "meanvar_w20") for step in (300, 1000)}
+    assert transfer_images <= planned
+    assert len([f for f in planned if f.startswith("results/part1/transfer/") and f.endswith(".png")]) == 8
+    for group in ("inversion", "texture"):
+        assert {f"results/part1/{group}/{layer}.{ext}" for layer in ASSIGNMENT_LAYERS for ext in ("png", "json")} \
+            <= planned
+    # Experiment jobs hold the GPU (one at a time); figures and the report do not.
+    assert re.search(r"rule texture:(?:\n .*)*\n\s+resources: .*gpu=1", run.stdout)
+    assert not re.search(r"rule report:(?:\n .*)*\n\s+resources: .*gpu=", run.stdout)
+
+
+def test_plain_snakemake_report_uses_the_default_profile(project):
+    run = snakemake(project, "-n", "report")  # no --cores: the profile gives them
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "profiles/default" in run.stderr + run.stdout  # found beside the root Snakefile (a link)
+    expected = {job: n for job, n in DEFAULT_JOBS.items() if job != "all"}
+    assert job_counts(run.stdout) == expected
+
+
+def test_preview_is_the_same_experiments_smaller(project):
+    run = snakemake(project, "-n", "--cores", "2", "--configfile", PREVIEW, "--", "report")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert job_counts(run.stdout) == {job: n for job, n in DEFAULT_JOBS.items() if job != "all"}
+    assert "--size 64" in run.stdout and "--device cpu" in run.stdout and "--steps 1000" not in run.stdout
+    # On the CPU an experiment needs no GPU slot, so two run side by side on two cores.
+    assert not re.search(r"gpu=1", run.stdout)
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ("inversoin:\n  steps: 3\n",
+     "config: unknown key 'inversoin' at the top level (did you mean 'inversion'?); the keys there are: "
+     "images, weights, device, size, optimizer, lr, bounds, jobs, inversion, texture, transfer."),
+    ("texture:\n  layers: [conv_1, conv_99]\n",
+     "config: 'texture.layers[1]' is 'conv_99', but it must be one of conv_1, relu_1, conv_2,"),
+    ("transfer:\n  steps: [300, -1000]\n",
+     "config: 'transfer.steps[1]' is -1000, but it must be a whole number >= 1."),
+    ("inversion:\n  steps: 0\n",
+     "config: 'inversion.steps' is 0, but it must be a whole number >= 1."),
+    ("transfer:\n  runs: [{style_loss: meanvar, style_weight: 10}, {style_los: gram, style_weight: 1}]\n",
+     "config: unknown key 'style_los' in 'transfer.runs[1]' (did you mean 'style_loss'?)"),
+    ("texture:\n  style_weight: 1e6\n",
+     "config: 'texture.style_weight' is '1e6', but it must be a number >= 0 (YAML reads 1e6 as text: write"),
+    ("size: huge\n", "config: 'size' is 'huge', but it must be 'auto' or a whole number >= 8."),
+    ("weights: imagenet\n", "config: 'weights' is 'imagenet', but it must be one of caffe, torchvision, random."),
+], ids=["misspelt-key", "unknown-layer", "negative-steps", "zero-steps", "nested-key", "yaml-1e6", "size",
+        "weights"])
+def test_config_mistakes_stop_before_any_job_with_one_message(project, overlay, message):
+    name = write_overlay(project, "mistake.yaml", overlay)
+    run = snakemake(project, "-n", "--cores", "1", "--configfile", name, "--", "report")
+    output = run.stdout + run.stderr
+    assert run.returncode == 1
+    assert message in output
+    assert output.count("config: ") == 1 and "Traceback" not in output
+    assert "Job stats" not in output and "rule inversion" not in output and "Building DAG" not in output
+    if "one of conv_1" in message:
+        assert output.rstrip().count("pool5") >= 1  # the whole list of valid names, canonical ones included
+
+
+# ------------------------------------------------------------- end to end (about 2 to 3 minutes, in CI)
+
+
+@pytest.fixture(scope="module")
+def preview(tmp_path_factory) -> Path:
+    """One complete preview run, shared by the tests below (the ones that change files put them back)."""
+    workdir = copy_project(tmp_path_factory.mktemp("preview"))
+    start = time.time()
+    run = snakemake(workdir, "--cores", "2", "--configfile", PREVIEW, "--", "report", timeout=1200)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    print(f"\npreview run: {time.time() - start:.0f} s")
+    # Everything went to the copy; the repository's own results/ was not touched.
+    assert (workdir / "results/report/report.html").is_file()
+    assert not any(p.stat().st_mtime >= start for p in (ROOT / "results").rglob("*"))
+    return workdir
+
+
+def _preview_config() -> dict:
+    preview = yaml.safe_load((ROOT / PREVIEW).read_text())
+    merged = json.loads(json.dumps(CONFIG))
+    for key, value in preview.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+    return merged
+
+
+def _records() -> list[str]:
+    config = _preview_config()
+    runs = [f"{group}/{layer}" for group in ("inversion", "texture") for layer in config[group]["layers"]]
+    runs += [f"transfer/{r['style_loss']}_w{format_number(r['style_weight'])}" for r in config["transfer"]["runs"]]
+    return runs
+
+
+def _dry(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    run = snakemake(workdir, "-n", "--cores", "2", "--configfile", PREVIEW, *args)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    return run
+
+
+def test_preview_makes_every_target(preview):
+    config = _preview_config()
+    for name in _records():
+        record = json.loads((preview / f"results/part1/{name}.json").read_text())
+        group = name.split("/")[0]
+        steps = config[group]["steps"] if group == "transfer" else [config[group]["steps"]]
+        assert record["settings"]["steps"] == steps and min(record["image_size"]) == config["size"]
+        assert record["device"] == "cpu" and record["weights"] == config["weights"]
+        for step in steps:
+            image = preview / f"results/part1/{group}" / record["images"][str(step)]["file"]
+            assert image.is_file() and image.stat().st_size > 0
+        assert (preview / f"results/logs/part1/{name}.log").is_file()
+        assert (preview / f"results/benchmarks/part1/{name}.tsv").is_file()
+    for group in ("inversion", "texture"):
+        for layer in config[group]["layers"]:
+            assert (preview / f"results/part1/{group}/{layer}.png").is_file()
+    for figure in ("inversion_grid", "texture_grid", "transfer_grid",
+                   "inversion_curves", "texture_curves", "transfer_curves"):
+        assert (preview / f"results/part1/figures/{figure}.png").stat().st_size > 10_000
+    html = (preview / "results/report/report.html").read_text()
+    assert html.count("data:image/png;base64,") == 6 and html.count("<section") == 3
+    # Up to date afterwards: nothing reruns for no reason.
+    assert job_counts(_dry(preview, "--", "report").stdout) == {}
+
+
+@pytest.mark.parametrize("name", _records())
+def test_preview_losses_fell(preview, name):
+    record = json.loads((preview / f"results/part1/{name}.json").read_text())
+    assert record["final_losses"]["total"] < record["initial_loss"]
+    assert record["history"]["total"][-1] < record["history"]["total"][0]
+
+
+def test_deleting_a_figure_rebuilds_only_that_figure(preview):
+    figure = "results/part1/figures/texture_grid.png"
+    before = (preview / figure).read_bytes()
+    (preview / figure).unlink()
+    run = _dry(preview, "--", figure)
+    assert job_counts(run.stdout) == {"layer_grid": 1}
+    assert planned_outputs(run.stdout) == {figure}
+    # Asked for everything instead, the figure is remade and then the report, nothing else.
+    assert job_counts(_dry(preview, "--", "all").stdout) == {"layer_grid": 1, "report": 1, "all": 1}
+
+    run = snakemake(preview, "--cores", "2", "--configfile", PREVIEW, "--", figure)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert job_counts(run.stdout + run.stderr) == {"layer_grid": 1}
+    # The figure comes back byte for byte, and Snakemake, which keeps the checksums of small inputs,
+    # sees that the report is still up to date even though the figure is newer.
+    assert (preview / figure).read_bytes() == before
+    assert job_counts(_dry(preview, "--", "all").stdout) == {}
+
+
+def test_changing_one_meanvar_weight_reruns_only_that_run_and_what_follows(preview):
+    runs = [dict(r) for r in CONFIG["transfer"]["runs"]]
+    changed = next(r for r in runs if r["style_loss"] == "meanvar" and r["style_weight"] == 10)
+    changed["style_weight"] = 15
+    name = write_overlay(preview, "one-weight.yaml", yaml.safe_dump({"transfer": {"runs": runs}}))
+    run = _dry(preview, name, "--", "report")  # --configfile takes both files
+    assert job_counts(run.stdout) == {"transfer": 1, "transfer_grid": 1, "loss_curves": 1, "report": 1}
+    steps = _preview_config()["transfer"]["steps"]
+    assert planned_outputs(run.stdout) == {
+        *(f"results/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
+        "results/part1/transfer/meanvar_w15.json", "results/part1/figures/transfer_grid.png",
+        "results/part1/figures/transfer_curves.png", "results/report/report.html"}
+    assert "--style-loss meanvar --style-weight 15" in run.stdout
+
+
+def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
+    name = write_overlay(preview, "inversion-weight.yaml", "inversion:\n  content_weight: 2\n")
+    run = _dry(preview, name, "--", "report")
+    assert job_counts(run.stdout) == {"inversion": 9, "layer_grid": 1, "loss_curves": 1, "report": 1}
+    assert "params have changed since last execution" in run.stdout
+    planned = planned_outputs(run.stdout)
+    assert "results/part1/figures/inversion_grid.png" in planned and not any("texture" in f for f in planned)
+    # Scheduling settings are not params: changing them reruns nothing.
+    name = write_overlay(preview, "threads.yaml", "jobs:\n  threads: 2\n  mem_mb: 4000\n")
+    assert job_counts(_dry(preview, name, "--", "report").stdout) == {}
