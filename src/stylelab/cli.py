@@ -26,36 +26,26 @@ from .vgg import TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, WEIGHTS_SOURCES
 log = logging.getLogger("stylelab")
 
 
-def _size(text: str):
-    if text == "auto":
-        return "auto"
+def _number(text: str, convert, minimum, what: str):
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number of pixels, got '{text}'") from None
-    if value < 8:
-        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
+    if not minimum <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {what} >= {minimum}, got {text}")
     return value
+
+
+def _size(text: str):
+    return "auto" if text == "auto" else _number(text, int, 8, "'auto' or a whole number of pixels")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _number(text, int, 1, "a whole number")
 
 
 def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _number(text, float, 0.0, "a finite number")
 
 
 def _common(default_steps: list[int]) -> argparse.ArgumentParser:
@@ -132,6 +122,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("layers", help="list the VGG-19 layer names", description="List the VGG-19 layer names.")
 
+    gen = sub.add_parser(
+        "generate", help="a diffusion sample, optionally guided by a style loss",
+        description="Generate one image with Stable Diffusion (text-to-image) or a pixel-space DDPM, steered at "
+                    "each step by the gradient of the Gram or MeanVar style loss of its clean-image estimate "
+                    "(classifier guidance with the style loss in place of a classifier). Writes DIR/image.png "
+                    "and DIR/record.json.")
+    gen.add_argument("--prompt", default="a cat", help="text prompt (Stable Diffusion; default: %(default)s)")
+    gen.add_argument("--negative-prompt", default="", help="unconditional prompt of classifier-free guidance")
+    gen.add_argument("--model", default="CompVis/stable-diffusion-v1-4", metavar="ID|PATH|embedded-sd|embedded-ddpm",
+                     help="hub id, local folder in diffusers' layout, or a built-in stand-in with random weights "
+                          "(default: %(default)s)")
+    gen.add_argument("--fallback", choices=("embedded", "error"), default="embedded",
+                     help="when the model cannot be loaded: use the stand-in of the same kind and say so "
+                          "(default), or stop")
+    gen.add_argument("--steps", type=_positive_int, default=100, help="denoising steps (default: %(default)s)")
+    gen.add_argument("--size", type=_positive_int, default=None,
+                     help="image size in pixels, a multiple of 8 (default: the model's own)")
+    gen.add_argument("--cfg-scale", type=_non_negative, default=7.5,
+                     help="classifier-free guidance scale, Stable Diffusion only (default: %(default)s)")
+    gen.add_argument("--style", metavar="IMG", help="style image for guidance and for the record's distances")
+    gen.add_argument("--style-loss", choices=STYLE_LOSSES, default="gram", help="default: %(default)s")
+    gen.add_argument("--guidance-factor", type=_non_negative, default=0.0,
+                     help="s in eps - s * g * sqrt(1 - abar_t); 0 is unguided (default)")
+    gen.add_argument("--guidance-start", type=_non_negative, default=0.0,
+                     help="fraction of the schedule where guidance starts (default: 0)")
+    gen.add_argument("--guidance-end", type=_non_negative, default=1.0,
+                     help="fraction of the schedule where guidance ends (default: 1)")
+    gen.add_argument("--guidance-every", type=_positive_int, default=1, metavar="K",
+                     help="guide every K-th step inside the window (default: 1)")
+    gen.add_argument("--track-every", type=_positive_int, default=1, metavar="K",
+                     help="record the style loss of x0 every K-th unguided step (default: 1)")
+    gen.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="default: %(default)s")
+    gen.add_argument("--weights", choices=WEIGHTS_SOURCES, default="caffe", help="VGG-19 weights of the style loss")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default: %(default)s)")
+    gen.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s")
+    gen.add_argument("--out", required=True, metavar="DIR", help="output folder for image.png and record.json")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
     f = sub.add_parser("figure", help="a figure from run records",
                        description="Draw a figure from run records and the images they name (nothing is "
                                    "recomputed). layer-grid: one-layer runs (inversion, texture) by layer type "
@@ -158,7 +186,8 @@ def _settings(args: argparse.Namespace):
     from .transfer import TransferSettings, feature_inversion, texture_synthesis
 
     common = dict(steps=args.steps, size=args.size, seed=args.seed, weights=args.weights, device=args.device,
-                  optimizer=args.optimizer, lr=args.lr, bounds=args.bounds, tv_weight=args.tv_weight, record_every=args.record_every)
+                  optimizer=args.optimizer, lr=args.lr, bounds=args.bounds, tv_weight=args.tv_weight,
+                  record_every=args.record_every)
     if args.init is not None:
         common["init"] = args.init
     if args.command == "invert":
@@ -169,6 +198,32 @@ def _settings(args: argparse.Namespace):
     return TransferSettings(content=args.content, style=args.style, style_loss=args.style_loss,
                             style_weight=args.style_weight, content_weight=args.content_weight,
                             content_layers=args.content_layers, style_layers=args.style_layers, **common)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .diffusion.guidance import GuidanceSettings, sample
+    from .diffusion.models import load_model
+    from .images import png_bytes, write_bytes_atomic
+    from .records import write_record
+
+    settings = GuidanceSettings(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, seed=args.seed, size=args.size,
+        cfg_scale=args.cfg_scale, style=args.style, style_loss=args.style_loss, guidance_factor=args.guidance_factor,
+        guidance_start=args.guidance_start, guidance_end=args.guidance_end, guidance_every=args.guidance_every,
+        weights=args.weights, precision=args.precision, track_every=args.track_every)
+    settings.validate()  # before loading any model
+    if args.style:
+        from .images import read_image
+        read_image(args.style)
+    model = load_model(args.model, fallback=args.fallback, seed=args.seed)
+    image, record = sample(model, settings, device=args.device, progress=not args.quiet)
+    out = Path(args.out)
+    write_bytes_atomic(out / "image.png", png_bytes(image))
+    record["outputs"] = ["image.png", "record.json"]
+    write_record(out / "record.json", record)
+    log.info("wrote %s and %s", out / "image.png", out / "record.json")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -185,12 +240,13 @@ def _run(args: argparse.Namespace) -> None:
         from .report import write_report
         log.info("wrote %s", write_report(args.section, args.records, args.out, args.template, args.css))
         return
-    from .transfer import run_transfer, write_outputs
+    if args.command == "generate":
+        _generate(args)
+        return
+    from .transfer import check_image_name, run_transfer, write_outputs
 
     settings = _settings(args)
-    if "{step}" not in args.image_name and len(set(args.steps)) > 1:
-        raise StylelabError(f"--image-name '{args.image_name}' has no {{step}} but --steps lists "
-                            f"{len(set(args.steps))} steps; put {{step}} in it.")
+    check_image_name(args.image_name, len(set(args.steps)))  # before the run, not after it
     result = run_transfer(settings, progress=not args.quiet)
     for path in write_outputs(result, args.out, args.image_name, args.record_name):
         log.info("wrote %s", path)

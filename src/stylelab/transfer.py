@@ -261,6 +261,12 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
     return TransferResult(images=snapshots, record=record)
 
 
+def check_image_name(image_name: str, n_images: int) -> None:
+    if "{step}" not in image_name and n_images > 1:
+        raise StylelabError(f"image name '{image_name}' has no {{step}} but the run saves {n_images} steps; "
+                            "put {step} in it.")
+
+
 def write_outputs(result: TransferResult, out_dir: str | Path, image_name: str = "step_{step}.png",
                   record_name: str = records.RECORD_NAME) -> list[Path]:
     """Write one PNG per kept step (named by `image_name`, where {step} is the step), then the record.
@@ -268,9 +274,7 @@ def write_outputs(result: TransferResult, out_dir: str | Path, image_name: str =
     Each file is written atomically, and the record last, so a record means its images are complete.
     """
     out_dir = Path(out_dir)
-    if "{step}" not in image_name and len(result.images) > 1:
-        raise StylelabError(f"image name '{image_name}' has no {{step}} but the run saves "
-                            f"{len(result.images)} steps; put {{step}} in it.")
+    check_image_name(image_name, len(result.images))
     encoded = {step: images.png_bytes(img) for step, img in result.images.items()}
     written = []
     for step, data in sorted(encoded.items()):

@@ -1,0 +1,239 @@
+"""Sampling with style-loss guidance: classifier guidance with a style loss in place of a classifier.
+
+At every step the UNet predicts the noise `eps` (without gradient; for Stable Diffusion as a conditional
+and unconditional batch combined with classifier-free guidance). The clean-image estimate
+
+    x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)
+
+comes from the scheduler's `alphas_cumprod`, so any variance-preserving scheduler works. x0 is decoded by
+the VAE (Stable Diffusion) or used as is (pixel-space DDPM), mapped to [0, 1], and scored by the VGG-19
+style loss of Part 1 against the style image. The gradient g of that loss with respect to eps (a leaf,
+detached from the UNet), divided by mean(|g|), shifts the prediction:
+
+    eps_guided = eps - s * g * sqrt(1 - abar_t)
+
+and the scheduler steps with eps_guided. Since x0 falls as eps rises, this moves x0 downhill on the style
+loss. With s = 0 no guidance is computed at all, so the image is the unguided one, bit for bit.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import images, runtime
+from ..errors import StylelabError
+from ..losses import STYLE_LOSSES, Objective
+from ..vgg import TUTORIAL_STYLE_LAYERS, VGGFeatures
+from .models import DiffusionModel
+
+log = logging.getLogger("stylelab.guidance")
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class GuidanceSettings:
+    prompt: str = "a cat"
+    negative_prompt: str = ""
+    steps: int = 100
+    seed: int = 0
+    size: int | None = None  # output size in pixels; None: the model's own
+    cfg_scale: float = 7.5  # classifier-free guidance (Stable Diffusion only)
+    style: str | None = None
+    style_loss: str = "gram"
+    guidance_factor: float = 0.0
+    guidance_start: float = 0.0  # fraction of the schedule where guidance begins
+    guidance_end: float = 1.0  # ... and where it ends
+    guidance_every: int = 1  # guide every k-th step of the window
+    style_layers: tuple[str, ...] = TUTORIAL_STYLE_LAYERS
+    weights: str = "caffe"
+    precision: str = "fp32"
+    track_every: int = 1  # style loss of x0 in the record at every k-th step (costs a decode when unguided)
+
+    def validate(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise StylelabError(f"steps must be a whole number >= 1, got {self.steps!r}.")
+        if self.style_loss not in STYLE_LOSSES:
+            raise StylelabError(f"unknown style loss '{self.style_loss}'; choose one of {', '.join(STYLE_LOSSES)}.")
+        if not 0 <= self.guidance_factor < float("inf"):
+            raise StylelabError(f"guidance factor must be a finite number >= 0, got {self.guidance_factor}.")
+        if self.guidance_factor > 0 and not self.style:
+            raise StylelabError("a style image is needed for guidance (--style IMG).")
+        if not 0 <= self.guidance_start <= self.guidance_end <= 1:
+            raise StylelabError("the guidance window needs 0 <= start <= end <= 1, got "
+                                f"{self.guidance_start} .. {self.guidance_end}.")
+        if self.guidance_every < 1 or self.track_every < 1:
+            raise StylelabError("guidance_every and track_every must be >= 1.")
+        if self.precision not in PRECISIONS:
+            raise StylelabError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}.")
+        if self.size is not None and (self.size < 8 or self.size % 8):
+            raise StylelabError(f"size must be a multiple of 8 (at least 8), got {self.size}.")
+
+    def guided_at(self, index: int) -> bool:
+        """Whether step `index` (0-based) of `steps` is guided."""
+        if self.guidance_factor == 0:
+            return False
+        fraction = index / self.steps
+        inside = self.guidance_start <= fraction < self.guidance_end or (self.guidance_end == 1 and fraction >= 1)
+        first = int(self.guidance_start * self.steps + 0.999999)
+        return inside and (index - first) % self.guidance_every == 0
+
+
+class StyleScorer:
+    """The Part 1 style loss of an image in [0, 1] against one style image, at its own size."""
+
+    def __init__(self, style_path: str, style_loss: str, layers, weights: str, device: torch.device, size):
+        self.vgg = VGGFeatures(weights).to(device)
+        self.layers = list(layers)
+        self.style_loss = style_loss
+        style = images.load_image(style_path, (size, size)).to(device)
+        self.objectives = {}
+        with torch.no_grad():
+            feats = self.vgg(style, self.layers)
+        for loss in STYLE_LOSSES:  # both, so records can hold both distances
+            objective = Objective(loss, content_weight=0.0, style_weight=1.0)
+            objective.set_style(feats)
+            self.objectives[loss] = objective
+
+    def __call__(self, image: torch.Tensor, loss: str | None = None) -> torch.Tensor:
+        total, _ = self.objectives[loss or self.style_loss](self.vgg(image.float(), self.layers))
+        return total
+
+
+def alphas_bar(scheduler, t) -> torch.Tensor:
+    return scheduler.alphas_cumprod[int(t)]
+
+
+def clean_estimate(latents: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    return (latents - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+def to_image(model: DiffusionModel, x0: torch.Tensor) -> torch.Tensor:
+    """Decode a clean estimate (latents for SD, pixels for DDPM) to an RGB image in [0, 1] (not clamped)."""
+    if model.vae is not None:
+        x0 = model.vae.decode(x0.to(model.vae.dtype) / model.vae.config.scaling_factor).sample
+    return x0.float() / 2 + 0.5
+
+
+def style_guidance(model: DiffusionModel, scorer: StyleScorer, latents: torch.Tensor, eps: torch.Tensor,
+                   abar: torch.Tensor, factor: float) -> tuple[torch.Tensor, float]:
+    """eps shifted down the style loss's gradient; also returns the loss of the current x0."""
+    eps = eps.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = scorer(to_image(model, clean_estimate(latents, eps, abar)))
+        (grad,) = torch.autograd.grad(loss, eps)
+    grad = grad / grad.abs().mean().clamp_min(torch.finfo(grad.dtype).tiny)
+    return (eps - factor * grad * (1 - abar).sqrt()).detach(), float(loss.detach())
+
+
+@torch.no_grad()
+def encode_prompt(model: DiffusionModel, prompt: str, negative: str, device) -> torch.Tensor:
+    tokens = model.tokenizer([negative, prompt], padding="max_length", max_length=model.tokenizer.model_max_length
+                             if model.tokenizer.model_max_length < 10_000 else 77, truncation=True, return_tensors="pt")
+    return model.text_encoder(tokens.input_ids.to(device))[0]
+
+
+def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "auto", progress: bool = True):
+    """Generate one image; returns (image tensor (1, 3, H, W) in [0, 1], record dict)."""
+    settings.validate()
+    t_start = time.perf_counter()
+    device = runtime.resolve_device(device)
+    dtype = _DTYPES[settings.precision]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise StylelabError("fp16 needs a GPU; use --precision fp32 or bf16 on the CPU.")
+    model.to(device, dtype)
+    size = settings.size or model.image_size
+    factor = model.latent_factor
+    if size % factor:
+        raise StylelabError(f"size {size} is not a multiple of the model's latent factor {factor}.")
+    scorer = None
+    if settings.style:
+        scorer = StyleScorer(settings.style, settings.style_loss, settings.style_layers, settings.weights, device, size)
+
+    scheduler = model.scheduler
+    scheduler.set_timesteps(settings.steps, device=device)
+    channels = model.unet.config.in_channels
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    latents = torch.randn((1, channels, size // factor, size // factor), generator=generator)
+    latents = (latents * scheduler.init_noise_sigma).to(device, dtype)
+    cfg = model.kind == "sd" and settings.cfg_scale != 1.0
+    embeddings = encode_prompt(model, settings.prompt, settings.negative_prompt, device) if model.kind == "sd" else None
+    if embeddings is not None and not cfg:
+        embeddings = embeddings[1:]
+
+    # Stochastic schedulers (DDPM) draw noise at every step: from our seeded generator, never the global one.
+    step_options = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    history = {"step": [], "timestep": [], "guided": [], "style_loss": [], "time_s": []}
+    setup_s = time.perf_counter() - t_start
+    t_loop = time.perf_counter()
+    timesteps = scheduler.timesteps
+    bar = tqdm(timesteps, desc="guided" if settings.guidance_factor else "sampling", unit="step",
+               disable=not progress, leave=False, mininterval=0.5)
+    log_every = max(1, len(timesteps) // 10)
+    for index, t in enumerate(bar):
+        with torch.no_grad():
+            batch = torch.cat([latents] * 2) if cfg else latents
+            batch = scheduler.scale_model_input(batch, t)
+            if model.kind == "sd":
+                eps = model.unet(batch, t, encoder_hidden_states=embeddings).sample
+            else:
+                eps = model.unet(batch, t).sample
+            if cfg:
+                eps_uncond, eps_text = eps.chunk(2)
+                eps = eps_uncond + settings.cfg_scale * (eps_text - eps_uncond)
+        abar = alphas_bar(scheduler, t).to(device, torch.float32)
+        guided = settings.guided_at(index)
+        loss = None
+        if guided:
+            eps, loss = style_guidance(model, scorer, latents.float(), eps.float(), abar, settings.guidance_factor)
+            eps = eps.to(dtype)
+        elif scorer is not None and index % settings.track_every == 0:
+            with torch.no_grad():
+                loss = float(scorer(to_image(model, clean_estimate(latents.float(), eps.float(), abar))))
+        latents = scheduler.step(eps, t, latents, **step_options).prev_sample
+        history["step"].append(index + 1)
+        history["timestep"].append(int(t))
+        history["guided"].append(guided)
+        history["style_loss"].append(loss)
+        history["time_s"].append(round(time.perf_counter() - t_loop, 6))
+        if loss is not None and not (loss == loss and abs(loss) != float("inf")):
+            raise StylelabError(f"the style loss became {loss} at step {index + 1}: guidance diverged. "
+                                "Lower the guidance factor.")
+        if (index + 1) % log_every == 0:
+            log.info("step %d/%d t=%d%s", index + 1, len(timesteps), int(t),
+                     f" style loss of x0 {loss:.4g}" if loss is not None else "")
+    bar.close()
+    loop_s = time.perf_counter() - t_loop
+    with torch.no_grad():
+        image = to_image(model, latents.float() if model.vae is None else latents).clamp(0, 1).float().cpu()
+    distances = {}
+    if scorer is not None:
+        with torch.no_grad():
+            distances = {loss: float(scorer(image.to(device), loss)) for loss in STYLE_LOSSES}
+    n_guided = sum(history["guided"])
+    record = {
+        "kind": "generation",
+        "settings": {**asdict(settings), "style_layers": list(settings.style_layers), "size": size},
+        "model": {"name": model.name, "kind": model.kind, "source": model.source, "embedded": model.embedded,
+                  "fallback_reason": model.fallback_reason, "scheduler": type(scheduler).__name__},
+        "image_size": [size, size],
+        "history": history,
+        "style_distances": distances,
+        "timing": {"setup_s": round(setup_s, 4), "sampling_s": round(loop_s, 4),
+                   "time_per_step_s": round(loop_s / len(timesteps), 6), "steps": len(timesteps),
+                   "guided_steps": n_guided},
+        "device": str(device),
+        "device_name": runtime.device_name(device),
+        "precision": settings.precision,
+        "weights": settings.weights,
+        "seed": settings.seed,
+        "versions": runtime.package_versions(),
+    }
+    return image, record

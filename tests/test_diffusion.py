@@ -1,0 +1,117 @@
+"""Part 2 on the embedded stand-in models (CPU, offline): loading, fallback, and the guided sampler."""
+
+import json
+
+import pytest
+import torch
+
+from stylelab.diffusion import guidance, models
+from stylelab.diffusion.guidance import GuidanceSettings, sample
+from stylelab.errors import StylelabError
+
+
+@pytest.fixture(scope="module")
+def tiny_sd():
+    return models.load_model("embedded-sd", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_ddpm():
+    return models.load_model("embedded-ddpm", seed=0)
+
+
+def _run(model, picasso, **kw):
+    base = dict(prompt="a cat", steps=6, seed=3, size=32, style=str(picasso))
+    return sample(model, GuidanceSettings(**{**base, **kw}), device="cpu", progress=False)
+
+
+def test_clean_estimate_inverts_the_forward_process():
+    torch.manual_seed(0)
+    x0, eps, abar = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8), torch.tensor(0.3)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    assert torch.allclose(guidance.clean_estimate(x_t, eps, abar), x0, atol=1e-5)
+
+
+def test_guidance_window_and_every_k():
+    s = GuidanceSettings(steps=10, guidance_factor=1.0, guidance_start=0.2, guidance_end=0.8, guidance_every=2)
+    assert [i for i in range(10) if s.guided_at(i)] == [2, 4, 6]
+    assert [i for i in range(4) if GuidanceSettings(steps=4, guidance_factor=1.0).guided_at(i)] == [0, 1, 2, 3]
+    assert not any(GuidanceSettings(steps=4, guidance_factor=0.0).guided_at(i) for i in range(4))
+    late = GuidanceSettings(steps=10, guidance_factor=1.0, guidance_start=0.5)
+    assert [i for i in range(10) if late.guided_at(i)] == [5, 6, 7, 8, 9]
+
+
+def test_in_memory_tokenizer_reads_any_text(tiny_sd):
+    ids = tiny_sd.tokenizer(["A picture of a cat — in the style of Picasso <script>"]).input_ids[0]
+    assert ids[0] == tiny_sd.tokenizer.bos_token_id and ids[-1] == tiny_sd.tokenizer.eos_token_id
+    assert tiny_sd.tokenizer.unk_token_id not in ids[1:-1]
+
+
+@pytest.mark.parametrize("which", ["tiny_sd", "tiny_ddpm"])
+def test_zero_guidance_is_the_unguided_image_bit_for_bit(request, picasso, which):
+    model = request.getfixturevalue(which)
+    plain, _ = _run(model, picasso, style=None)
+    zero, record = _run(model, picasso, guidance_factor=0.0)
+    assert torch.equal(plain, zero)
+    assert record["timing"]["guided_steps"] == 0 and all(v is not None for v in record["history"]["style_loss"])
+
+
+@pytest.mark.parametrize("which", ["tiny_sd", "tiny_ddpm"])
+@pytest.mark.parametrize("style_loss", ["gram", "meanvar"])
+def test_guidance_lowers_the_style_loss_it_guides_on(request, picasso, which, style_loss):
+    model = request.getfixturevalue(which)
+    _, unguided = _run(model, picasso, style_loss=style_loss)
+    image, guided = _run(model, picasso, style_loss=style_loss, guidance_factor=0.6)
+    assert guided["timing"]["guided_steps"] == 6
+    assert guided["style_distances"][style_loss] < unguided["style_distances"][style_loss]
+    assert image.shape == (1, 3, 32, 32) and 0 <= image.min() and image.max() <= 1
+
+
+def test_same_seed_same_image_other_seed_other_image(tiny_sd, picasso):
+    a, _ = _run(tiny_sd, picasso, style=None)
+    b, _ = _run(tiny_sd, picasso, style=None)
+    c, _ = _run(tiny_sd, picasso, style=None, seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_fallback_to_the_embedded_model_is_said(monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = models.load_model("CompVis/stable-diffusion-v1-4", fallback="embedded")
+    assert model.embedded and model.kind == "sd" and "could not be loaded" in model.fallback_reason
+    assert "embedded stand-in embedded-sd" in caplog.text
+    ddpm = models.load_model("google/ddpm-celebahq-256", fallback="embedded")
+    assert ddpm.embedded and ddpm.kind == "ddpm"
+
+
+def test_unloadable_model_with_fallback_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(StylelabError) as err:
+        models.load_model("CompVis/stable-diffusion-v1-4", fallback="error")
+    message = str(err.value)
+    assert "CompVis/stable-diffusion-v1-4" in message and models.hub_cache() in message
+    assert "huggingface-cli download" in message
+
+
+def test_generate_command_writes_image_and_record(run_cli, picasso, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli("generate", "--model", "CompVis/stable-diffusion-v1-4", "--steps", "4", "--size", "32",
+                           "--style", picasso, "--guidance-factor", "0.6", "--device", "cpu", "--quiet",
+                           "--out", tmp_path / "g")
+    assert code == 0, err
+    record = json.loads((tmp_path / "g" / "record.json").read_text())
+    assert record["model"]["embedded"] and record["model"]["fallback_reason"]
+    assert set(record["style_distances"]) == {"gram", "meanvar"} and len(record["history"]["style_loss"]) == 4
+    assert (tmp_path / "g" / "image.png").stat().st_size > 0
+
+
+def test_generate_error_path_leaves_nothing(run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli("generate", "--model", "no/such-model", "--fallback", "error", "--steps", "2",
+                           "--device", "cpu", "--out", tmp_path / "g")
+    assert code == 2 and "no/such-model" in err and "Traceback" not in err
+    assert not (tmp_path / "g").exists()
+
+
+def test_guidance_without_style_is_refused():
+    with pytest.raises(StylelabError, match="style image"):
+        GuidanceSettings(guidance_factor=0.5).validate()
