@@ -1,4 +1,4 @@
-# The Part 1 workflow: every experiment of config.yaml is a cached target with its record, then the
+# The workflow: every experiment of config.yaml is a cached target with its record, then the
 # figures, then the report. Rules only say what to compute and where it goes; each calls one `stylelab`
 # command (README, "Workflow").
 #
@@ -11,6 +11,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/part1.smk"
+include: "workflow/rules/part2.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
@@ -20,4 +21,6 @@ rule all:
     input:
         part1_targets(),
         FIGURE_FILES,
+        part2_targets(),
+        PART2_FIGURE_FILES,
         REPORT_HTML,

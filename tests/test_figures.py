@@ -140,3 +140,42 @@ def test_report_refuses_records_without_a_section(runs_dir, run_cli, tmp_path):
     code, _, err = run_cli("report", "--out", tmp_path / "r.html", "--section", "inversion", grid,
                            "--records", *_inversion_records(runs_dir), *_transfer_records(runs_dir))
     assert code == 2 and "transfer" in err and "--section" in err and not (tmp_path / "r.html").exists()
+
+
+@pytest.fixture(scope="module")
+def generations(tmp_path_factory, picasso):
+    """Two tiny generations (unguided and Gram-guided) from the embedded SD, written as `generate` does."""
+    from stylelab.diffusion.guidance import GuidanceSettings, sample
+    from stylelab.diffusion.models import load_model
+    from stylelab.images import save_png
+    from stylelab.records import write_record
+
+    out = tmp_path_factory.mktemp("generated")
+    model = load_model("embedded-sd")
+    paths = []
+    for name, factor in (("unguided", 0.0), ("gram", 0.6)):
+        image, record = sample(model, GuidanceSettings(prompt="a <b>cat</b>", steps=3, size=32, style=str(picasso),
+                                                       guidance_factor=factor), device="cpu", progress=False)
+        save_png(image, out / name / "image.png")
+        write_record(out / name / "record.json", record)
+        paths.append(out / name / "record.json")
+    return paths
+
+
+def test_gallery_and_guidance_curves_carry_the_stand_in_banner(generations, runs_dir, tmp_path):
+    gallery = figures.gallery_figure(load_runs([*generations, runs_dir / "transfer" / "gram_w1e6.json"]))
+    texts = [t.get_text() for t in gallery.texts] + [ax.get_title() for ax in gallery.axes]
+    assert any("Stand-in model with random weights" in t for t in texts)
+    assert "style image" in texts and any(t.startswith("Gram-guided, s = 0.6, 3 steps") for t in texts)
+    assert any(t.startswith("Part 1 transfer, 4 steps") for t in texts)
+    curves = figures.guidance_curves_figure(load_runs(generations))
+    assert [ax.get_yscale() for ax in curves.axes[:2]] == ["log", "log"]
+    assert len(curves.axes[0].lines) == 2 and len(curves.axes[1].lines) == 2
+
+
+def test_report_generation_section_has_banner_and_escapes_the_prompt(generations, tmp_path):
+    grid = figures.write_figure("gallery", generations, tmp_path / "generation_grid.png")
+    html = report.render_report(report.build_sections([["generation", str(grid)]], generations))
+    assert 'class="banner"' in html and "embedded-sd asked for by name" in html
+    assert "a &lt;b&gt;cat&lt;/b&gt;" in html and "<b>cat</b>" not in html
+    assert html.count("<td>unguided, 3 steps</td>") == 1

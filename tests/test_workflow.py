@@ -33,7 +33,8 @@ CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
 
 # The Part 1 runs of the assignment (PARAMETERS.md), and the jobs that turn them into figures and a report.
 ASSIGNMENT_LAYERS = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10", "pool_2", "pool_8", "pool_16"]
-DEFAULT_JOBS = {"inversion": 9, "texture": 9, "transfer": 4, "layer_grid": 2, "transfer_grid": 1,
+PART2_JOBS = {"generate": 6, "transfer_on_generated": 2, "generation_grid": 1, "guidance_curves": 1, "comparison": 1}
+DEFAULT_JOBS = {**PART2_JOBS, "inversion": 9, "texture": 9, "transfer": 4, "layer_grid": 2, "transfer_grid": 1,
                 "loss_curves": 3, "report": 1, "all": 1}
 
 
@@ -98,6 +99,10 @@ def test_config_is_the_assignment_as_run():
     assert (transfer["content_weight"], transfer["init"], transfer["steps"]) == (1, "content", [300, 1000])
     assert [(r["style_loss"], r["style_weight"]) for r in transfer["runs"]] == \
         [("gram", 1e6), ("meanvar", 1), ("meanvar", 10), ("meanvar", 20)]
+    diffusion = CONFIG["diffusion"]
+    assert (diffusion["model"], diffusion["steps"], diffusion["cfg_scale"]) == ("CompVis/stable-diffusion-v1-4", 100, 7.5)
+    assert diffusion["transfer"]["content"] == "unguided" and diffusion["transfer"]["steps"] == [300, 1000]
+    assert [(r["style_loss"], r["style_weight"]) for r in diffusion["transfer"]["runs"]] == [("meanvar", 1), ("gram", 1e6)]
 
 
 def test_schema_names_agree_with_the_library():
@@ -140,6 +145,28 @@ def test_default_dry_run_lists_exactly_the_part1_runs(project):
     assert not re.search(r"rule report:(?:\n .*)*\n\s+resources: .*gpu=", run.stdout)
 
 
+def test_default_dry_run_lists_exactly_the_part2_runs(project):
+    run = snakemake(project, "-n", "--cores", "1", "--resources", "gpu=1", "--", "results/part2/figures/comparison.png",
+                    "results/part2/figures/generation_grid.png", "results/part2/figures/guidance_curves.png")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert job_counts(run.stdout) == PART2_JOBS
+    commands = [line for line in run.stdout.splitlines() if " generate " in line]
+    # (prompt, style loss, guidance factor, steps) of each run of the assignment, one seed for all
+    expected = {("'a cat'", "gram", "0.0", "100"), ("'a cat'", "gram", "0.6", "100"), ("'a cat'", "gram", "0.85", "100"),
+                ("'a cat'", "gram", "0.6", "150"), ("'a cat'", "meanvar", "0.6", "100"),
+                ("'A picture of a cat with the style of Picasso'", "gram", "0.0", "100")}
+    found = set()
+    for line in commands:
+        prompt = re.search(r"--prompt ('[^']*'|\S+)", line).group(1)
+        prompt = prompt if prompt.startswith("'") else f"'{prompt}'"
+        found.add((prompt, re.search(r"--style-loss (\S+)", line).group(1),
+                   re.search(r"--guidance-factor (\S+)", line).group(1), re.search(r"--steps (\S+)", line).group(1)))
+        assert "--seed 0" in line and "--model CompVis/stable-diffusion-v1-4" in line
+    assert found == expected
+    transfers = [line for line in run.stdout.splitlines() if " transfer --content results/part2/generated/unguided" in line]
+    assert len(transfers) == 2 and all("--steps 300 1000" in line for line in transfers)
+
+
 def test_plain_snakemake_report_uses_the_default_profile(project):
     run = snakemake(project, "-n", "report")  # no --cores: the profile gives them
     assert run.returncode == 0, run.stderr[-3000:]
@@ -160,7 +187,7 @@ def test_preview_is_the_same_experiments_smaller(project):
 @pytest.mark.parametrize("overlay, message", [
     ("inversoin:\n  steps: 3\n",
      "config: unknown key 'inversoin' at the top level (did you mean 'inversion'?); the keys there are: "
-     "images, weights, device, size, optimizer, lr, bounds, jobs, inversion, texture, transfer."),
+     "images, weights, device, size, optimizer, lr, bounds, jobs, inversion, texture, transfer, diffusion."),
     ("texture:\n  layers: [conv_1, conv_99]\n",
      "config: 'texture.layers[1]' is 'conv_99', but it must be one of conv_1, relu_1, conv_2,"),
     ("transfer:\n  steps: [300, -1000]\n",
@@ -245,9 +272,25 @@ def test_preview_makes_every_target(preview):
                    "inversion_curves", "texture_curves", "transfer_curves"):
         assert (preview / f"results/part1/figures/{figure}.png").stat().st_size > 10_000
     html = (preview / "results/report/report.html").read_text()
-    assert html.count("data:image/png;base64,") == 6 and html.count("<section") == 3
+    assert html.count("data:image/png;base64,") == 9 and html.count("<section") == 4
+    assert "Stand-in model" in html  # the preview's diffusion model is the embedded one
     # Up to date afterwards: nothing reruns for no reason.
     assert job_counts(_dry(preview, "--", "report").stdout) == {}
+
+
+def test_preview_guidance_lowers_the_style_distance(preview):
+    def distances(name):
+        return json.loads((preview / f"results/part2/generated/{name}/record.json").read_text())["style_distances"]
+
+    unguided = distances("unguided")
+    for name, loss in (("gram_s0.6", "gram"), ("gram_s0.85", "gram"), ("meanvar_s0.6", "meanvar")):
+        assert distances(name)[loss] < unguided[loss], name
+    for name in ("comparison", "generation_grid", "guidance_curves"):
+        assert (preview / f"results/part2/figures/{name}.png").stat().st_size > 10_000
+    for run in ("meanvar_w1", "gram_w1e6"):
+        record = json.loads((preview / f"results/part2/transfer/{run}.json").read_text())
+        assert record["settings"]["content"] == "results/part2/generated/unguided/image.png"
+        assert record["final_losses"]["total"] < record["initial_loss"]
 
 
 @pytest.mark.parametrize("name", _records())

@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "recomputed). layer-grid: one-layer runs (inversion, texture) by layer type "
                                    "and depth; step-grid: a row per run, a column per saved step; curves: the "
                                    "loss history of every run, log scale.")
-    f.add_argument("figure", choices=("layer-grid", "step-grid", "curves"), help="which figure")
+    f.add_argument("figure", choices=("layer-grid", "step-grid", "curves", "gallery", "guidance-curves"),
+                   help="which figure")
     f.add_argument("records", nargs="+", metavar="RECORD", help="record JSON files, in the order to show them")
     f.add_argument("--out", required=True, metavar="PNG", help="the figure file to write")
 

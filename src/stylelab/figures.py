@@ -1,8 +1,10 @@
 """Figures of the Part 1 experiments, made from their images and records only (never by re-running one).
 
-    layer-grid   one image per one-layer run (inversion, texture): columns by layer type, rows by depth
-    step-grid    one row per run (transfer), one column per saved step
-    curves       the loss history of every run of one experiment, on a log scale
+    layer-grid       one image per one-layer run (inversion, texture): columns by layer type, rows by depth
+    step-grid        one row per run (transfer), one column per saved step
+    curves           the loss history of every run of one experiment, on a log scale
+    gallery          the style image, then the final image of each run (Part 2 generations and transfers)
+    guidance-curves  the style losses of the clean estimate x0 along the denoising schedule (Part 2)
 
 Each draws a matplotlib Figure from runs (stylelab.runs); write_figure saves one as a PNG.
 """
@@ -23,7 +25,9 @@ from matplotlib.figure import Figure
 
 from .errors import StylelabError
 from .images import write_bytes_atomic
-from .runs import KIND_TITLES, Run, load_runs
+from PIL import Image
+
+from .runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
 from .vgg import resolve_layer
 
 LAYER_TYPES = ("conv", "relu", "pool")
@@ -158,7 +162,77 @@ def loss_curves_figure(runs: Sequence[Run]) -> Figure:
     return fig
 
 
-FIGURES = {"layer-grid": layer_grid_figure, "step-grid": step_grid_figure, "curves": loss_curves_figure}
+def _stand_in_note(fig: Figure, runs: Sequence[Run]) -> None:
+    """The banner every figure made from an embedded stand-in model carries."""
+    reasons = sorted({run.stand_in for run in runs if run.kind == "generation" and run.stand_in})
+    if reasons:
+        fig.supxlabel("Stand-in model with random weights, not the real model: " + "; ".join(reasons),
+                      fontsize=8, color="#b00000")
+
+
+def _distances(run: Run) -> str:
+    distances = run.record.get("style_distances") or run.record["images"][str(run.steps[-1])].get("distances", {})
+    return "   ".join(f"{STYLE_LOSS_NAMES[k]} {v:.3g}" for k, v in distances.items())
+
+
+def gallery_figure(runs: Sequence[Run]) -> Figure:
+    """The final image of each run (generations, and transfers at their last step) after the style image."""
+    odd = sorted({run.kind for run in runs} - {"generation", "transfer"})
+    if odd:
+        raise StylelabError(f"a gallery shows generations and transfers, not {', '.join(odd)} runs.")
+    style_path = runs[0].record["settings"].get("style")
+    cells = ([("style image", None, np.asarray(Image.open(style_path).convert("RGB")))] if style_path else [])
+    for run in runs:
+        if run.kind == "generation":
+            title = run.label + "\n\"" + run.record["settings"]["prompt"] + "\""
+        else:
+            title = f"Part 1 transfer, {run.steps[-1]} steps\n{run.label}"
+        cells.append((title, _distances(run), run.image()))
+    n_cols = min(4, len(cells))
+    n_rows = -(-len(cells) // n_cols)
+    fig = Figure(figsize=(CELL_INCHES * 1.25 * n_cols, CELL_INCHES * 1.45 * n_rows + 1.0), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for ax in axes.flat:
+        _blank(ax)
+    for ax, (title, xlabel, image) in zip(axes.flat, cells):
+        ax.imshow(image, interpolation="antialiased")
+        ax.set_title(title, fontsize=8.5)
+        if xlabel:
+            ax.set_xlabel("distance to style: " + xlabel, fontsize=7.5)
+    generations = [r for r in runs if r.kind == "generation"]
+    model = generations[0].record["model"]["source"] if generations else ""
+    fig.suptitle(f"Style-guided diffusion{' (' + model + ')' if model else ''}, one seed for all", fontsize=12)
+    _stand_in_note(fig, runs)
+    return fig
+
+
+def guidance_curves_figure(runs: Sequence[Run]) -> Figure:
+    """Gram and MeanVar style loss of the clean estimate x0 along the schedule, one line per run."""
+    _one_kind(runs, ("generation",))
+    fig = Figure(figsize=(11.5, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    colours = matplotlib.colormaps["tab10"].colors
+    several_prompts = len({run.record["settings"]["prompt"] for run in runs}) > 1
+    for ax, loss in zip(axes, ("gram", "meanvar")):
+        for run, colour in zip(runs, colours):
+            history = run.record["history"]
+            label = run.label + (f', "{run.record["settings"]["prompt"][:40]}"' if several_prompts else "")
+            values = np.array([np.nan if v is None or v <= 0 else v for v in history[f"style/{loss}"]], dtype=float)
+            fraction = np.asarray(history["step"], dtype=float) / len(history["step"])
+            ax.plot(fraction, values, color=colour, linewidth=1.3, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("fraction of the denoising schedule")
+        ax.set_title(f"{STYLE_LOSS_NAMES[loss]} style loss of x0", fontsize=11)
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8.5, loc="outside right upper", frameon=False)
+    fig.suptitle("Style loss of the clean-image estimate at each step", fontsize=12)
+    _stand_in_note(fig, runs)
+    return fig
+
+
+FIGURES = {"layer-grid": layer_grid_figure, "step-grid": step_grid_figure, "curves": loss_curves_figure,
+           "gallery": gallery_figure, "guidance-curves": guidance_curves_figure}
 
 
 def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:

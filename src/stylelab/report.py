@@ -42,6 +42,19 @@ def _data_uri(path: Path) -> str:
 
 def _run_row(run: Run) -> dict:
     record = run.record
+    if run.kind == "generation":
+        settings = record["settings"]
+        return {
+            "label": run.label,
+            "prompt": settings["prompt"],
+            "steps": str(record["timing"]["steps"]),
+            "guided_steps": record["timing"]["guided_steps"],
+            "gram": record["style_distances"].get("gram"),
+            "meanvar": record["style_distances"].get("meanvar"),
+            "time_per_step_s": float(record["timing"]["time_per_step_s"]),
+            "model": record["model"]["source"],
+            "stand_in": bool(record["model"]["embedded"]),
+        }
     return {
         "label": run.label,
         "steps": ", ".join(str(s) for s in run.steps),
@@ -57,6 +70,8 @@ _SETTINGS_SHOWN = {
     "inversion": ("content", "content_weight", "init", "steps", "seed"),
     "texture": ("style", "style_loss", "style_weight", "init", "steps", "seed"),
     "transfer": ("content", "style", "content_layers", "style_layers", "content_weight", "init", "steps", "seed"),
+    "generation": ("style", "style_layers", "seed", "cfg_scale", "size", "guidance_start", "guidance_end",
+                   "guidance_every", "precision"),
 }
 _NETWORK_SETTINGS = ("weights", "device", "optimizer", "lr", "bounds")
 
@@ -100,7 +115,9 @@ def render_report(sections: Sequence[Section], template: str | os.PathLike = DEF
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     all_runs = [run for section in sections for run in section.runs]
+    stand_ins = sorted({run.stand_in for run in all_runs if run.kind == "generation" and run.stand_in})
     context = {
+        "stand_ins": stand_ins,
         "sections": [{
             "kind": section.kind,
             "title": KIND_TITLES[section.kind],

@@ -14,19 +14,13 @@ import numpy as np
 from PIL import Image
 
 from .errors import StylelabError
+from .names import format_number
 from .records import read_record
 from .vgg import resolve_layer
 
-KIND_TITLES = {"inversion": "Feature inversion", "texture": "Texture synthesis", "transfer": "Style transfer"}
+KIND_TITLES = {"inversion": "Feature inversion", "texture": "Texture synthesis", "transfer": "Style transfer",
+               "generation": "Style-guided diffusion"}
 STYLE_LOSS_NAMES = {"gram": "Gram", "meanvar": "MeanVar"}
-
-
-def format_number(value) -> str:
-    """A setting as people write it: 1, 10, 0.5, 1e6 (not 1000000.0 or 1e+06)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    mantissa, _, exponent = f"{value:g}".partition("e")
-    return f"{mantissa}e{int(exponent)}" if exponent else mantissa
 
 
 @dataclass
@@ -48,7 +42,22 @@ class Run:
         return layers[0]
 
     @property
+    def stand_in(self) -> str | None:
+        """For a generation made by an embedded stand-in model: what was used instead of what, and why."""
+        model = self.record.get("model", {})
+        if not model.get("embedded"):
+            return None
+        return model.get("fallback_reason") or f"{model.get('source')} asked for by name"
+
+    @property
     def label(self) -> str:
+        if self.kind == "generation":
+            settings = self.record["settings"]
+            steps = self.record["timing"]["steps"]
+            if settings["guidance_factor"] > 0:
+                loss = STYLE_LOSS_NAMES.get(settings["style_loss"], settings["style_loss"])
+                return f"{loss}-guided, s = {format_number(settings['guidance_factor'])}, {steps} steps"
+            return f"unguided, {steps} steps"
         if self.kind in ("inversion", "texture"):
             layer = resolve_layer(self.layer)
             return f"{layer.name} ({layer.canonical})"

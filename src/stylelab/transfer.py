@@ -206,11 +206,27 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
         with torch.no_grad():
             return _losses_dict(*objective(vgg(img, layers), img))
 
+    # Gram and MeanVar distances of each saved image to the style image, whatever loss the run used, so
+    # results of either loss can be judged by both (unweighted sums over the style layers).
+    distance_objectives = {}
+    if style is not None and settings.style_layers:
+        with torch.no_grad():
+            style_features = vgg(style.to(device), settings.style_layers)
+        for loss in STYLE_LOSSES:
+            distance_objectives[loss] = Objective(loss, content_weight=0.0, style_weight=1.0)
+            distance_objectives[loss].set_style(style_features)
+
+    def distances(img: torch.Tensor) -> dict:
+        with torch.no_grad():
+            features = vgg(img, settings.style_layers)
+            return {loss: float(obj(features)[0]) for loss, obj in distance_objectives.items()}
+
     save_steps = sorted(set(int(s) for s in settings.steps))
     n_steps = save_steps[-1]
     history: dict[str, list] = {"step": [], "time_s": []}
     snapshots: dict[int, torch.Tensor] = {}
     image_losses: dict[int, dict] = {}
+    image_distances: dict[int, dict] = {}
     t_setup = time.perf_counter() - t_start
     log.info("%s: %d steps, %s, size %dx%d, device %s, weights %s, layers %s", settings.kind, n_steps,
              settings.optimizer, shape[-1], shape[-2], device, settings.weights, layers)
@@ -236,6 +252,7 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
             with torch.no_grad():
                 snapshots[step] = image.detach().clamp(0, 1).to("cpu", copy=True)
             image_losses[step] = evaluate(snapshots[step].to(device))
+            image_distances[step] = distances(snapshots[step].to(device)) if distance_objectives else {}
     bar.close()
     loop_s = time.perf_counter() - t_loop
 
@@ -245,7 +262,8 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
                      "content_layers": content_layers, "style_layers": style_layers},
         "image_size": [int(shape[-2]), int(shape[-1])],
         "history": history,
-        "images": {str(s): {"file": f"step_{s}.png", "losses": image_losses[s]} for s in save_steps},
+        "images": {str(s): {"file": f"step_{s}.png", "losses": image_losses[s], "distances": image_distances[s]}
+                   for s in save_steps},
         "final_losses": image_losses[n_steps],
         "initial_loss": history["total"][0],
         "optimizer_scale": scale[0] if scale else 1.0,

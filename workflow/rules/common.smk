@@ -11,7 +11,7 @@ import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from stylelab.runs import format_number  # file names and the report's labels write weights alike
+from stylelab.names import format_number  # file names and the report's labels write weights alike
 
 
 SCHEMA = "../schemas/config.schema.yaml"
@@ -165,7 +165,69 @@ FIGURE_FILES = ([f"{FIGURES}/{group}_grid.png" for group in GROUPS]
                 + [f"{FIGURES}/{group}_curves.png" for group in GROUPS])
 
 
+# Part 2.
+PART2 = "results/part2"
+PART2_FIGURES = f"{PART2}/figures"
+DIFFUSION = config["diffusion"]
+GENERATION_RUNS = {run["name"]: run for run in DIFFUSION["runs"]}
+if len(GENERATION_RUNS) != len(DIFFUSION["runs"]):
+    raise WorkflowError("config: diffusion.runs gives two runs the same name; names: "
+                        f"{', '.join(run['name'] for run in DIFFUSION['runs'])}.")
+for _name in [DIFFUSION["transfer"]["content"], *DIFFUSION["comparison"]]:
+    if _name not in GENERATION_RUNS:
+        raise WorkflowError(f"config: '{_name}' (diffusion.transfer.content or diffusion.comparison) is not the "
+                            f"name of a diffusion run; the runs are: {', '.join(GENERATION_RUNS)}.")
+PART2_TRANSFER_RUNS = {transfer_run_id(run): run for run in DIFFUSION["transfer"]["runs"]}
+PART2_TRANSFER_STEPS = sorted(DIFFUSION["transfer"]["steps"])
+
+
+def generation_record(name):
+    return f"{PART2}/generated/{name}/record.json"
+
+
+def generation_image(name):
+    return f"{PART2}/generated/{name}/image.png"
+
+
+def part2_transfer_record(run_id):
+    return f"{PART2}/transfer/{run_id}.json"
+
+
+def part2_transfer_images(run_id):
+    return [f"{PART2}/transfer/{run_id}_s{step}.png" for step in PART2_TRANSFER_STEPS]
+
+
+def part2_targets():
+    files = [f(name) for name in GENERATION_RUNS for f in (generation_image, generation_record)]
+    for run_id in PART2_TRANSFER_RUNS:
+        files += part2_transfer_images(run_id) + [part2_transfer_record(run_id)]
+    return files
+
+
+def generation_steps(name):
+    return max(1, round(DIFFUSION["steps"] * GENERATION_RUNS[name].get("steps_factor", 1)))
+
+
+def generation_options(name):
+    """Every setting of one generation run that changes its image."""
+    run = GENERATION_RUNS[name]
+    guidance = DIFFUSION["guidance"]
+    options = ["--model", DIFFUSION["model"], "--fallback", DIFFUSION["fallback"],
+               "--steps", generation_steps(name), "--seed", DIFFUSION["seed"],
+               "--cfg-scale", DIFFUSION["cfg_scale"], "--precision", DIFFUSION["precision"],
+               "--prompt", run["prompt"], "--style-loss", run.get("style_loss", "gram"),
+               "--guidance-factor", run.get("guidance_factor", 0.0),
+               "--guidance-start", guidance["start"], "--guidance-end", guidance["end"],
+               "--guidance-every", guidance["every"], "--weights", config["weights"], "--device", config["device"]]
+    if DIFFUSION["size"] is not None:
+        options += ["--size", DIFFUSION["size"]]
+    return " ".join(shlex.quote(str(option)) for option in options)
+
+
+PART2_FIGURE_FILES = [f"{PART2_FIGURES}/{name}.png" for name in ("generation_grid", "guidance_curves", "comparison")]
+
+
 def report_sections():
     """`--section GROUP FIGURE...` for each experiment group, in the order the report shows them."""
-    return " ".join(f"--section {group} {FIGURES}/{group}_grid.png {FIGURES}/{group}_curves.png"
-                    for group in GROUPS)
+    part1 = [f"--section {group} {FIGURES}/{group}_grid.png {FIGURES}/{group}_curves.png" for group in GROUPS]
+    return " ".join(part1 + ["--section generation " + " ".join(PART2_FIGURE_FILES)])

@@ -3,8 +3,9 @@
 
 rule report:
     input:
-        figures=FIGURE_FILES,
-        records=[record for group in GROUPS for record in group_records(group)],
+        figures=FIGURE_FILES + PART2_FIGURE_FILES,
+        records=[record for group in GROUPS for record in group_records(group)]
+        + [generation_record(name) for name in GENERATION_RUNS],
         template="report/templates/report.html.j2",
         css="report/style.css",
     output:

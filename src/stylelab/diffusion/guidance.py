@@ -102,9 +102,10 @@ class StyleScorer:
             objective.set_style(feats)
             self.objectives[loss] = objective
 
-    def __call__(self, image: torch.Tensor, loss: str | None = None) -> torch.Tensor:
-        total, _ = self.objectives[loss or self.style_loss](self.vgg(image.float(), self.layers))
-        return total
+    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Both style losses of one image, from one forward of VGG-19."""
+        features = self.vgg(image.float(), self.layers)
+        return {loss: objective(features)[0] for loss, objective in self.objectives.items()}
 
 
 def alphas_bar(scheduler, t) -> torch.Tensor:
@@ -123,14 +124,14 @@ def to_image(model: DiffusionModel, x0: torch.Tensor) -> torch.Tensor:
 
 
 def style_guidance(model: DiffusionModel, scorer: StyleScorer, latents: torch.Tensor, eps: torch.Tensor,
-                   abar: torch.Tensor, factor: float) -> tuple[torch.Tensor, float]:
-    """eps shifted down the style loss's gradient; also returns the loss of the current x0."""
+                   abar: torch.Tensor, factor: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """eps shifted down the guiding style loss's gradient; also returns both style losses of the current x0."""
     eps = eps.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = scorer(to_image(model, clean_estimate(latents, eps, abar)))
-        (grad,) = torch.autograd.grad(loss, eps)
+        losses = scorer(to_image(model, clean_estimate(latents, eps, abar)))
+        (grad,) = torch.autograd.grad(losses[scorer.style_loss], eps)
     grad = grad / grad.abs().mean().clamp_min(torch.finfo(grad.dtype).tiny)
-    return (eps - factor * grad * (1 - abar).sqrt()).detach(), float(loss.detach())
+    return (eps - factor * grad * (1 - abar).sqrt()).detach(), {k: float(v.detach()) for k, v in losses.items()}
 
 
 @torch.no_grad()
@@ -170,7 +171,7 @@ def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "aut
 
     # Stochastic schedulers (DDPM) draw noise at every step: from our seeded generator, never the global one.
     step_options = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    history = {"step": [], "timestep": [], "guided": [], "style_loss": [], "time_s": []}
+    history = {"step": [], "timestep": [], "guided": [], "time_s": [], **{f"style/{k}": [] for k in STYLE_LOSSES}}
     setup_s = time.perf_counter() - t_start
     t_loop = time.perf_counter()
     timesteps = scheduler.timesteps
@@ -190,19 +191,22 @@ def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "aut
                 eps = eps_uncond + settings.cfg_scale * (eps_text - eps_uncond)
         abar = alphas_bar(scheduler, t).to(device, torch.float32)
         guided = settings.guided_at(index)
-        loss = None
+        losses = {}
         if guided:
-            eps, loss = style_guidance(model, scorer, latents.float(), eps.float(), abar, settings.guidance_factor)
+            eps, losses = style_guidance(model, scorer, latents.float(), eps.float(), abar, settings.guidance_factor)
             eps = eps.to(dtype)
         elif scorer is not None and index % settings.track_every == 0:
             with torch.no_grad():
-                loss = float(scorer(to_image(model, clean_estimate(latents.float(), eps.float(), abar))))
+                x0_image = to_image(model, clean_estimate(latents.float(), eps.float(), abar))
+                losses = {k: float(v) for k, v in scorer(x0_image).items()}
         latents = scheduler.step(eps, t, latents, **step_options).prev_sample
         history["step"].append(index + 1)
         history["timestep"].append(int(t))
         history["guided"].append(guided)
-        history["style_loss"].append(loss)
+        for key in STYLE_LOSSES:
+            history[f"style/{key}"].append(losses.get(key))
         history["time_s"].append(round(time.perf_counter() - t_loop, 6))
+        loss = losses.get(settings.style_loss)
         if loss is not None and not (loss == loss and abs(loss) != float("inf")):
             raise StylelabError(f"the style loss became {loss} at step {index + 1}: guidance diverged. "
                                 "Lower the guidance factor.")
@@ -216,7 +220,7 @@ def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "aut
     distances = {}
     if scorer is not None:
         with torch.no_grad():
-            distances = {loss: float(scorer(image.to(device), loss)) for loss in STYLE_LOSSES}
+            distances = {k: float(v) for k, v in scorer(image.to(device)).items()}
     n_guided = sum(history["guided"])
     record = {
         "kind": "generation",
@@ -226,6 +230,8 @@ def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "aut
         "image_size": [size, size],
         "history": history,
         "style_distances": distances,
+        # The same shape as Part 1 records, so figures and the report read both alike.
+        "images": {str(len(timesteps)): {"file": "image.png", "losses": distances}},
         "timing": {"setup_s": round(setup_s, 4), "sampling_s": round(loop_s, 4),
                    "time_per_step_s": round(loop_s / len(timesteps), 6), "steps": len(timesteps),
                    "guided_steps": n_guided},

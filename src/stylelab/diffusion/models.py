@@ -132,6 +132,42 @@ def build_embedded_ddpm(seed: int = 0, image_size: int = 32) -> DiffusionModel:
     return _eval(model)
 
 
+def build_sd_v1_architecture(seed: int = 0) -> DiffusionModel:
+    """Stable Diffusion v1's UNet, VAE and text encoder as published (860 M + 84 M + 123 M parameters), with
+    random weights: for tests and benchmarks of the full-size code path on machines without the checkpoint."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8,
+        norm_num_groups=32)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
+        sample_size=512)
+    vocab, merges = byte_level_vocabulary()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+        max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"]))
+    model = DiffusionModel("sd", "sd-v1-architecture", "sd-v1-architecture (random weights)", unet,
+                           UniPCMultistepScheduler(**SD_SCHEDULE), vae, text_encoder, tokenizer, image_size=512,
+                           embedded=True)
+    return _eval(model)
+
+
+def save_model(model: DiffusionModel, folder: str | os.PathLike) -> Path:
+    """Write a Stable Diffusion model in diffusers' folder layout (what `load_model(folder)` reads)."""
+    folder = Path(folder)
+    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        getattr(model, name).save_pretrained(folder / name)
+    return folder
+
+
 def _eval(model: DiffusionModel) -> DiffusionModel:
     for module in (model.unet, model.vae, model.text_encoder):
         if module is not None:
