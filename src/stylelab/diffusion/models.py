@@ -186,7 +186,8 @@ def hub_cache() -> str:
 
 def _load_real(name: str, kind: str) -> DiffusionModel:
     local = Path(name).expanduser()
-    options = {"local_files_only": True} if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") else {}
+    # Never a download at run time: a hub id is read from the local Hugging Face cache only.
+    options = {"local_files_only": True}
     if kind == "sd":
         from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
         from transformers import CLIPTextModel, CLIPTokenizer
