@@ -106,3 +106,20 @@ class Objective:
             tv = total_variation(image)
             total = total + self.tv_weight * tv
         return total, {"content": content, "style": style, "tv": tv}
+
+
+class StyleDistances:
+    """Gram and MeanVar distances (unweighted, summed over layers) to one style image's features.
+
+    Both come from the same features, so one VGG forward scores an image by both losses whichever one a
+    run optimised or guided on.
+    """
+
+    def __init__(self, style_features: dict[str, torch.Tensor]):
+        self.objectives = {}
+        for loss in STYLE_LOSSES:
+            self.objectives[loss] = Objective(loss, content_weight=0.0, style_weight=1.0)
+            self.objectives[loss].set_style(style_features)
+
+    def __call__(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {loss: objective(features)[0] for loss, objective in self.objectives.items()}

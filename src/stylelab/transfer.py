@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import images, records, runtime
 from .errors import StylelabError
-from .losses import STYLE_LOSSES, Objective
+from .losses import STYLE_LOSSES, Objective, StyleDistances
 from .vgg import TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, WEIGHTS_SOURCES, VGGFeatures, tutorial_name
 
 log = logging.getLogger("stylelab.transfer")
@@ -208,18 +208,14 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
 
     # Gram and MeanVar distances of each saved image to the style image, whatever loss the run used, so
     # results of either loss can be judged by both (unweighted sums over the style layers).
-    distance_objectives = {}
+    style_distances = None
     if style is not None and settings.style_layers:
         with torch.no_grad():
-            style_features = vgg(style.to(device), settings.style_layers)
-        for loss in STYLE_LOSSES:
-            distance_objectives[loss] = Objective(loss, content_weight=0.0, style_weight=1.0)
-            distance_objectives[loss].set_style(style_features)
+            style_distances = StyleDistances(vgg(style.to(device), settings.style_layers))
 
     def distances(img: torch.Tensor) -> dict:
         with torch.no_grad():
-            features = vgg(img, settings.style_layers)
-            return {loss: float(obj(features)[0]) for loss, obj in distance_objectives.items()}
+            return {k: float(v) for k, v in style_distances(vgg(img, settings.style_layers)).items()}
 
     save_steps = sorted(set(int(s) for s in settings.steps))
     n_steps = save_steps[-1]
@@ -252,7 +248,7 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
             with torch.no_grad():
                 snapshots[step] = image.detach().clamp(0, 1).to("cpu", copy=True)
             image_losses[step] = evaluate(snapshots[step].to(device))
-            image_distances[step] = distances(snapshots[step].to(device)) if distance_objectives else {}
+            image_distances[step] = distances(snapshots[step].to(device)) if style_distances else {}
     bar.close()
     loop_s = time.perf_counter() - t_loop
 

@@ -161,6 +161,18 @@ def network_options():
     return " ".join(shlex.quote(str(option)) for option in options)
 
 
+# The command of both style-transfer rules (Part 1, and Part 1 on generated content): same params, same form.
+TRANSFER_SHELL = (
+    "{STYLELAB} transfer --content {input.content:q} --style {input.style:q}"
+    " --style-loss {params.style_loss} --style-weight {params.style_weight}"
+    " --content-weight {params.content_weight} --content-layers {params.content_layers}"
+    " --style-layers {params.style_layers} --init {params.init} --steps {params.steps}"
+    " --seed {params.seed} {params.network}"
+    " --out {params.out_dir} --image-name '{wildcards.run}_s{{step}}.png'"
+    " --record-name {wildcards.run}.json --quiet > {log:q} 2>&1"
+)
+
+
 FIGURE_FILES = ([f"{FIGURES}/{group}_grid.png" for group in GROUPS]
                 + [f"{FIGURES}/{group}_curves.png" for group in GROUPS])
 

@@ -96,10 +96,4 @@ rule transfer:
     benchmark:
         f"{BENCHMARKS}/part1/transfer/{{run}}.tsv"
     shell:
-        "{STYLELAB} transfer --content {input.content:q} --style {input.style:q}"
-        " --style-loss {params.style_loss} --style-weight {params.style_weight}"
-        " --content-weight {params.content_weight} --content-layers {params.content_layers}"
-        " --style-layers {params.style_layers} --init {params.init} --steps {params.steps}"
-        " --seed {params.seed} {params.network}"
-        " --out {params.out_dir} --image-name '{wildcards.run}_s{{step}}.png'"
-        " --record-name {wildcards.run}.json --quiet > {log:q} 2>&1"
+        TRANSFER_SHELL

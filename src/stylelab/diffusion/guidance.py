@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import images, runtime
 from ..errors import StylelabError
-from ..losses import STYLE_LOSSES, Objective
+from ..losses import STYLE_LOSSES, StyleDistances
 from ..vgg import TUTORIAL_STYLE_LAYERS, VGGFeatures
 from .models import DiffusionModel
 
@@ -94,18 +94,12 @@ class StyleScorer:
         self.layers = list(layers)
         self.style_loss = style_loss
         style = images.load_image(style_path, (size, size)).to(device)
-        self.objectives = {}
         with torch.no_grad():
-            feats = self.vgg(style, self.layers)
-        for loss in STYLE_LOSSES:  # both, so records can hold both distances
-            objective = Objective(loss, content_weight=0.0, style_weight=1.0)
-            objective.set_style(feats)
-            self.objectives[loss] = objective
+            self.distances = StyleDistances(self.vgg(style, self.layers))
 
     def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both style losses of one image, from one forward of VGG-19."""
-        features = self.vgg(image.float(), self.layers)
-        return {loss: objective(features)[0] for loss, objective in self.objectives.items()}
+        return self.distances(self.vgg(image.float(), self.layers))
 
 
 def alphas_bar(scheduler, t) -> torch.Tensor:
