@@ -129,13 +129,13 @@ def test_random_weights_are_seeded():
     assert not torch.equal(a.convs[3].weight, c.convs[3].weight)
 
 
-def test_torchvision_weights_missing_offline(tmp_path, monkeypatch):
+def test_torchvision_weights_missing_is_an_error_not_a_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
-    def offline(*args, **kwargs):
-        raise OSError("Could not resolve host")
+    def download(*args, **kwargs):
+        raise AssertionError("a weights file was downloaded at run time")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     with pytest.raises(StylelabError) as err:
         vgg.VGGFeatures("torchvision")
     message = str(err.value)

@@ -156,18 +156,14 @@ def torchvision_weights_path() -> Path:
 
 
 def load_torchvision_state() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """torchvision's IMAGENET1K_V1 VGG-19 conv weights from the torch hub cache (downloaded if possible)."""
+    """torchvision's IMAGENET1K_V1 VGG-19 conv weights from the torch hub cache; never downloaded at run time."""
     path = torchvision_weights_path()
     if not path.is_file():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(TORCHVISION_WEIGHTS_URL, str(path), progress=False)
-        except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: all end the same way
-            raise StylelabError(
-                f"torchvision VGG-19 weights not found at {path} and could not be downloaded ({type(exc).__name__}). "
-                f"Copy {path.name} there (the folder is $TORCH_HOME/hub/checkpoints; TORCH_HOME is "
-                f"{os.environ.get('TORCH_HOME', 'unset, so ~/.cache/torch')}), or use `weights: caffe`."
-            ) from None
+        raise StylelabError(
+            f"torchvision VGG-19 weights not found at {path} (stylelab downloads no weights at run time). "
+            f"Copy {path.name} from {TORCHVISION_WEIGHTS_URL} there (the folder is $TORCH_HOME/hub/checkpoints; "
+            f"TORCH_HOME is {os.environ.get('TORCH_HOME', 'unset, so ~/.cache/torch')}), or use `weights: caffe`."
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
