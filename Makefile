@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml workflow/scripts/setup-env.sh
 env: $(STAMP)
 
 report: $(STAMP)
-	$(VENV)/bin/snakemake --cores 1 --resources gpu=1 -- report
+	$(VENV)/bin/snakemake --cores all --resources gpu=1 -- report
 
 preview: $(STAMP)
 	$(VENV)/bin/snakemake --cores 2 --resources gpu=1 --configfile workflow/configs/preview.yaml -- report
