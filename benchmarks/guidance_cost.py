@@ -1,10 +1,17 @@
-"""Cost of style guidance per denoising step: unguided against guided, same seed, on this machine.
+"""Cost of style guidance per denoising step, and what cheaper guidance keeps of its effect.
 
-    .venv/bin/python benchmarks/guidance_cost.py [--sd-v1] [--steps N] [--out FILE.json]
+    .venv/bin/python benchmarks/guidance_cost.py [--sd-v1] [--steps N] [--out DIR]
 
-Tiny embedded Stable Diffusion at 64 px always; with --sd-v1 also Stable Diffusion v1's full UNet, VAE and
-text encoder (random weights) at 256 px. Prints seconds per step (median over the timed steps, the first
-step of each run left out as warm-up) and the guided/unguided ratio, and writes them as JSON.
+Same model, prompt and seed for every row. Modes: unguided; full guidance (every step); every k-th step;
+a window of the schedule (the first part, where the image's layout and colours are decided). For each:
+seconds per step (sampling time over all steps, so that a mode that guides every 4th step is charged its
+mean), the ratio to the unguided step, the final image's distance to the style image in the guided loss,
+and the share of full guidance's reduction it keeps: (unguided - mode) / (unguided - full).
+
+Models: the tiny embedded Stable Diffusion at 64 px always; with --sd-v1 also Stable Diffusion v1's full
+UNet, VAE and text encoder with random weights at 256 px (slow on a CPU: a few steps per mode). Neither
+has trained weights, so the retained shares describe how the schedule spreads guidance's effect on the
+loss, not image quality. Writes guidance_cost.json and .md.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -21,46 +27,87 @@ import torch
 from stylelab.diffusion.guidance import GuidanceSettings, sample
 from stylelab.diffusion.models import build_sd_v1_architecture, load_model
 
-STYLE = str(Path(__file__).resolve().parents[1] / "data" / "style" / "picasso_selfport1907.jpg")
+ROOT = Path(__file__).resolve().parents[1]
+STYLE = str(ROOT / "data" / "style" / "picasso_selfport1907.jpg")
+FACTOR = 0.6
+
+# name -> (guidance_every, guidance_start, guidance_end); None: unguided
+MODES = {
+    "unguided": None,
+    "full": (1, 0.0, 1.0),
+    "every 2nd step": (2, 0.0, 1.0),
+    "every 4th step": (4, 0.0, 1.0),
+    "first half": (1, 0.0, 0.5),
+    "first quarter": (1, 0.0, 0.25),
+    "first half, every 2nd": (2, 0.0, 0.5),
+}
 
 
-def per_step(record: dict) -> float:
-    times = record["history"]["time_s"]
-    steps = [b - a for a, b in zip(times, times[1:])]  # leaves the first (warm-up) step out
-    return statistics.median(steps) if steps else times[0]
+def run_mode(model, size: int, steps: int, mode, loss: str) -> dict:
+    every, start, end = mode or (1, 0.0, 1.0)
+    settings = GuidanceSettings(prompt="a cat", steps=steps, size=size, style=STYLE, style_loss=loss,
+                                guidance_factor=FACTOR if mode else 0.0, guidance_every=every,
+                                guidance_start=start, guidance_end=end, track_every=10**9, seed=0)
+    _, record = sample(model, settings, device="cpu", progress=False)
+    timing = record["timing"]
+    return {"s_per_step": timing["sampling_s"] / timing["steps"], "guided_steps": timing["guided_steps"],
+            "distance": record["style_distances"][loss]}
 
 
-def measure(model, size: int, steps: int) -> dict:
-    rows = {}
-    for label, factor, track in (("unguided", 0.0, 10**9), ("guided", 0.6, 1)):
-        settings = GuidanceSettings(prompt="a cat", steps=steps, size=size, style=STYLE, guidance_factor=factor,
-                                    track_every=track)
-        _, record = sample(model, settings, device="cpu", progress=False)
-        rows[label] = per_step(record)
-    rows["ratio"] = rows["guided"] / rows["unguided"]
+def measure(model, label: str, size: int, steps: int, loss: str) -> list[dict]:
+    results = {name: run_mode(model, size, steps, mode, loss) for name, mode in MODES.items()}
+    base, full = results["unguided"], results["full"]
+    rows = []
+    for name, row in results.items():
+        reduction = base["distance"] - full["distance"]
+        kept = (base["distance"] - row["distance"]) / reduction if reduction > 0 else None
+        rows.append({"model": label, "size": size, "steps": steps, "loss": loss, "mode": name,
+                     "guided_steps": row["guided_steps"], "s_per_step": round(row["s_per_step"], 4),
+                     "cost_ratio": round(row["s_per_step"] / base["s_per_step"], 2),
+                     "distance": row["distance"], "kept": round(kept, 3) if kept is not None else None})
+        print(f"{label} {loss:>7} {name:>22}: {row['s_per_step']:.3f} s/step, x{rows[-1]['cost_ratio']:.2f}, "
+              f"distance {row['distance']:.4g}" + (f", keeps {kept:.0%}" if kept is not None else ""), flush=True)
     return rows
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [f"### {title}", "", "| model | loss | mode | guided steps | s per step | x unguided | distance | kept |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        kept = f"{r['kept']:.0%}" if r["kept"] is not None else "-"
+        lines.append(f"| {r['model']} {r['size']} px | {r['loss']} | {r['mode']} | {r['guided_steps']}/{r['steps']} | "
+                     f"{r['s_per_step']:.3f} | {r['cost_ratio']:.2f} | {r['distance']:.4g} | {kept} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sd-v1", action="store_true", help="also the full SD v1 architecture at 256 px")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--out", default="benchmarks/out/guidance_cost.json")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--sd-v1-steps", type=int, default=8)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     args = parser.parse_args()
-    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-               "torch": torch.__version__}
-    results["embedded-sd 64px"] = measure(load_model("embedded-sd"), 64, args.steps)
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    title = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, guidance factor {FACTOR}"
+    print(title, flush=True)
+    start = time.perf_counter()
+    rows = []
+    tiny = load_model("embedded-sd")
+    for loss in ("gram", "meanvar"):
+        rows += measure(tiny, "embedded-sd", 64, args.steps, loss)
     if args.sd_v1:
-        start = time.perf_counter()
-        model = build_sd_v1_architecture()
-        results["sd-v1 build_s"] = round(time.perf_counter() - start, 1)
-        results["sd-v1 256px"] = measure(model, 256, max(3, args.steps // 2))
-    for name, row in results.items():
-        if isinstance(row, dict):
-            print(f"{name:>18}: unguided {row['unguided']:.3f} s/step, guided {row['guided']:.3f} s/step, "
-                  f"ratio {row['ratio']:.2f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        rows += measure(build_sd_v1_architecture(), "sd-v1 (random weights)", 256, args.sd_v1_steps, "gram")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": title, "wall_s": round(time.perf_counter() - start, 1), "rows": rows}
+    (out / "guidance_cost.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "guidance_cost.md").write_text(markdown(rows, title))
+    print(f"wrote {out}/guidance_cost.json and .md in {result['wall_s']} s")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def test_transfer_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for flag in ("--content", "--style", "--out", "--size", "--steps", "--style-loss", "--style-weight",
                  "--content-weight", "--content-layers", "--style-layers", "--init", "--seed", "--weights",
-                 "--device", "--optimizer"):
+                 "--device", "--optimizer", "--checkpoint-every", "--fresh", "--max-pixels"):
         assert flag in text, flag
 
 
@@ -50,29 +50,28 @@ def test_invert_and_texture_short_forms(run_cli, cat, picasso, tmp_path):
     assert (tmp_path / "tex" / "step_3.png").is_file()
 
 
-def test_unreadable_image_one_clear_error_and_no_output(run_cli, picasso, tmp_path):
-    bad = tmp_path / "cat.png"
-    bad.write_text("not a picture")
-    out = tmp_path / "out"
-    code, stdout, err = run_cli("transfer", "--content", bad, "--style", picasso, "--size", "32", "--steps", "2",
-                                "--device", "cpu", "--out", out)
-    assert code == 2
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("stylelab: error:") and str(bad) in lines[0]
-    assert "Traceback" not in err
-    assert not out.exists()
+# Bad images, layers and numbers, each with its message: tests/test_bad_inputs.py.
 
 
-def test_unknown_layer_on_the_command_line(run_cli, cat, tmp_path):
-    code, _, err = run_cli("invert", "--content", cat, "--layer", "pool_1", "--out", tmp_path / "o")
-    assert code == 2 and "pool_2, pool_4, pool_8, pool_12, pool_16" in err
-    assert not (tmp_path / "o").exists()
-
-
-def test_bad_number_is_an_argparse_error(run_cli, cat, tmp_path):
+def test_a_command_line_mistake_is_one_line_too(run_cli, capsys, cat, tmp_path):
     with pytest.raises(SystemExit) as exc:
         run_cli("invert", "--content", cat, "--layer", "conv_1", "--steps", "0", "--out", tmp_path / "o")
     assert exc.value.code == 2
+    assert capsys.readouterr().err == ("stylelab: error: argument --steps: must be a whole number >= 1, got 0 "
+                                       "(see `stylelab invert --help`)\n")
+
+
+def test_a_control_character_in_a_value_cannot_split_the_message(run_cli, picasso, tmp_path):
+    code, _, err = run_cli("transfer", "--content", tmp_path / "a\nb.png", "--style", picasso, "--out", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and "a\\nb.png" in err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_the_pixel_limit_goes_before_or_after_the_command(run_cli, cat, tmp_path, where):
+    limit = ["--max-pixels", "1e5"]
+    args = ["invert", "--content", cat, "--layer", "conv_1", "--out", tmp_path / "o"]
+    code, _, err = run_cli(*(limit + args if where == "before" else args + limit))
+    assert code == 2 and "above the limit of 0.1 megapixels" in err
 
 
 def test_console_script_is_installed():

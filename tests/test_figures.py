@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylelab import figures, report, transfer
+from stylelab import analysis, figures, provenance, report, transfer
+from stylelab.errors import StylelabError
 from stylelab.runs import format_number, load_runs
 from stylelab.transfer import TransferSettings, run_transfer, write_outputs
 
@@ -109,19 +110,34 @@ def test_figure_cli_reports_a_missing_image(runs_dir, run_cli, tmp_path):
     assert code == 2 and "pool_2.png" in err and not (tmp_path / "x.png").exists()
 
 
-def test_report_has_a_section_per_kind_with_embedded_figures_and_run_tables(runs_dir, run_cli, tmp_path):
+def _manifest(tmp_path, sections, benchmarks=None):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"sections": sections, "benchmarks": benchmarks or {}, "config": {"size": 32}}))
+    return path
+
+
+def test_report_has_a_section_per_experiment_with_embedded_figures_tables_and_findings(runs_dir, run_cli, tmp_path):
     grid = figures.write_figure("layer-grid", _inversion_records(runs_dir), tmp_path / "inversion_grid.png")
     steps = figures.write_figure("step-grid", _transfer_records(runs_dir), tmp_path / "transfer_grid.png")
+    manifest = _manifest(tmp_path, [
+        {"id": "inversion", "figures": [str(grid)], "records": list(map(str, _inversion_records(runs_dir)))},
+        {"id": "transfer", "figures": [str(steps)], "records": list(map(str, _transfer_records(runs_dir)))}])
     out = tmp_path / "report" / "report.html"
-    code, _, err = run_cli("report", "--out", out, "--section", "inversion", grid, "--section", "transfer", steps,
-                           "--records", *_inversion_records(runs_dir), *_transfer_records(runs_dir))
+    code, _, err = run_cli("report", "--manifest", manifest, "--html", out)
     assert code == 0, err
     html = out.read_text()
-    assert html.count("<section id=") == 2 and 'id="inversion"' in html and 'id="transfer"' in html
+    assert html.count("<section id=") == 3 and 'id="inversion"' in html and 'id="transfer"' in html
+    assert 'id="provenance"' in html  # the appendix
     assert html.count("data:image/png;base64,") == 2 and str(tmp_path) not in html  # self-contained
     for label in ("conv_1 (conv1_1)", "relu_5 (relu3_1)", "Gram, style weight 1e6", "MeanVar, style weight 10"):
         assert f"<td>{label}</td>" in html
     assert "font:" in html and "&#34;" not in html.split("</style>")[0]  # CSS inline and not escaped
+    # The metrics table: one row per saved image (two runs x steps 2 and 4), with numbers from the records.
+    record = json.loads(_transfer_records(runs_dir)[0].read_text())
+    gram_at_4 = record["images"]["4"]["distances"]["gram"]
+    assert f"<td>{analysis.g(gram_at_4)}</td>" in html
+    assert html.count("<td>Gram, style weight 1e6</td><td>2</td>") == 1
+    assert "What the numbers show" in html and "pixel RMSE" in html
 
 
 def test_report_escapes_what_records_say(runs_dir, tmp_path):
@@ -131,15 +147,51 @@ def test_report_escapes_what_records_say(runs_dir, tmp_path):
     record_path.write_text(json.dumps(record))
     shutil.copy(runs_dir / "inversion" / "conv_1.png", tmp_path / "conv_1.png")
     grid = figures.write_figure("layer-grid", [record_path], tmp_path / "grid.png")
-    html = report.render_report(report.build_sections([["inversion", str(grid)]], [record_path]))
+    html = report.render_html({"sections": [{"id": "inversion", "figures": [str(grid)], "records": [str(record_path)]}]})
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;.png" in html
 
 
-def test_report_refuses_records_without_a_section(runs_dir, run_cli, tmp_path):
+def test_report_refuses_records_of_another_kind_in_a_section(runs_dir, run_cli, tmp_path):
     grid = figures.write_figure("layer-grid", _inversion_records(runs_dir), tmp_path / "grid.png")
-    code, _, err = run_cli("report", "--out", tmp_path / "r.html", "--section", "inversion", grid,
-                           "--records", *_inversion_records(runs_dir), *_transfer_records(runs_dir))
-    assert code == 2 and "transfer" in err and "--section" in err and not (tmp_path / "r.html").exists()
+    records = list(map(str, _inversion_records(runs_dir) + _transfer_records(runs_dir)))
+    manifest = _manifest(tmp_path, [{"id": "inversion", "figures": [str(grid)], "records": records}])
+    code, _, err = run_cli("report", "--manifest", manifest, "--html", tmp_path / "r.html")
+    assert code == 2 and "kind inversion" in err and "gram_w1e6.json" in err and not (tmp_path / "r.html").exists()
+
+
+def test_report_manifest_mistakes_are_one_clear_message(run_cli, tmp_path):
+    code, _, err = run_cli("report", "--manifest", tmp_path / "missing.json", "--html", tmp_path / "r.html")
+    assert code == 2 and "missing.json" in err
+    code, _, err = run_cli("report", "--manifest", "{not json", "--html", tmp_path / "r.html")
+    assert code == 2 and "not valid JSON" in err
+    manifest = _manifest(tmp_path, [{"id": "appendix", "figures": [], "records": []}])
+    code, _, err = run_cli("report", "--manifest", manifest, "--html", tmp_path / "r.html")
+    assert code == 2 and "unknown report section 'appendix'" in err and "inversion" in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_cost_table_reads_snakemake_benchmark_files(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for name, seconds, rss in (("a", 12.5, 800.0), ("b", 3.0, "NA")):
+        (tmp_path / "part1").mkdir(exist_ok=True)
+        (tmp_path / "part1" / f"{name}.tsv").write_text(header + f"{seconds}\t0:00:12\t{rss}\t1\t1\t1\t0\t0\t50\t11.0\n")
+    table = provenance.cost_table({"Part 1": [tmp_path / "part1/a.tsv", tmp_path / "part1/b.tsv"]}, tmp_path)
+    assert [job.job for job in table["slowest"]] == ["part1/a", "part1/b"]
+    assert table["totals"] == [{"part": "Part 1", "jobs": 2, "wall_s": 15.5, "max_rss_mb": 800.0}]
+    (tmp_path / "bad.tsv").write_text("not a benchmark\n")
+    with pytest.raises(StylelabError, match="not a Snakemake benchmark file"):
+        provenance.cost_table({"Part 1": [tmp_path / "bad.tsv"]}, tmp_path)
+
+
+def test_git_state_outside_a_checkout_says_so(tmp_path):
+    state = provenance.git_state(tmp_path)
+    assert state["commit"] is None and "not a git checkout" in state["note"]
+
+
+@pytest.mark.parametrize("before, after, words", [(10.0, 5.0, "lowered by 50%"), (10.0, 12.0, "raised by 20%"),
+                                                  (10.0, 10.01, "left practically unchanged")])
+def test_findings_describe_the_direction_the_numbers_go(before, after, words):
+    assert analysis._change_words(before, after) == words
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +225,13 @@ def test_gallery_and_guidance_curves_carry_the_stand_in_banner(generations, runs
     assert len(curves.axes[0].lines) == 2 and len(curves.axes[1].lines) == 2
 
 
-def test_report_generation_section_has_banner_and_escapes_the_prompt(generations, tmp_path):
+def test_report_generation_section_has_banner_escapes_the_prompt_and_compares_with_unguided(generations, tmp_path):
     grid = figures.write_figure("gallery", generations, tmp_path / "generation_grid.png")
-    html = report.render_report(report.build_sections([["generation", str(grid)]], generations))
+    html = report.render_html({"sections": [{"id": "guidance", "figures": [str(grid)],
+                                             "records": list(map(str, generations))}]})
     assert 'class="banner"' in html and "embedded-sd asked for by name" in html
+    assert html.count('class="banner small"') == 1  # above the one figure, as well as at the top
     assert "a &lt;b&gt;cat&lt;/b&gt;" in html and "<b>cat</b>" not in html
-    assert html.count("<td>unguided, 3 steps</td>") == 1
+    assert html.count("<td>unguided, 3 steps") == 2  # metrics table and runs table
+    unguided, guided = (json.loads(p.read_text())["style_distances"]["gram"] for p in generations)
+    assert f"({analysis.g(unguided)} to {analysis.g(guided)})" in html  # the finding quotes both numbers

@@ -24,23 +24,23 @@ def test_modes_become_rgb(tmp_path, mode):
 
 
 def test_16_bit_greyscale_is_rescaled(tmp_path):
-    arr = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    arr = np.tile(np.array([[0, 32768, 65535]], dtype=np.uint16), (8, 3))  # 8 x 9: above the minimum side
     path = tmp_path / "g16.png"
     Image.fromarray(arr).save(path)
     assert Image.open(path).mode.startswith("I")
     t = images.load_image(path)
-    _check_rgb(t, 1, 3)
-    assert t[0, 0, 0].tolist() == pytest.approx([0.0, 128 / 255, 1.0])
+    _check_rgb(t, 8, 9)
+    assert t[0, 0, 0, :3].tolist() == pytest.approx([0.0, 128 / 255, 1.0])
 
 
 def test_transparency_is_composited_on_white(tmp_path):
     path = tmp_path / "rgba.png"
-    Image.new("RGBA", (4, 4), (255, 0, 0, 0)).save(path)
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(path)
     assert images.load_image(path).min().item() == 1.0
 
 
 def test_palette_with_transparency(tmp_path):
-    img = Image.new("P", (4, 4), 0)
+    img = Image.new("P", (8, 8), 0)
     img.putpalette([10, 20, 30] + [0, 0, 0] * 255)
     img.info["transparency"] = 0
     path = tmp_path / "p.png"
@@ -60,6 +60,25 @@ def test_short_side_resize_as_torchvision(cat, picasso):
 
 def test_exact_resize(picasso):
     assert images.load_image(picasso, (128, 192)).shape[-2:] == (128, 192)
+
+
+def test_pixel_limits_are_checked_from_the_header(tmp_path, cat):
+    # 451 x 300 = 135300 pixels: refused under a lower limit, read under this one, and with no limit at all.
+    with pytest.raises(StylelabError, match="above the limit of 0.1 megapixels"):
+        images.read_image(cat, max_pixels=100_000)
+    assert images.read_image(cat, max_pixels=135_300).size == (451, 300)
+    assert images.read_image(cat, max_pixels=None).size == (451, 300)
+    # The limit holds for the resized image too, so a huge size cannot allocate gigabytes.
+    with pytest.raises(StylelabError, match="at size 1000 the image .* becomes 1503 x 1000 pixels"):
+        images.load_image(cat, 1000, max_pixels=1_000_000)
+
+
+def test_tiny_images_are_refused(tmp_path):
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (100, 7)).save(path)
+    with pytest.raises(StylelabError, match="only 100 x 7 pixels"):
+        images.read_image(path)
+    assert images.read_image(path, min_side=1).size == (100, 7)
 
 
 def test_png_round_trip_is_exact(tmp_path, cat):

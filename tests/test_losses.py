@@ -65,3 +65,15 @@ def test_objective_weights_and_reports_every_layer():
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(parts["content"]) == {"a"} and set(parts["style"]) == {"a", "b"}
     assert parts["tv"] is None
+
+
+def test_gram_backward_matches_autograd_of_the_plain_product():
+    from stylelab.losses import _Gram
+
+    features = torch.randn(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f: _Gram.apply(f.reshape(2, 5, 12), 60), (features,))
+    target = torch.randn(2, 5, 5, dtype=torch.float64)
+    plain = torch.nn.functional.mse_loss(torch.bmm(features.reshape(2, 5, 12), features.reshape(2, 5, 12).transpose(1, 2)) / 60, target)
+    (expected,) = torch.autograd.grad(plain, features)
+    (got,) = torch.autograd.grad(torch.nn.functional.mse_loss(gram_matrix(features), target), features)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-15)

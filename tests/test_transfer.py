@@ -108,6 +108,8 @@ def test_record_holds_what_a_report_needs(cat, picasso, tmp_path):
     (dict(content_layers=["conv_99"]), "Valid layers"),
     (dict(style_weight=-1.0), "style weight must be"),
     (dict(content_weight=0.0, style_weight=0.0), "nothing to optimise"),
+    (dict(lr=0.0), "learning rate must be a finite number above 0"),
+    (dict(size=16, style_layers=["pool_16"]), "too small for layer pool_16"),
 ])
 def test_bad_settings_are_refused_before_any_work(cat, picasso, change, match):
     with pytest.raises(StylelabError, match=match):

@@ -8,16 +8,21 @@ own dry-run output).
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from stylelab.losses import STYLE_LOSSES
 from stylelab.runs import format_number
@@ -272,7 +277,7 @@ def test_preview_makes_every_target(preview):
                    "inversion_curves", "texture_curves", "transfer_curves"):
         assert (preview / f"results/part1/figures/{figure}.png").stat().st_size > 10_000
     html = (preview / "results/report/report.html").read_text()
-    assert html.count("data:image/png;base64,") == 9 and html.count("<section") == 4
+    assert html.count("data:image/png;base64,") == 9 and html.count("<section id=") == 6  # 5 + appendix
     assert "Stand-in model" in html  # the preview's diffusion model is the embedded one
     # Up to date afterwards: nothing reruns for no reason.
     assert job_counts(_dry(preview, "--", "report").stdout) == {}
@@ -313,9 +318,15 @@ def test_deleting_a_figure_rebuilds_only_that_figure(preview):
     run = snakemake(preview, "--cores", "2", "--configfile", PREVIEW, "--", figure)
     assert run.returncode == 0, run.stderr[-3000:]
     assert job_counts(run.stdout + run.stderr) == {"layer_grid": 1}
-    # The figure comes back byte for byte, and Snakemake, which keeps the checksums of small inputs,
-    # sees that the report is still up to date even though the figure is newer.
+    # The figure comes back byte for byte, so Snakemake (which keeps the checksums of small inputs) would
+    # leave the report alone, but the job's benchmark file is new, and the report's cost table shows it:
+    # the report, and only the report, is made again.
     assert (preview / figure).read_bytes() == before
+    run = _dry(preview, "--", "all")
+    assert job_counts(run.stdout) == {"report": 1, "all": 1}
+    assert "results/benchmarks/figures/texture_grid.tsv" in run.stdout
+    run = snakemake(preview, "--cores", "2", "--configfile", PREVIEW, "--", "report")
+    assert run.returncode == 0, run.stderr[-3000:]
     assert job_counts(_dry(preview, "--", "all").stdout) == {}
 
 
@@ -330,7 +341,7 @@ def test_changing_one_meanvar_weight_reruns_only_that_run_and_what_follows(previ
     assert planned_outputs(run.stdout) == {
         *(f"results/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
         "results/part1/transfer/meanvar_w15.json", "results/part1/figures/transfer_grid.png",
-        "results/part1/figures/transfer_curves.png", "results/report/report.html"}
+        "results/part1/figures/transfer_curves.png", "results/report/report.html", "results/report/report.pdf"}
     assert "--style-loss meanvar --style-weight 15" in run.stdout
 
 
@@ -344,3 +355,140 @@ def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
     # Scheduling settings are not params: changing them reruns nothing.
     name = write_overlay(preview, "threads.yaml", "jobs:\n  threads: 2\n  mem_mb: 4000\n")
     assert job_counts(_dry(preview, name, "--", "report").stdout) == {}
+
+
+# ------------------------------------------------------------- the preview's report, read as a reader would
+
+SECTION_HEADINGS = ("Part 1 A. Feature inversion", "Part 1 B. Texture synthesis",
+                    "Part 1 C. Gram versus MeanVar style transfer", "Part 2 A. Style-guided diffusion",
+                    "Part 2 B. Style guidance versus the style named in the prompt", "Appendix: how this report was made")
+N_FIGURES = 9  # 3 grids and 3 loss-curve plots (Part 1), generation grid, guidance curves, comparison (Part 2)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed; `make test` installs it as root (workflow/scripts/setup-env.sh "
+                    "test-tools), or: apt-get install poppler-utils chromium")
+    return path
+
+
+def test_preview_pdf_has_every_section_no_blank_page_and_every_figure(preview, tmp_path):
+    pdf = preview / "results/report/report.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF")
+    text = subprocess.run([_tool("pdftotext"), "-layout", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    flat = " ".join(text.split())
+    for heading in SECTION_HEADINGS:
+        assert heading in flat, heading
+    assert "Stand-in model" in flat and "page 2 of" in flat  # the banner, and page numbers
+    # Every page has something on it: rendered at 20 dpi, at least 0.5% of its pixels are not white.
+    subprocess.run([_tool("pdftoppm"), "-r", "20", "-gray", str(pdf), str(tmp_path / "page")], check=True)
+    pages = sorted(tmp_path.glob("page-*.pgm"))
+    assert len(pages) >= 8, len(pages)
+    for page in pages:
+        with Image.open(page) as img:
+            ink = (np.asarray(img) < 235).mean()
+        assert ink > 0.005, f"{page.name} is blank ({ink:.4f} of its pixels inked)"
+    # The figures: pdfimages lists each embedded image (soft masks, the PNGs' alpha, on rows of their own).
+    listing = subprocess.run([_tool("pdfimages"), "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    kinds = [line.split()[2] for line in listing.splitlines()[2:] if line.strip()]
+    assert kinds.count("image") == N_FIGURES, listing
+
+
+def test_preview_html_images_all_decode(preview):
+    html = (preview / "results/report/report.html").read_text()
+    sources = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(sources) == N_FIGURES
+    for data in sources:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+            img.load()
+            assert img.width > 200 and img.height > 100
+    assert "<img" not in re.sub(r'<img src="data:image/png;base64,', "", html)  # nothing fetched from outside
+
+
+# Injected at the top of a copy of the page: after the load event, it writes each image's naturalWidth into
+# the DOM, which Chromium's --dump-dom prints. The report itself has no script at all.
+_PROBE = ("<script>window.addEventListener('load', () => { const p = document.createElement('pre'); "
+          "p.id = 'probe'; p.textContent = JSON.stringify({images: Array.from(document.images, i => i.naturalWidth),"
+          " title: document.title, scripts: document.scripts.length}); document.body.appendChild(p); });</script>")
+
+
+def _chromium(page: Path, tmp_path: Path) -> tuple[dict, list[str]]:
+    """Open `page` in headless Chromium; returns the probe's findings and the console messages logged."""
+    probed = tmp_path / ("probed-" + page.name)
+    html = page.read_text()
+    probed.write_text(html.replace("<head>", "<head>" + _PROBE, 1))
+    run = subprocess.run(
+        [_tool("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / ('profile-' + page.stem)}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', run.stdout, flags=re.S)
+    assert found, (run.stdout[-2000:], run.stderr[-2000:])
+    import html as html_module
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    return json.loads(html_module.unescape(found.group(1))), console
+
+
+def test_chromium_probe_sees_broken_images_and_console_errors(tmp_path):
+    """The check below can fail: a page with a broken image and a console error is caught."""
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><head><title>t</title><script>console.error("boom")</script></head>'
+                    '<body><img src="data:image/png;base64,AAAA"></body></html>')
+    probe, console = _chromium(page, tmp_path)
+    assert probe["images"] == [0] and any('"boom"' in line for line in console)
+
+
+def test_preview_html_in_chromium_loads_every_image_without_console_errors(preview, tmp_path):
+    probe, console = _chromium(preview / "results/report/report.html", tmp_path)
+    assert len(probe["images"]) == N_FIGURES and all(width > 0 for width in probe["images"]), probe
+    assert console == [] and probe["scripts"] == 1  # only the probe
+
+
+def test_a_prompt_with_a_script_tag_renders_as_text(preview, tmp_path, monkeypatch):
+    from stylelab import report
+
+    monkeypatch.chdir(preview)
+    hostile = "<script>document.title = 'pwned'</script> a cat"
+    records = []
+    for path in sorted((preview / "results/part2/generated").glob("*/record.json")):
+        record = json.loads(path.read_text())
+        record["settings"]["prompt"] = hostile
+        copy = tmp_path / path.parent.name / "record.json"
+        copy.parent.mkdir()
+        copy.write_text(json.dumps(record))
+        shutil.copy(path.parent / "image.png", copy.parent / "image.png")
+        records.append(str(copy))
+    page = tmp_path / "hostile.html"
+    page.write_text(report.render_html({"sections": [{"id": "guidance", "records": records,
+                                                      "figures": ["results/part2/figures/generation_grid.png"]}]}))
+    assert "&lt;script&gt;document.title" in page.read_text()
+    probe, console = _chromium(page, tmp_path)
+    assert probe["title"] != "pwned" and probe["scripts"] == 1 and console == []
+
+
+def test_editing_a_template_rerenders_only_the_report(preview):
+    template = preview / "report/templates/report.html.j2"
+    original = template.read_text()
+    try:
+        template.write_text(original + "{# a reader's note #}\n")
+        run = _dry(preview, "--", "all")
+        assert job_counts(run.stdout) == {"report": 1, "all": 1}
+        assert planned_outputs(run.stdout) == {"results/report/report.html", "results/report/report.pdf"}
+    finally:
+        template.write_text(original)
+    # A bare touch changes no byte: Snakemake compares the checksums of small inputs and leaves the report be.
+    template.touch()
+    assert job_counts(_dry(preview, "--", "all").stdout) == {}
+
+
+def test_snakemake_report_zip_has_the_flagged_outputs(preview, tmp_path):
+    run = snakemake(preview, "--cores", "1", "--configfile", PREVIEW, "--report", str(tmp_path / "report.zip"),
+                    timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        names = archive.namelist()
+    for name in ("inversion_grid.png", "comparison.png", "report.pdf"):
+        assert any(n.endswith(name) for n in names), name

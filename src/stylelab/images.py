@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,13 @@ from .errors import StylelabError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 Size = int | Sequence[int] | None
+
+# Input images above this many pixels are refused before they are decoded (the header gives the size):
+# a 40-megapixel photo decodes to 480 MB of floats before any resizing, and a crafted file can claim far more.
+DEFAULT_MAX_PIXELS = 40_000_000
+# Below this on either side an image is almost surely a mistake (an icon, a placeholder, a 1 x 1 tracking
+# pixel): blown up to the working size it is a few flat colours, with no content or texture to transfer.
+MIN_SIDE = 8
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -40,10 +48,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
+def _check_size(path: Path, width: int, height: int, max_pixels: int | None, min_side: int) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise StylelabError(f"image {path} is {width} x {height} pixels ({width * height / 1e6:.3g} megapixels), "
+                            f"above the limit of {max_pixels / 1e6:g} megapixels. Shrink it first, or raise the "
+                            "limit (--max-pixels, or jobs.max_pixels in the workflow's config).")
+    if min(width, height) < min_side:
+        raise StylelabError(f"image {path} is only {width} x {height} pixels; an input image needs at least "
+                            f"{min_side} pixels on each side (a smaller one is a few flat colours once resized).")
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               min_side: int = MIN_SIDE) -> Image.Image:
     """Open an image file fully (PNG, JPEG or anything PIL reads) and return it as RGB.
 
-    Raises StylelabError naming the file for a missing, unreadable, truncated or non-image file.
+    The size is checked from the header, before decoding: above `max_pixels` pixels (None: no limit) or
+    below `min_side` on a side is refused. Raises StylelabError naming the file for a missing, unreadable,
+    truncated, too large or too small file, or one that is not an image.
     """
     path = Path(path)
     if not path.exists():
@@ -51,16 +72,21 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     if path.is_dir():
         raise StylelabError(f"image path is a folder, not a file: {path}.")
     try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = _to_rgb(img)
+        with warnings.catch_warnings():
+            # PIL warns above its own limit (89 megapixels); ours is the one that counts, and is checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_size(path, img.width, img.height, max_pixels, min_side)
+                img.load()
+                rgb = _to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        # Twice PIL's limit: PIL refuses to even open it, whatever our limit says.
+        raise StylelabError(f"image {path} is far too large to open ({exc}). Shrink it first.") from None
     except UnidentifiedImageError:
         raise StylelabError(f"not an image file: {path}. Give a PNG or JPEG image.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise StylelabError(f"cannot read image {path} (damaged or truncated: {exc}). "
                             "Replace it with a complete PNG or JPEG file.") from None
-    if min(rgb.size) < 1:
-        raise StylelabError(f"image {path} is empty ({rgb.size[0]} x {rgb.size[1]}).")
     return rgb
 
 
@@ -71,16 +97,21 @@ def short_side_size(width: int, height: int, short: int) -> tuple[int, int]:
     return short, int(short * width / height)
 
 
-def resize(img: Image.Image, size: Size) -> Image.Image:
-    """Resize: None keeps the size, an int sets the short side, (height, width) sets both."""
+def target_size(img: Image.Image, size: Size) -> tuple[int, int]:
+    """(height, width) that `resize` gives `img`."""
     if size is None:
-        return img
+        return img.height, img.width
     if isinstance(size, int):
         if size < 1:
             raise StylelabError(f"image size must be a positive number of pixels, got {size}.")
-        height, width = short_side_size(img.width, img.height, size)
-    else:
-        height, width = (int(s) for s in size)
+        return short_side_size(img.width, img.height, size)
+    height, width = (int(s) for s in size)
+    return height, width
+
+
+def resize(img: Image.Image, size: Size) -> Image.Image:
+    """Resize: None keeps the size, an int sets the short side, (height, width) sets both."""
+    height, width = target_size(img, size)
     if (width, height) == img.size:
         return img
     return img.resize((width, height), Image.BILINEAR)
@@ -91,9 +122,18 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float().div_(255.0).contiguous()
 
 
-def load_image(path: str | os.PathLike, size: Size = None) -> torch.Tensor:
-    """Read an image and return a (1, 3, H, W) float tensor in [0, 1], resized as `resize` says."""
-    return pil_to_tensor(resize(read_image(path), size))
+def load_image(path: str | os.PathLike, size: Size = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Read an image and return a (1, 3, H, W) float tensor in [0, 1], resized as `resize` says.
+
+    The pixel limit holds for the resized image too: a huge --size would otherwise allocate gigabytes.
+    """
+    img = read_image(path, max_pixels)
+    height, width = target_size(img, size)
+    if max_pixels is not None and height * width > max_pixels:
+        raise StylelabError(f"at size {size} the image {path} becomes {width} x {height} pixels "
+                            f"({width * height / 1e6:.3g} megapixels), above the limit of {max_pixels / 1e6:g} "
+                            "megapixels. Use a smaller --size, or raise the limit (--max-pixels).")
+    return pil_to_tensor(resize(img, size))
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
@@ -131,3 +171,23 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def save_png(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> None:
     write_bytes_atomic(path, png_bytes(image))
+
+
+def small_png(path: str | os.PathLike, width: int, max_bytes: int) -> bytes:
+    """A figure made small for a README: at most `width` pixels wide and `max_bytes` long.
+
+    Narrows the image first; if the PNG is still too long, keeps the size and reduces it to an adaptive
+    palette (figures are mostly flat colour, so 256 colours rarely show); then narrows further.
+    """
+    img = read_image(path)
+    while True:
+        if img.width > width:
+            img = img.resize((width, max(1, round(img.height * width / img.width))), Image.Resampling.LANCZOS)
+        for candidate in (img, img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)):
+            buffer = io.BytesIO()
+            candidate.save(buffer, format="PNG", optimize=True)
+            if buffer.tell() <= max_bytes:
+                return buffer.getvalue()
+        if width < 200:
+            raise StylelabError(f"{path} does not fit in {max_bytes} bytes even at {width} pixels wide.")
+        width = int(width * 0.8)

@@ -1,35 +1,75 @@
-"""The report: figures and records -> a Jinja template -> one self-contained HTML page.
+"""The report: records, figures, benchmark files and the config -> Jinja templates -> HTML and PDF.
 
-The figures are embedded as data URIs and the style sheet inline, so the page can be moved or mailed on
-its own. Everything shown comes from the figure files and the records; nothing is recomputed here.
+`write_report` reads a manifest (what the workflow made: per section its figures and records, the
+benchmark files per part, the effective config), builds one context from it, and renders
+`report.html.j2`: one self-contained HTML file (figures as data URIs, the style sheet inline), and with
+WeasyPrint the same page as an A4 PDF (the print rules of the style sheet: title page, page numbers,
+figures kept whole). Everything shown comes from those files; nothing is recomputed except simple
+comparisons (stylelab.analysis).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import os
-from dataclasses import dataclass, field
+import platform
+import time
 from pathlib import Path
 from typing import Sequence
 
 import jinja2
+import yaml
 from markupsafe import Markup
 
+from . import analysis, provenance, runtime
 from .errors import StylelabError
-from .runs import KIND_TITLES, Run, format_number, load_runs
 from .images import write_bytes_atomic
+from .runs import STYLE_LOSS_NAMES, Run, format_number, load_runs
+
+log = logging.getLogger("stylelab.report")
 
 DEFAULT_TEMPLATE = Path("report/templates/report.html.j2")
 DEFAULT_CSS = Path("report/style.css")
 
+# The report's sections, in the assignment's order. `kind` is the kind of record a section shows.
+SECTIONS = {
+    "inversion": {"part": "Part 1", "letter": "A", "title": "Feature inversion", "kind": "inversion"},
+    "texture": {"part": "Part 1", "letter": "B", "title": "Texture synthesis", "kind": "texture"},
+    "transfer": {"part": "Part 1", "letter": "C", "title": "Gram versus MeanVar style transfer", "kind": "transfer"},
+    "guidance": {"part": "Part 2", "letter": "A", "title": "Style-guided diffusion and Part 1 transfer",
+                 "kind": "generation"},
+    "prompt": {"part": "Part 2", "letter": "B", "title": "Style guidance versus the style named in the prompt",
+               "kind": "generation"},
+}
 
-@dataclass
-class Section:
-    """One experiment group of the report: its figures, in order, and its runs' records."""
+# What each figure shows, by file name (the workflow's figure targets).
+CAPTIONS = {
+    "inversion_grid": "Images reconstructed from noise by matching the content image's features at one layer; "
+                      "columns are layer types, rows go deeper down the network.",
+    "inversion_curves": "Content loss of each inversion along the optimisation (log scale).",
+    "texture_grid": "Textures synthesised from noise by matching the style image's Gram matrix at one layer; "
+                    "columns are layer types, rows go deeper.",
+    "texture_curves": "Gram loss of each texture run along the optimisation (log scale).",
+    "transfer_grid": "Style transfer from the content image: one row per style loss and weight, one column per "
+                     "saved step.",
+    "transfer_curves": "Total, content and style losses of each transfer run along the optimisation (log scale).",
+    "generation_grid": "The style image, then each diffusion sample of the same seed, guided or not.",
+    "guidance_curves": "Gram and MeanVar distance of the clean-image estimate x0 at each denoising step.",
+    "comparison": "Side by side: the unguided sample, style guidance, the style named in the prompt, and Part 1 "
+                  "style transfer applied to the unguided sample.",
+}
 
-    kind: str
-    figures: list[Path]
-    runs: list[Run] = field(default_factory=list)
+# The settings worth showing for each kind of record, in this order.
+_SETTINGS_SHOWN = {
+    "inversion": ("content", "content_layers", "content_weight", "style_weight", "init", "steps", "seed"),
+    "texture": ("style", "style_layers", "style_loss", "style_weight", "content_weight", "init", "steps", "seed"),
+    "transfer": ("content", "style", "content_layers", "style_layers", "content_weight", "init", "steps", "seed"),
+    "generation": ("prompt", "style", "style_layers", "seed", "cfg_scale", "size", "guidance_start",
+                   "guidance_end", "guidance_every", "precision"),
+}
+_NETWORK_SETTINGS = ("weights", "device", "optimizer", "lr", "bounds", "history_size")
 
 
 def _data_uri(path: Path) -> str:
@@ -37,105 +77,212 @@ def _data_uri(path: Path) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise StylelabError(f"cannot read figure {path}: {exc.strerror}. Make the figure first.") from None
+    if not data.startswith(b"\x89PNG"):
+        raise StylelabError(f"figure {path} is not a PNG file; make it again.")
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _run_row(run: Run) -> dict:
-    record = run.record
-    if run.kind == "generation":
-        settings = record["settings"]
-        return {
-            "label": run.label,
-            "prompt": settings["prompt"],
-            "steps": str(record["timing"]["steps"]),
-            "guided_steps": record["timing"]["guided_steps"],
-            "gram": record["style_distances"].get("gram"),
-            "meanvar": record["style_distances"].get("meanvar"),
-            "time_per_step_s": float(record["timing"]["time_per_step_s"]),
-            "model": record["model"]["source"],
-            "stand_in": bool(record["model"]["embedded"]),
-        }
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(format_number, value))
+    return format_number(value)
+
+
+def _settings_table(kind: str, runs: Sequence[Run]) -> tuple[dict, list[str]]:
+    """(settings every run shares, names of the settings that differ between runs)."""
+    shared, differ = {}, []
+    for key in _SETTINGS_SHOWN[kind] + _NETWORK_SETTINGS:
+        values = [run.record["settings"].get(key) for run in runs]
+        if all(v is None for v in values):
+            continue
+        if all(v == values[0] for v in values):
+            shared[key.replace("_", " ")] = _shown(values[0])
+        else:
+            differ.append(key.replace("_", " "))
+    sizes = {tuple(run.record["image_size"]) for run in runs}
+    shared["image size"] = ", ".join(f"{w} x {h} px" for h, w in sorted(sizes))
+    shared["precision"] = ", ".join(provenance.unique(run.record.get("precision", "fp32") for run in runs))
+    shared["device"] = ", ".join(provenance.unique(f"{run.record['device']} ({run.record.get('device_name', '')})"
+                                                   for run in runs))
+    return shared, differ
+
+
+def _run_rows(kind: str, runs: Sequence[Run], pixel_errors: dict | None = None) -> list[dict]:
+    rows = []
+    for run in runs:
+        record = run.record
+        if kind == "generation":
+            settings = record["settings"]
+            rows.append({"label": run.label, "prompt": settings["prompt"],
+                         "steps": f"{record['timing']['steps']} ({record['timing']['guided_steps']} guided)",
+                         "time_per_step_s": float(record["timing"]["time_per_step_s"]),
+                         "model": record["model"]["source"] + (" (stand-in)" if run.stand_in else "")})
+            continue
+        row = {"label": run.label, "steps": ", ".join(map(str, run.steps)),
+               "initial_loss": float(record["initial_loss"]), "final_loss": float(record["final_losses"]["total"]),
+               "time_per_step_s": float(record["timing"]["time_per_step_s"]),
+               "optimise_s": float(record["timing"]["optimise_s"])}
+        if pixel_errors is not None:
+            row["pixel_rmse"] = pixel_errors.get(run.layer)
+        rows.append(row)
+    return rows
+
+
+def _metrics(runs: Sequence[Run], prefix: str = "") -> list[dict]:
+    return [{"label": prefix + m.label, "step": m.step, "content": m.content, "gram": m.gram,
+             "meanvar": m.meanvar, "stand_in": m.stand_in}
+            for run in runs for m in analysis.image_metrics(run)]
+
+
+def _figure(path: Path, stand_in: str | None) -> dict:
+    return {"name": path.stem, "caption": CAPTIONS.get(path.stem, path.stem.replace("_", " ")),
+            "src": _data_uri(path), "stand_in": stand_in}
+
+
+def build_section(spec: dict) -> dict:
+    """One section's context from its manifest entry: figures, settings, runs, metrics and findings."""
+    section_id = spec["id"]
+    if section_id not in SECTIONS:
+        raise StylelabError(f"unknown report section '{section_id}'; choose from {', '.join(SECTIONS)}.")
+    meta = SECTIONS[section_id]
+    runs = load_runs(spec["records"])
+    wrong = sorted({run.kind for run in runs} - {meta["kind"]})
+    if wrong:
+        raise StylelabError(f"section '{section_id}' shows records of kind {meta['kind']}, but got {', '.join(wrong)} "
+                            f"({', '.join(str(run.path) for run in runs if run.kind != meta['kind'])}).")
+    transfers = load_runs(spec["transfers"]) if spec.get("transfers") else []
+    stand_ins = provenance.unique(run.stand_in for run in runs if run.stand_in)
+    stand_in = "; ".join(stand_ins) or None
+    settings, differ = _settings_table(meta["kind"], runs)
+    context = {"id": section_id, **meta, "settings": settings, "differ": differ, "stand_in": stand_in,
+               "figures": [_figure(Path(f), stand_in) for f in spec["figures"]], "metrics": [], "findings": []}
+    if section_id == "inversion":
+        errors, context["findings"] = analysis.inversion_findings(runs)
+        context["runs"] = _run_rows("inversion", runs, errors)
+    elif section_id == "texture":
+        context["runs"] = _run_rows("texture", runs)
+        context["findings"] = analysis.texture_findings(runs)
+    elif section_id == "transfer":
+        context["runs"] = _run_rows("transfer", runs)
+        context["metrics"] = _metrics(runs)
+        context["findings"] = analysis.transfer_findings(runs)
+    else:
+        context["runs"] = _run_rows("generation", runs)
+        context["metrics"] = _metrics(runs) + _metrics(transfers, prefix="Part 1 transfer on the unguided sample: ")
+        context["findings"] = analysis.generation_findings(runs, transfers)
+        if transfers:
+            context["transfer_settings"] = _settings_table("transfer", transfers)[0]
+    context["n_runs"] = len(runs) + len(transfers)
+    context["records"] = runs + transfers
+    return context
+
+
+def _provenance(config: dict, all_runs: Sequence[Run], costs: dict) -> dict:
+    versions = dict(all_runs[0].record.get("versions", {})) if all_runs else {}
+    report_versions = runtime.package_versions()
     return {
-        "label": run.label,
-        "steps": ", ".join(str(s) for s in run.steps),
-        "initial_loss": float(record["initial_loss"]),
-        "final_loss": float(record["final_losses"]["total"]),
-        "time_per_step_s": float(record["timing"]["time_per_step_s"]),
-        "optimise_s": float(record["timing"]["optimise_s"]),
+        "date": provenance.now_utc(),
+        "git": provenance.git_state(),
+        "versions": versions or report_versions,
+        "versions_differ": sorted({name for run in all_runs for name, v in run.record.get("versions", {}).items()
+                                   if versions.get(name) != v}),
+        "devices": provenance.unique(f"{run.record['device']} ({run.record.get('device_name', '')})"
+                                     for run in all_runs),
+        "precisions": provenance.unique(run.record.get("precision", "fp32") for run in all_runs),
+        "weights": provenance.unique(run.record.get("weights") for run in all_runs),
+        "seeds": provenance.unique(run.record.get("seed") for run in all_runs),
+        "host": platform.node(),
+        "config_yaml": yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100) if config else "",
+        "costs": costs,
     }
 
 
-# The settings worth showing for each kind of experiment, in this order.
-_SETTINGS_SHOWN = {
-    "inversion": ("content", "content_weight", "init", "steps", "seed"),
-    "texture": ("style", "style_loss", "style_weight", "init", "steps", "seed"),
-    "transfer": ("content", "style", "content_layers", "style_layers", "content_weight", "init", "steps", "seed"),
-    "generation": ("style", "style_layers", "seed", "cfg_scale", "size", "guidance_start", "guidance_end",
-                   "guidance_every", "precision"),
-}
-_NETWORK_SETTINGS = ("weights", "device", "optimizer", "lr", "bounds")
+def build_context(manifest: dict, css: str) -> dict:
+    sections = [build_section(spec) for spec in manifest.get("sections", [])]
+    if not sections:
+        raise StylelabError("the report manifest lists no sections.")
+    seen, all_runs = set(), []
+    for section in sections:
+        for run in section.pop("records"):
+            if run.path not in seen:
+                seen.add(run.path)
+                all_runs.append(run)
+    costs = provenance.cost_table(manifest.get("benchmarks", {}), manifest.get("root", "."))
+    stand_ins = provenance.unique(s["stand_in"] for s in sections if s["stand_in"])
+    return {
+        "title": manifest.get("title", "Neural style experiments"),
+        "sections": sections,
+        "parts": provenance.unique(s["part"] for s in sections),
+        "stand_ins": stand_ins,
+        "n_records": len(all_runs),
+        "n_figures": sum(len(s["figures"]) for s in sections),
+        "provenance": _provenance(manifest.get("config", {}), all_runs, costs),
+        "css": Markup(css),  # our own file, read as is: escaping would break the CSS inside <style>
+        "loss_names": STYLE_LOSS_NAMES,
+    }
 
 
-def _settings_of(kind: str, runs: Sequence[Run]) -> dict:
-    """The settings every run of a section shares (those that differ are in the runs table)."""
-    shared = {}
-    for key in _SETTINGS_SHOWN[kind] + _NETWORK_SETTINGS:
-        values = [run.record["settings"].get(key) for run in runs]
-        if values[0] is not None and all(v == values[0] for v in values):
-            value = values[0]
-            shown = ", ".join(map(format_number, value)) if isinstance(value, list) else format_number(value)
-            shared[key.replace("_", " ")] = shown
-    h, w = runs[0].record["image_size"]
-    shared["image size"] = f"{w} x {h} px"
-    shared["device name"] = runs[0].record.get("device_name", "")
-    return shared
+def _environment(template: Path) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["g"] = analysis.g
+    env.filters["num"] = format_number
+    return env
 
 
-def build_sections(sections: Sequence[Sequence[str]], record_paths: Sequence[str | os.PathLike]) -> list[Section]:
-    """`sections` as the CLI gives them: [kind, figure, figure, ...] each; records are sorted by their kind."""
-    runs = load_runs(record_paths)
-    built = []
-    for kind, *figures in sections:
-        if kind not in KIND_TITLES:
-            raise StylelabError(f"unknown report section '{kind}'; choose one of {', '.join(KIND_TITLES)}.")
-        built.append(Section(kind, [Path(f) for f in figures], [r for r in runs if r.kind == kind]))
-    orphans = sorted({r.kind for r in runs} - {s.kind for s in built})
-    if orphans:
-        raise StylelabError(f"records of kind {', '.join(orphans)} have no --section in the report.")
-    return built
-
-
-def render_report(sections: Sequence[Section], template: str | os.PathLike = DEFAULT_TEMPLATE,
-                  css: str | os.PathLike = DEFAULT_CSS) -> str:
+def render_html(manifest: dict, template: str | os.PathLike = DEFAULT_TEMPLATE,
+                css: str | os.PathLike = DEFAULT_CSS) -> str:
     template, css = Path(template), Path(css)
     for path, what in ((template, "template"), (css, "style sheet")):
         if not path.is_file():
             raise StylelabError(f"report {what} {path} not found; run from the repository root or give "
                                 f"--{'template' if what == 'template' else 'css'} PATH.")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    all_runs = [run for section in sections for run in section.runs]
-    stand_ins = sorted({run.stand_in for run in all_runs if run.kind == "generation" and run.stand_in})
-    context = {
-        "stand_ins": stand_ins,
-        "sections": [{
-            "kind": section.kind,
-            "title": KIND_TITLES[section.kind],
-            "figures": [{"name": f.stem.replace("_", " "), "src": _data_uri(f)} for f in section.figures],
-            "settings": _settings_of(section.kind, section.runs) if section.runs else {},
-            "runs": [_run_row(run) for run in section.runs],
-        } for section in sections],
-        # Our own file, read as is: escaping would break the CSS inside <style>.
-        "css": Markup(css.read_text()),
-        "versions": all_runs[0].record.get("versions", {}) if all_runs else {},
-        "n_records": len(all_runs),
-    }
-    return env.get_template(template.name).render(**context)
+    context = build_context(manifest, css.read_text())
+    return _environment(template).get_template(template.name).render(**context)
 
 
-def write_report(sections: Sequence[Sequence[str]], record_paths: Sequence[str | os.PathLike],
-                 out: str | os.PathLike, template: str | os.PathLike = DEFAULT_TEMPLATE,
-                 css: str | os.PathLike = DEFAULT_CSS) -> Path:
-    html = render_report(build_sections(sections, record_paths), template, css)
-    write_bytes_atomic(out, html.encode("utf-8"))
-    return Path(out)
+def render_pdf(html: str) -> bytes:
+    """The HTML as an A4 PDF (WeasyPrint; the @page and print rules are in the style sheet)."""
+    try:
+        import weasyprint
+    except (ImportError, OSError) as exc:
+        raise StylelabError(f"WeasyPrint cannot start ({exc}). It needs the Debian libraries libpango-1.0-0 "
+                            "libpangoft2-1.0-0 libharfbuzz-subset0: run `make env` as root, or install them "
+                            "with apt-get.") from None
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    return weasyprint.HTML(string=html, base_url=".").write_pdf()
+
+
+def read_manifest(text_or_path: str) -> dict:
+    """A manifest given inline (JSON text, as the workflow passes it) or as a JSON file."""
+    text = text_or_path
+    if not text_or_path.lstrip().startswith("{"):
+        try:
+            text = Path(text_or_path).read_text()
+        except OSError as exc:
+            raise StylelabError(f"cannot read report manifest {text_or_path}: {exc.strerror}.") from None
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise StylelabError(f"the report manifest is not valid JSON: {exc}.") from None
+    if not isinstance(manifest, dict):
+        raise StylelabError("the report manifest must be a JSON object.")
+    return manifest
+
+
+def write_report(manifest: dict, html_out: str | os.PathLike, pdf_out: str | os.PathLike | None = None,
+                 template: str | os.PathLike = DEFAULT_TEMPLATE, css: str | os.PathLike = DEFAULT_CSS) -> list[Path]:
+    """Render, then write both files; nothing is written unless both renderings succeeded."""
+    start = time.perf_counter()
+    html = render_html(manifest, template, css)
+    html_s = time.perf_counter() - start
+    pdf = render_pdf(html) if pdf_out else None
+    log.info("rendered HTML in %.1f s%s", html_s,
+             f", PDF in {time.perf_counter() - start - html_s:.1f} s" if pdf_out else "")
+    written = [Path(html_out)]
+    write_bytes_atomic(html_out, html.encode("utf-8"))
+    if pdf_out:
+        write_bytes_atomic(pdf_out, pdf)
+        written.append(Path(pdf_out))
+    return written

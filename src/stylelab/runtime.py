@@ -1,10 +1,12 @@
-"""Device choice, default sizes, seeding and the versions a record notes down."""
+"""Device choice, default sizes, seeding, determinism, memory errors and the versions a record notes down."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -36,6 +38,77 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def configure_determinism(device: torch.device) -> dict:
+    """Ask for repeatable results on this device and return the settings in force, for the record.
+
+    On a CPU, PyTorch's kernels are deterministic for a fixed number of threads, and nothing is changed.
+    On CUDA, cuDNN is told to pick deterministic algorithms and not to benchmark (its choice could differ
+    between runs), cuBLAS gets the fixed workspace it needs to be deterministic, and PyTorch warns about
+    any operation that has no deterministic CUDA implementation (warn_only: refusing would stop runs that
+    only lose the last bits). TF32 is left as it is: it changes precision, not repeatability.
+    """
+    if device.type == "cuda":
+        # cuBLAS reads this when it creates its handle, so it must be set before the first matrix product.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    settings = {"threads": torch.get_num_threads(),
+                "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    if device.type == "cuda":
+        settings.update({
+            "deterministic_algorithms_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        })
+    return settings
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def memory_report(device: torch.device) -> str:
+    """The device's memory in words: total, free now, and (CUDA) how much PyTorch holds."""
+    try:
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            held = torch.cuda.memory_reserved(device)
+            return (f"{device_name(device)}: {_gib(total)} in all, {_gib(free)} free, {_gib(held)} held by "
+                    "PyTorch")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        return f"CPU: {_gib(total)} of memory in all, {_gib(free)} free"
+    except (RuntimeError, ValueError, OSError, AttributeError):
+        return f"{device}: memory size unknown"
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    # The CPU allocator reports a failed allocation as a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+@contextmanager
+def explain_out_of_memory(device: torch.device, what, advice: str):
+    """Turn an out-of-memory error into one message: what was being computed, the memory, and the fix.
+
+    `what` is text, or a callable that returns it (the image size is only known part-way through).
+    """
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        where = "GPU" if device.type == "cuda" else "CPU"
+        detail = what() if callable(what) else what
+        raise StylelabError(f"out of {where} memory {detail} ({memory_report(device)}). {advice}") from None
 
 
 def device_name(device: torch.device) -> str:

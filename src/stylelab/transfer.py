@@ -12,11 +12,17 @@ function, and late in a run the loss can jump by four orders of magnitude (seen 
 original VGG weights: 2.3 at step 270, 3.8e4 at step 285, an image of pure noise). `bounds="project"`
 (default) also zeroes the gradient of every pixel that sits on a bound and is pushed outward, the active-set
 rule of bound-constrained L-BFGS; the same run then falls steadily (2.15 at step 400).
+
+Interruptions. Given a CheckpointPolicy (the CLI always gives one), the loop saves its whole state every so
+often and resumes from it when started again with the same settings, ending with the same image bit for
+bit on a CPU (stylelab.checkpoint). A loss that stops being finite ends the run with a message naming the
+step and the likely cause, and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +31,12 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from . import images, records, runtime
+from . import checkpoint, images, records, runtime
+from .checkpoint import CheckpointPolicy, RunStopped
 from .errors import StylelabError
 from .losses import STYLE_LOSSES, Objective, StyleDistances
-from .vgg import TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, WEIGHTS_SOURCES, VGGFeatures, tutorial_name
+from .vgg import (LAYERS, TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, WEIGHTS_SOURCES, VGGFeatures,
+                  resolve_layer, tutorial_name)
 
 log = logging.getLogger("stylelab.transfer")
 
@@ -62,6 +70,7 @@ class TransferSettings:
     bounds: str = "project"
     record_every: int = 1
     kind: str = "transfer"
+    max_pixels: int | None = images.DEFAULT_MAX_PIXELS  # input images above this are refused (None: no limit)
 
     def validate(self) -> None:
         """Check every setting before any work, so a mistake costs nothing and leaves nothing behind."""
@@ -98,6 +107,10 @@ class TransferSettings:
             raise StylelabError("init 'content' needs a content image; use --init noise.")
         if self.record_every < 1:
             raise StylelabError(f"record_every must be >= 1, got {self.record_every}.")
+        if self.history_size < 1:
+            raise StylelabError(f"history_size must be >= 1, got {self.history_size}.")
+        if self.lr is not None and not 0 < self.lr < float("inf"):
+            raise StylelabError(f"the learning rate must be a finite number above 0, got {self.lr}.")
         # Layer names: resolving raises the error that lists the valid ones.
         self.content_layers = [tutorial_name(n) for n in self.content_layers]
         self.style_layers = [tutorial_name(n) for n in self.style_layers]
@@ -139,21 +152,89 @@ def project_gradient_(image: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 def load_inputs(settings: TransferSettings, size: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Content at `size` (short side); style at the content's exact size, or at `size` when there is no content."""
-    content = images.load_image(settings.content, size) if settings.content else None
+    limit = settings.max_pixels
+    content = images.load_image(settings.content, size, limit) if settings.content else None
     style = None
     if settings.style and settings.style_weight > 0:
-        style = images.load_image(settings.style, tuple(content.shape[-2:]) if content is not None else size)
+        style = images.load_image(settings.style, tuple(content.shape[-2:]) if content is not None else size, limit)
     return content, style
 
 
-def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferResult:
+def check_fits_layers(height: int, width: int, layers: Sequence[str]) -> None:
+    """Refuse an image that the poolings before the deepest layer would halve to nothing.
+
+    Each 2 x 2 max pool halves the size (rounding down); after p of them a side below 2**p pixels is gone and
+    the network fails deep inside with a shape error. Saying so up front names the fix.
+    """
+    for name in layers:
+        layer = resolve_layer(name)
+        pools = sum(1 for other in LAYERS[: layer.index + 1] if other.kind == "pool")
+        if min(height, width) < 2 ** pools:
+            raise StylelabError(
+                f"the image is {width} x {height} pixels, too small for layer {name}: the {pools} poolings before "
+                f"it halve it to nothing. Use --size {2 ** pools} or more, or a shallower layer.")
+
+
+def _divergence_message(settings: TransferSettings, step: int, values: dict, lr: float) -> str:
+    """Which loss stopped being finite, at which step, and what to change."""
+    bad = [name for name, value in values.items() if name != "total" and not math.isfinite(value)]
+    terms = f" ({', '.join(bad)} not finite)" if bad else ""
+    causes = []
+    if settings.style_weight > 0:
+        causes.append(f"the style weight ({settings.style_weight:g}) is too large")
+    if settings.content_weight > 0 and settings.style_weight == 0:
+        causes.append(f"the content weight ({settings.content_weight:g}) is too large")
+    causes.append(f"the learning rate ({lr:g}) is too large")
+    return (f"the loss became {values['total']} at step {step}{terms}: the optimisation diverged, most likely "
+            f"because {' or '.join(causes)}. Lower it (--style-weight, --lr) and run again; nothing was written.")
+
+
+def run_transfer(settings: TransferSettings, progress: bool = True,
+                 checkpoints: CheckpointPolicy | None = None) -> TransferResult:
+    """Run the optimisation; with `checkpoints`, save its state as the policy says and resume from it."""
     settings.validate()
     t_start = time.perf_counter()
     device = runtime.resolve_device(settings.device)
     size = runtime.auto_size(device) if settings.size == "auto" else settings.size
     content, style = load_inputs(settings, size)
+    shape = (content if content is not None else style).shape
+    used = [*(settings.content_layers if settings.content_weight > 0 else []),
+            *(settings.style_layers if settings.style_weight > 0 else [])]
+    check_fits_layers(int(shape[-2]), int(shape[-1]), used)
     runtime.seed_everything(settings.seed)
+    determinism = runtime.configure_determinism(device)
+    lr = settings.lr if settings.lr is not None else DEFAULT_LR[settings.optimizer]
 
+    store = None
+    if checkpoints is not None:
+        store = checkpoints.open({
+            "kind": settings.kind, "settings": _identity(settings, size, lr), "device": str(device),
+            "inputs": {name: checkpoint.file_digest(path) for name, path in
+                       (("content", settings.content), ("style", settings.style), ("init", settings.init))
+                       if path and (name != "init" or path not in INITS)}})
+
+    def what() -> str:
+        return f"for a {shape[-1]} x {shape[-2]} image ({settings.kind}, {settings.optimizer})"
+
+    advice = ("Lower --size (memory grows with the number of pixels), leave the GPU to one job at a time, "
+              "or use --device cpu.")
+    with runtime.explain_out_of_memory(device, what, advice):
+        result = _optimise(settings, device, size, lr, content, style, shape, store, progress, t_start)
+    result.record["determinism"] = determinism
+    if store is not None:
+        checkpoints.finished(store)
+    return result
+
+
+def _identity(settings: TransferSettings, size: int, lr: float) -> dict:
+    """The settings that decide the result (not the pixel limit, which only refuses inputs)."""
+    values = {**asdict(settings), "size": size, "lr": lr, "steps": sorted(set(int(s) for s in settings.steps))}
+    values.pop("max_pixels")
+    return values
+
+
+def _optimise(settings: TransferSettings, device: torch.device, size: int, lr: float, content, style, shape,
+              store, progress: bool, t_start: float) -> TransferResult:
     vgg = VGGFeatures(settings.weights, seed=settings.seed).to(device)
     objective = Objective(settings.style_loss, settings.content_weight, settings.style_weight, settings.tv_weight)
     content_layers = settings.content_layers if settings.content_weight > 0 else []
@@ -165,17 +246,18 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
             objective.set_style(vgg(style.to(device), style_layers))
     layers = objective.layers
 
-    shape = (content if content is not None else style).shape
-    if settings.init == "content":
+    saved = store.load() if store is not None else None
+    if saved is not None:
+        start = saved["image"]
+    elif settings.init == "content":
         start = content.clone()
     elif settings.init == "noise":
         # Seeded on the CPU, so the start is the same whatever the device.
         start = torch.randn(shape, generator=torch.Generator().manual_seed(settings.seed))
     else:
-        start = images.load_image(settings.init, tuple(shape[-2:]))
+        start = images.load_image(settings.init, tuple(shape[-2:]), settings.max_pixels)
     image = start.to(device).contiguous().requires_grad_(True)
 
-    lr = settings.lr if settings.lr is not None else DEFAULT_LR[settings.optimizer]
     if settings.optimizer == "lbfgs":
         # No early stop: a step count is a step count (see the module docstring on loss scale).
         optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=1, history_size=settings.history_size,
@@ -223,34 +305,66 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
     snapshots: dict[int, torch.Tensor] = {}
     image_losses: dict[int, dict] = {}
     image_distances: dict[int, dict] = {}
+    first_step, elapsed_before, resumed_from = 1, 0.0, []
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        scale[:] = saved["scale"]
+        history, image_losses, image_distances = saved["history"], saved["image_losses"], saved["image_distances"]
+        snapshots = saved["snapshots"]
+        first_step, elapsed_before = saved["step"] + 1, saved["elapsed_s"]
+        resumed_from = [*saved["resumed_from"], saved["step"]]
+        checkpoint.set_rng_state(saved["rng"])
+        log.info("resuming %s from its checkpoint at step %d of %d (%s)", settings.kind, saved["step"], n_steps,
+                 store.folder)
+        if saved.get("threads") != torch.get_num_threads():
+            log.warning("the checkpoint was written with %s threads and this run has %d: on a CPU the result "
+                        "may differ from an uninterrupted run in the last bits", saved.get("threads"),
+                        torch.get_num_threads())
+
+    def state(step: int) -> dict:
+        """Everything the remaining steps read, so a resumed run computes exactly what this one would."""
+        return {"image": image.detach(), "optimizer": optimizer.state_dict(), "scale": list(scale),
+                "history": history, "snapshots": snapshots, "image_losses": image_losses,
+                "image_distances": image_distances, "elapsed_s": elapsed_before + time.perf_counter() - t_loop,
+                "resumed_from": resumed_from, "rng": checkpoint.rng_state(), "threads": torch.get_num_threads()}
+
     t_setup = time.perf_counter() - t_start
     log.info("%s: %d steps, %s, size %dx%d, device %s, weights %s, layers %s", settings.kind, n_steps,
              settings.optimizer, shape[-1], shape[-2], device, settings.weights, layers)
     log_every = max(1, n_steps // 10)
     t_loop = time.perf_counter()
-    bar = tqdm(range(1, n_steps + 1), desc=settings.kind, unit="step", disable=not progress,
-               mininterval=0.5, dynamic_ncols=True, leave=False)
+    bar = tqdm(range(first_step, n_steps + 1), desc=settings.kind, unit="step", disable=not progress,
+               mininterval=0.5, dynamic_ncols=True, leave=False, initial=first_step - 1, total=n_steps)
     for step in bar:
         optimizer.step(closure)
+        total = float(last["total"].detach())
+        if not math.isfinite(total):
+            values = _losses_dict(last["total"], last["parts"])
+            note = store.kept_note() if store is not None else ""
+            raise StylelabError(f"{_divergence_message(settings, step, values, lr)} {note}".rstrip())
         if step % settings.record_every == 0 or step == n_steps or step in save_steps:
             values = _losses_dict(last["total"], last["parts"])
-            if not all(v == v and abs(v) != float("inf") for v in values.values()):
-                raise StylelabError(f"the loss became {values['total']} at step {step}: the optimisation diverged. "
-                                    "Lower the style weight or the learning rate (--lr).")
             history["step"].append(step)
-            history["time_s"].append(round(time.perf_counter() - t_loop, 6))
+            history["time_s"].append(round(elapsed_before + time.perf_counter() - t_loop, 6))
             for key, value in values.items():
                 history.setdefault(key, []).append(value)
             bar.set_postfix(loss=f"{values['total']:.4g}", refresh=False)
         if step % log_every == 0 or step == n_steps:
-            log.info("step %d/%d total loss %.6g", step, n_steps, last["total"].detach().item())
+            log.info("step %d/%d total loss %.6g", step, n_steps, total)
         if step in save_steps:
             with torch.no_grad():
                 snapshots[step] = image.detach().clamp(0, 1).to("cpu", copy=True)
             image_losses[step] = evaluate(snapshots[step].to(device))
             image_distances[step] = distances(snapshots[step].to(device)) if style_distances else {}
+        if store is not None and step < n_steps and (store.due(step) or checkpoint.stop_requested()):
+            # The update of this step is in `image` but its loss is only seen next step: a non-finite
+            # image must not become the "last good" checkpoint.
+            if bool(torch.isfinite(image.detach()).all()):
+                store.save(step, state(step))
+        if checkpoint.stop_requested() and step < n_steps:
+            raise RunStopped(step, n_steps, store.folder if store is not None and store.saved_step == step else None)
     bar.close()
-    loop_s = time.perf_counter() - t_loop
+    loop_s = elapsed_before + time.perf_counter() - t_loop
 
     record = {
         "kind": settings.kind,
@@ -265,6 +379,7 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
         "optimizer_scale": scale[0] if scale else 1.0,
         "timing": {"setup_s": round(t_setup, 4), "optimise_s": round(loop_s, 4),
                    "time_per_step_s": round(loop_s / n_steps, 6), "steps": n_steps},
+        "resumed_from": resumed_from,
         "device": str(device),
         "device_name": runtime.device_name(device),
         "precision": "fp32",
@@ -275,7 +390,15 @@ def run_transfer(settings: TransferSettings, progress: bool = True) -> TransferR
     return TransferResult(images=snapshots, record=record)
 
 
+def check_output_name(name: str, what: str) -> None:
+    """An output name is a plain file name inside the output folder: no folder part, so it cannot escape it."""
+    if not name or Path(name).name != name or name in (".", "..") or "\\" in name or "\0" in name:
+        raise StylelabError(f"{what} '{name}' must be a plain file name (it goes inside --out DIR), without "
+                            "a folder part.")
+
+
 def check_image_name(image_name: str, n_images: int) -> None:
+    check_output_name(image_name.replace("{step}", "0"), "image name")
     if "{step}" not in image_name and n_images > 1:
         raise StylelabError(f"image name '{image_name}' has no {{step}} but the run saves {n_images} steps; "
                             "put {step} in it.")
@@ -289,6 +412,7 @@ def write_outputs(result: TransferResult, out_dir: str | Path, image_name: str =
     """
     out_dir = Path(out_dir)
     check_image_name(image_name, len(result.images))
+    check_output_name(record_name, "record name")
     encoded = {step: images.png_bytes(img) for step, img in result.images.items()}
     written = []
     for step, data in sorted(encoded.items()):

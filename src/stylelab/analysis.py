@@ -1,0 +1,266 @@
+"""The report's numbers and the sentences that read them, computed from records and images only.
+
+Every sentence here states a comparison the numbers make (which layer reconstructs the content image most
+closely, how much guidance lowered a style distance against the unguided sample of the same seed); none
+claims what only looking at the pictures could tell. Words are chosen by the sign and size of the numbers,
+so a run that goes the other way is described the other way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import images
+from .errors import StylelabError
+from .names import format_number
+from .runs import STYLE_LOSS_NAMES, Run
+from .vgg import resolve_layer
+
+
+def g(value: float | None, digits: int = 3) -> str:
+    """A number for prose and tables: 3 significant digits, '-' when there is none."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def percent_change(before: float, after: float) -> float:
+    return 100.0 * (after - before) / before if before else float("nan")
+
+
+def _change_words(before: float, after: float) -> str:
+    """'lowered by 42%' / 'raised by 7%' / 'left unchanged'."""
+    change = percent_change(before, after)
+    if change != change:
+        return "changed from 0"
+    if abs(change) < 0.5:
+        return "left practically unchanged"
+    return f"{'lowered' if change < 0 else 'raised'} by {abs(change):.0f}%"
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def content_loss(losses: dict) -> float | None:
+    """The unweighted content loss of one saved image (summed over content layers), None without content."""
+    terms = [value for key, value in losses.items() if key.startswith("content/")]
+    return float(sum(terms)) if terms else None
+
+
+@dataclass
+class ImageMetrics:
+    """The numbers of one saved image: what the report's metrics tables show."""
+
+    label: str
+    step: int
+    content: float | None
+    gram: float | None
+    meanvar: float | None
+    stand_in: bool = False
+
+
+def image_metrics(run: Run, label: str | None = None) -> list[ImageMetrics]:
+    """One row per saved image of a transfer or generation run: content loss, Gram and MeanVar distances."""
+    rows = []
+    for step in run.steps:
+        entry = run.record["images"][str(step)]
+        distances = entry.get("distances") or run.record.get("style_distances") or {}
+        rows.append(ImageMetrics(label or run.label, step, content_loss(entry.get("losses", {})),
+                                 distances.get("gram"), distances.get("meanvar"), bool(run.stand_in)))
+    return rows
+
+
+def pixel_rmse(run: Run) -> float | None:
+    """RMSE in [0, 1] units between a run's final image and its content image at the same size."""
+    content = run.record["settings"].get("content")
+    if not content or not Path(content).is_file():
+        return None
+    h, w = run.record["image_size"]
+    try:
+        reference = images.load_image(content, (h, w))[0].permute(1, 2, 0).numpy()
+    except StylelabError:
+        return None
+    image = run.image().astype(np.float64) / 255.0
+    if image.shape != reference.shape:
+        return None
+    return float(np.sqrt(np.mean((image - reference) ** 2)))
+
+
+def _depth_ranks(runs: Sequence[Run]) -> dict[str, int]:
+    """Each one-layer run's depth rank within its layer type (0 = shallowest), as the grid's rows."""
+    ranks = {}
+    for kind in ("conv", "relu", "pool"):
+        mine = sorted((run for run in runs if resolve_layer(run.layer).kind == kind),
+                      key=lambda run: resolve_layer(run.layer).index)
+        for rank, run in enumerate(mine):
+            ranks[run.layer] = rank
+    return ranks
+
+
+# ----------------------------------------------------------------------------------------- sentences
+
+
+def inversion_findings(runs: Sequence[Run]) -> tuple[dict[str, float | None], list[str]]:
+    """Pixel error of each inversion against the content image, and what it says about depth and type."""
+    errors = {run.layer: pixel_rmse(run) for run in runs}
+    known = {layer: e for layer, e in errors.items() if e is not None}
+    if len(known) < 2:
+        return errors, []
+    best = min(known, key=known.get)
+    worst = max(known, key=known.get)
+    text = [f"Measured in pixels (RMSE against the content image, on a 0 to 1 scale), the reconstruction "
+            f"is closest from {best} ({g(known[best])}) and furthest from {worst} ({g(known[worst])})."]
+    ranks = _depth_ranks(runs)
+    for kind in ("conv", "relu", "pool"):
+        chain = sorted((layer for layer in known if resolve_layer(layer).kind == kind), key=ranks.get)
+        if len(chain) < 2:
+            continue
+        values = [known[layer] for layer in chain]
+        listing = ", ".join(f"{layer} {g(known[layer])}" for layer in chain)
+        if all(b > a for a, b in zip(values, values[1:])):
+            text.append(f"For {kind} layers the error grows with depth ({listing}).")
+        else:
+            text.append(f"For {kind} layers the error does not grow steadily with depth ({listing}).")
+    by_rank: dict[int, list[float]] = {}
+    for layer, value in known.items():
+        by_rank.setdefault(ranks[layer], []).append(value)
+    shared = {rank: values for rank, values in by_rank.items() if len(values) > 1}
+    if len(shared) > 1:
+        within = max(max(v) - min(v) for v in shared.values())
+        means = [float(np.mean(v)) for _, v in sorted(shared.items())]
+        across = max(means) - min(means)
+        relation = "smaller than" if within < across else "at least as large as"
+        text.append(f"At the same depth the layer types differ by at most {g(within)} in RMSE, {relation} the "
+                    f"{g(across)} between the shallowest and the deepest row: depth, more than the type of "
+                    f"layer, decides how much of the image comes back.")
+    return errors, text
+
+
+def texture_findings(runs: Sequence[Run]) -> list[str]:
+    if not runs:
+        return []
+    factors = {run.layer: float(run.record["initial_loss"]) / float(run.record["final_losses"]["total"])
+               for run in runs if float(run.record["final_losses"]["total"]) > 0}
+    if not factors:
+        return []
+    low = min(factors, key=factors.get)
+    high = max(factors, key=factors.get)
+    return [f"From noise, each run lowered its single-layer Gram loss by a factor between {g(factors[low])} "
+            f"({low}) and {g(factors[high])} ({high}). Gram losses of different layers are not on one scale, "
+            f"so the grid, not these factors, is the comparison between layers."]
+
+
+def transfer_findings(runs: Sequence[Run]) -> list[str]:
+    """How the saved steps and the style weights move content loss and both style distances."""
+    text = []
+    for run in runs:
+        first, last = run.steps[0], run.steps[-1]
+        if first == last:
+            continue
+        a, b = image_metrics(run)[0], image_metrics(run)[-1]
+        own = run.record["settings"]["style_loss"]
+        name = STYLE_LOSS_NAMES.get(own, own)
+        own_a, own_b = getattr(a, own), getattr(b, own)
+        if None in (own_a, own_b, a.content, b.content):
+            continue
+        text.append(f"{run.label}: from step {first} to {last} the {name} distance was "
+                    f"{_change_words(own_a, own_b)} ({g(own_a)} to {g(own_b)}) and the content loss "
+                    f"{_change_words(a.content, b.content)} ({g(a.content)} to {g(b.content)}).")
+    finals = {id(run): image_metrics(run)[-1] for run in runs}
+    meanvar = sorted((run for run in runs if run.record["settings"]["style_loss"] == "meanvar"),
+                     key=lambda run: run.record["settings"]["style_weight"])
+    if len(meanvar) > 1:
+        lo, hi = meanvar[0], meanvar[-1]
+        a, b = finals[id(lo)], finals[id(hi)]
+        if None not in (a.meanvar, b.meanvar, a.content, b.content):
+            text.append(f"Raising the MeanVar style weight from {format_number(lo.record['settings']['style_weight'])} "
+                        f"to {format_number(hi.record['settings']['style_weight'])} {_change_words(a.meanvar, b.meanvar)} "
+                        f"the final MeanVar distance ({g(a.meanvar)} to {g(b.meanvar)}) and "
+                        f"{_change_words(a.content, b.content)} the content loss ({g(a.content)} to {g(b.content)}).")
+    gram = [run for run in runs if run.record["settings"]["style_loss"] == "gram"]
+    if gram and meanvar:
+        gr = finals[id(gram[0])]
+        mv_gram = [finals[id(run)].gram for run in meanvar if finals[id(run)].gram is not None]
+        mv_mv = [finals[id(run)].meanvar for run in meanvar if finals[id(run)].meanvar is not None]
+        if gr.gram is not None and mv_gram and gr.meanvar is not None and mv_mv:
+            text.append(f"Judged by both measures: the Gram run ends at Gram distance {g(gr.gram)} and MeanVar "
+                        f"distance {g(gr.meanvar)}; the MeanVar runs end at Gram distances {g(min(mv_gram))} to "
+                        f"{g(max(mv_gram))} and MeanVar distances {g(min(mv_mv))} to {g(max(mv_mv))}.")
+    return text
+
+
+def _generation_reference(run: Run, candidates: Sequence[Run]) -> Run | None:
+    """The unguided sample that differs from a guided `run` only by the guidance (same prompt and seed;
+    the same number of steps when there is one)."""
+    settings = run.record["settings"]
+    same = [other for other in candidates if other.record["settings"]["guidance_factor"] == 0
+            and other.record["settings"]["prompt"] == settings["prompt"]
+            and other.record["settings"]["seed"] == settings["seed"]]
+    exact = [other for other in same if other.record["timing"]["steps"] == run.record["timing"]["steps"]]
+    return (exact or same or [None])[0]
+
+
+def generation_findings(runs: Sequence[Run], transfers: Sequence[Run] = ()) -> list[str]:
+    text = []
+    for run in runs:
+        settings = run.record["settings"]
+        if settings["guidance_factor"] <= 0:
+            continue
+        reference = _generation_reference(run, runs)
+        if reference is None:
+            continue
+        loss = settings["style_loss"]
+        other = "meanvar" if loss == "gram" else "gram"
+        mine, base = run.record["style_distances"], reference.record["style_distances"]
+        steps_note = ("" if reference.record["timing"]["steps"] == run.record["timing"]["steps"]
+                      else f" ({reference.record['timing']['steps']} steps)")
+        text.append(f"{run.label}: against the unguided sample of the same seed{steps_note}, guidance "
+                    f"{_change_words(base[loss], mine[loss])} the {STYLE_LOSS_NAMES[loss]} distance "
+                    f"({g(base[loss])} to {g(mine[loss])}) and {_change_words(base[other], mine[other])} the "
+                    f"{STYLE_LOSS_NAMES[other]} distance.")
+    plain = [run for run in runs if run.record["settings"]["guidance_factor"] == 0]
+    prompts = {run.record["settings"]["prompt"] for run in plain}
+    if len(prompts) > 1:
+        base = plain[0]
+        for run in plain[1:]:
+            if run.record["settings"]["prompt"] == base.record["settings"]["prompt"]:
+                continue
+            a, b = base.record["style_distances"], run.record["style_distances"]
+            text.append(f"Naming the style in the prompt (\u201c{run.record['settings']['prompt']}\u201d) "
+                        f"{_change_words(a['gram'], b['gram'])} the Gram distance and "
+                        f"{_change_words(a['meanvar'], b['meanvar'])} the MeanVar distance against "
+                        f"\u201c{base.record['settings']['prompt']}\u201d.")
+    guided = [run for run in runs if run.record["settings"]["guidance_factor"] > 0]
+    prompted = [run for run in plain if run.record["settings"]["prompt"] != plain[0].record["settings"]["prompt"]]
+    for run in prompted[:1]:
+        for loss in ("gram", "meanvar"):
+            values = [other.record["style_distances"][loss] for other in guided
+                      if other.record["settings"]["style_loss"] == loss]
+            if not values:
+                continue
+            mine = run.record["style_distances"][loss]
+            closer = sum(value < mine for value in values)
+            spread = g(values[0]) if len(values) == 1 else f"{g(min(values))} to {g(max(values))}"
+            text.append(f"By the {STYLE_LOSS_NAMES[loss]} distance, {closer} of {len(values)} "
+                        f"{STYLE_LOSS_NAMES[loss]}-guided sample{'s' if len(values) > 1 else ''} ({spread}) "
+                        f"{'is' if closer == 1 else 'are'} closer to the style image than the sample with the style "
+                        f"in the prompt ({g(mine)}).")
+    for transfer in transfers:
+        loss = transfer.record["settings"]["style_loss"]
+        final = image_metrics(transfer)[-1]
+        same_loss = [run.record["style_distances"][loss] for run in guided
+                     if run.record["settings"]["style_loss"] == loss]
+        value = getattr(final, loss)
+        if value is None or not same_loss:
+            continue
+        text.append(f"Part 1 {STYLE_LOSS_NAMES[loss]} transfer on the unguided sample reaches {STYLE_LOSS_NAMES[loss]} "
+                    f"distance {g(value)} after {final.step} steps; the best {STYLE_LOSS_NAMES[loss]}-guided sample "
+                    f"reaches {g(min(same_loss))}.")
+    if any(run.stand_in for run in runs):
+        text.append("These samples come from a stand-in model with random weights: the numbers show what the "
+                    "guidance does to the style distances, not what the real model would draw.")
+    return text

@@ -1,0 +1,279 @@
+"""Checkpoints, so that an interrupted run goes on where it stopped and ends with the same image, bit for bit.
+
+A long run (1000 L-BFGS steps, or a guided diffusion sample) saves its whole state every so often: the image
+or latents, the optimiser's or scheduler's state, every random generator, and the history and saved images
+so far. Started again with the same command (by hand, or by `snakemake --rerun-incomplete`), it loads that
+state and continues. On a CPU the result is then identical to an uninterrupted run's: the remaining steps
+read only restored values, and torch.save keeps a tensor's bits (and which tensors share storage) exactly.
+A run that finishes deletes its checkpoint; one that fails keeps its last good one.
+
+Checkpoints live outside Snakemake's outputs (which Snakemake deletes when a job fails): in
+$STYLELAB_CACHE/checkpoints/ if that variable is set, otherwise in .stylelab-cache/checkpoints/ under the
+working directory (the project root, when Snakemake runs the command). Each run has its own folder, named by
+a SHA-256 of everything that decides its result (settings, the bytes of its input images, device, torch
+version) and of where it writes its outputs: a run with any other setting never picks up a stale state,
+and two different runs never share one.
+
+A SIGTERM (what a batch scheduler sends before it pre-empts a job) is turned into a request to stop: the
+loop finishes its current step, saves a checkpoint and exits with status 143. A SIGKILL cannot be caught;
+the run then resumes from its last periodic checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .images import write_bytes_atomic
+
+log = logging.getLogger("stylelab.checkpoint")
+
+# Bump when the saved state's layout changes: an older checkpoint then starts a fresh run instead of
+# resuming into a state the code no longer understands.
+FORMAT = 1
+STATE_FILE = "state.pt"
+DESCRIPTION_FILE = "run.json"
+CACHE_ENV = "STYLELAB_CACHE"
+DEFAULT_EVERY = "2m"
+
+
+def cache_root() -> Path:
+    """Where checkpoints live: $STYLELAB_CACHE, or .stylelab-cache in the working directory."""
+    return Path(os.environ.get(CACHE_ENV) or ".stylelab-cache").expanduser()
+
+
+def file_digest(path: str | os.PathLike | None) -> str | None:
+    """SHA-256 of a file's bytes, so an input replaced under the same name never resumes an old run."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Interval:
+    """How often to save: every `steps` steps, or every `seconds` of running (checked after each step)."""
+
+    steps: int | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | int) -> "Interval":
+        """'50' (steps), '90s', '5m', '1h' (time), or '0' (never, except when asked to stop)."""
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+        if not match:
+            raise ValueError(f"'{text}' is neither a number of steps (50) nor a time (90s, 5m, 1h)")
+        number, unit = match.groups()
+        if not unit:
+            if "." in number:
+                raise ValueError(f"a number of steps is a whole number, got '{text}'")
+            return cls(steps=int(number) or None)
+        seconds = float(number) * {"s": 1, "m": 60, "h": 3600}[unit]
+        return cls(seconds=seconds or None)
+
+    def __str__(self) -> str:
+        if self.steps:
+            return f"every {self.steps} steps"
+        if self.seconds:
+            return f"every {self.seconds:g} s"
+        return "only when stopped"
+
+
+# ------------------------------------------------------------------------------------------- stopping
+
+
+class RunStopped(Exception):
+    """The run stopped on request (SIGTERM) after saving a checkpoint; the same command continues it."""
+
+    def __init__(self, step: int, total: int, folder: Path | None):
+        self.step, self.total, self.folder = step, total, folder
+        if folder is not None:
+            then = f"its checkpoint is in {folder}. Run the same command again to continue from there."
+        else:
+            then = "no checkpoint could be saved, so the same command starts again from the last one, if any."
+        super().__init__(f"stopped by SIGTERM after step {step} of {total}; {then}")
+
+
+_stop: dict[str, Any] = {"signal": None}
+
+
+def _request_stop(signum, frame) -> None:
+    _stop["signal"] = signum
+    # A second SIGTERM means "now": the default action ends the process at once.
+    signal.signal(signum, signal.SIG_DFL)
+
+
+def stop_requested() -> bool:
+    return _stop["signal"] is not None
+
+
+@contextmanager
+def stop_on_sigterm():
+    """While inside, a SIGTERM asks the run to save a checkpoint and stop, instead of killing it."""
+    _stop["signal"] = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _request_stop)
+    except ValueError:  # not the main thread: signals cannot be caught here, so leave them be
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _stop["signal"] = None
+
+
+# -------------------------------------------------------------------------------------- random states
+
+
+def rng_state() -> dict:
+    """Every global random generator's state, in types that torch.load(weights_only=True) accepts."""
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": np.array(n["key"], dtype=np.uint32),
+                         "pos": n["pos"]}, "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+@dataclass
+class CheckpointPolicy:
+    """What a command asks of checkpointing; `open` makes the store of one run from its identity."""
+
+    every: Interval = field(default_factory=lambda: Interval.parse(DEFAULT_EVERY))
+    resume: bool = True  # False (--fresh): delete any old checkpoint of this run and start over
+    root: Path | None = None  # None: cache_root()
+    scope: dict = field(default_factory=dict)  # where the run writes its outputs, part of its identity
+    # True: a finished run's checkpoint stays until outputs_written() (the CLI calls it once its files are
+    # on disk), so a kill while the outputs are being written still finds the run's last state.
+    keep_until_written: bool = False
+    _finished: list = field(default_factory=list, repr=False)
+
+    def open(self, identity: dict) -> "Checkpoint":
+        identity = {"format": FORMAT, "torch": torch.__version__, **identity, "outputs": self.scope}
+        text = json.dumps(identity, sort_keys=True, default=str)
+        key = hashlib.sha256(text.encode()).hexdigest()
+        folder = (self.root or cache_root()) / "checkpoints" / f"{identity.get('kind', 'run')}-{key[:20]}"
+        store = Checkpoint(folder, self.every, identity)
+        if not self.resume:
+            store.discard()
+        return store
+
+    def finished(self, store: "Checkpoint") -> None:
+        """The run of `store` has computed its result: its checkpoint has served."""
+        if self.keep_until_written:
+            self._finished.append(store)
+        else:
+            store.discard()
+
+    def outputs_written(self) -> None:
+        while self._finished:
+            self._finished.pop().discard()
+
+
+class Checkpoint:
+    """The checkpoint folder of one run: load the last state, save a new one when due, delete at the end."""
+
+    def __init__(self, folder: Path, every: Interval, identity: dict):
+        self.folder = Path(folder)
+        self.path = self.folder / STATE_FILE
+        self.every = every
+        self.identity = identity
+        self.saved_step: int | None = None  # the step of the state on disk, if any
+        self._last_step = 0
+        self._last_time = time.monotonic()
+        self._broken = False
+
+    def load(self) -> dict | None:
+        """The saved state, or None. An unreadable one is set aside with a warning: the run starts over."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if state.get("format") != FORMAT:
+                raise ValueError(f"format {state.get('format')}, this stylelab writes {FORMAT}")
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it cannot be resumed from
+            log.warning("checkpoint %s cannot be read (%s); starting from the beginning", self.path, exc)
+            self.discard()
+            return None
+        self.saved_step = self._last_step = int(state["step"])
+        return state
+
+    def due(self, step: int) -> bool:
+        if self.every.steps:
+            return step - self._last_step >= self.every.steps
+        if self.every.seconds:
+            return time.monotonic() - self._last_time >= self.every.seconds
+        return False
+
+    def save(self, step: int, state: dict) -> None:
+        """Write the state atomically (temporary file, then rename): a kill mid-write keeps the previous one.
+
+        A checkpoint only saves time, so a cache that cannot be written (full disk, read-only folder) is a
+        warning and the run goes on without checkpoints, rather than a failed run.
+        """
+        if self._broken:
+            return
+        buffer = io.BytesIO()
+        torch.save({"format": FORMAT, "step": step, **state}, buffer)
+        try:
+            if not (self.folder / DESCRIPTION_FILE).is_file():
+                # For a person looking into the cache: which run this folder belongs to.
+                text = json.dumps(self.identity, indent=1, sort_keys=True, default=str)
+                write_bytes_atomic(self.folder / DESCRIPTION_FILE, text.encode() + b"\n")
+            write_bytes_atomic(self.path, buffer.getvalue())
+        except OSError as exc:
+            self._broken = True
+            log.warning("cannot write a checkpoint to %s (%s); the run goes on without checkpoints. Set %s to a "
+                        "writable folder to have them.", self.folder, exc.strerror or exc, CACHE_ENV)
+            return
+        self.saved_step, self._last_step, self._last_time = step, step, time.monotonic()
+        log.info("checkpoint saved at step %d (%.1f MB) in %s", step, buffer.tell() / 1e6, self.folder)
+
+    def discard(self) -> None:
+        if self.folder.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.saved_step = None
+
+    def kept_note(self) -> str:
+        """For an error message: where the last good state is, if there is one."""
+        if self.saved_step is None:
+            return "No checkpoint was saved before it."
+        return (f"The last good checkpoint (step {self.saved_step}) is kept in {self.folder} (a run with other "
+                "settings does not use it; delete the folder once you no longer need it).")
+
