@@ -1,0 +1,28 @@
+"""The speed benchmark's quick mode, as CI runs it: it works, and stylelab is not slower than the tutorial."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _speed_module():
+    spec = importlib.util.spec_from_file_location("speed", ROOT / "benchmarks" / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["speed"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_speed_benchmark_runs_and_stylelab_keeps_up_with_the_tutorial(tmp_path):
+    result = _speed_module().main(["--quick", "--sizes", "128", "--out", str(tmp_path)])
+    rows = {row["engine"]: row for row in result["rows"]}
+    assert set(rows) == {"tutorial", "pastiche", "stylelab"}
+    assert all(row["s_per_step"] > 0 for row in rows.values())
+    # Interleaved rounds share the machine's drift; 15% covers what is left of the noise of a 2-core box.
+    assert rows["stylelab"]["ratio_to_tutorial"] <= 1.15, rows
+    written = json.loads((tmp_path / "speed_quick.json").read_text())
+    assert [(r["engine"], r["s_per_step"]) for r in written["rows"]] == [(r["engine"], r["s_per_step"]) for r in result["rows"]]
+    assert (tmp_path / "speed_quick.md").read_text().count("\n|") == 2 + 3  # header, rule, one row per engine
