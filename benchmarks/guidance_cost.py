@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +26,9 @@ import torch
 
 from stylelab.diffusion.guidance import GuidanceSettings, sample
 from stylelab.diffusion.models import build_sd_v1_architecture, load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tables  # noqa: E402  (benchmarks/tables.py, beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = str(ROOT / "data" / "style" / "picasso_selfport1907.jpg")
@@ -70,14 +73,13 @@ def measure(model, label: str, size: int, steps: int, loss: str) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], title: str) -> str:
-    lines = [f"### {title}", "", "| model | loss | mode | guided steps | s per step | x unguided | distance | kept |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        kept = f"{r['kept']:.0%}" if r["kept"] is not None else "-"
-        lines.append(f"| {r['model']} {r['size']} px | {r['loss']} | {r['mode']} | {r['guided_steps']}/{r['steps']} | "
-                     f"{r['s_per_step']:.3f} | {r['cost_ratio']:.2f} | {r['distance']:.4g} | {kept} |")
-    return "\n".join(lines) + "\n"
+COLUMNS = (
+    ("model", "---", lambda r: f"{r['model']} {r['size']} px"), ("loss", "---", lambda r: r["loss"]),
+    ("mode", "---", lambda r: r["mode"]), ("guided steps", "---:", lambda r: f"{r['guided_steps']}/{r['steps']}"),
+    ("s per step", "---:", lambda r: f"{r['s_per_step']:.3f}"), ("x unguided", "---:", lambda r: f"{r['cost_ratio']:.2f}"),
+    ("distance", "---:", lambda r: f"{r['distance']:.4g}"),
+    ("kept", "---:", lambda r: f"{r['kept']:.0%}" if r["kept"] is not None else "-"),
+)
 
 
 def main() -> None:
@@ -87,13 +89,7 @@ def main() -> None:
     parser.add_argument("--sd-v1-steps", type=int, default=8)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     args = parser.parse_args()
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    title = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, guidance factor {FACTOR}"
+    title = f"{tables.machine(torch.device('cpu'))}, torch {torch.__version__}, guidance factor {FACTOR}"
     print(title, flush=True)
     start = time.perf_counter()
     rows = []
@@ -106,7 +102,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     result = {"machine": title, "wall_s": round(time.perf_counter() - start, 1), "rows": rows}
     (out / "guidance_cost.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "guidance_cost.md").write_text(markdown(rows, title))
+    (out / "guidance_cost.md").write_text(tables.markdown(title, COLUMNS, rows))
     print(f"wrote {out}/guidance_cost.json and .md in {result['wall_s']} s")
 
 

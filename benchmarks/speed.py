@@ -31,6 +31,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylelab import images, runtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tables  # noqa: E402  (benchmarks/tables.py, beside this script)
 from stylelab.transfer import TransferSettings, run_transfer
 from stylelab.vgg import IMAGENET_MEAN, IMAGENET_STD, load_caffe_state
 
@@ -236,20 +240,6 @@ def _peak_mb(device) -> float | None:
     return None
 
 
-def machine(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = runtime.device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
-
-
 def measure(sizes, cases, engines, steps: int, rounds: int, device) -> list[dict]:
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     rows = []
@@ -291,15 +281,13 @@ def measure(sizes, cases, engines, steps: int, rounds: int, device) -> list[dict
     return rows
 
 
-def markdown(rows: list[dict], title: str) -> str:
-    lines = [f"### {title}", "", "| size | image | case | engine | s per step | x tutorial | peak memory (MB) |",
-             "|---:|---|---|---|---:|---:|---:|"]
-    for row in rows:
-        ratio = f"{row['ratio_to_tutorial']:.2f}" if row["ratio_to_tutorial"] is not None else "-"
-        peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] else "-"
-        lines.append(f"| {row['size']} | {row['image']} | {row['case']} | {row['engine']} | "
-                     f"{row['s_per_step']:.4f} | {ratio} | {peak} |")
-    return "\n".join(lines) + "\n"
+COLUMNS = (
+    ("size", "---:", lambda r: str(r["size"])), ("image", "---", lambda r: r["image"]),
+    ("case", "---", lambda r: r["case"]), ("engine", "---", lambda r: r["engine"]),
+    ("s per step", "---:", lambda r: f"{r['s_per_step']:.4f}"),
+    ("x tutorial", "---:", lambda r: f"{r['ratio_to_tutorial']:.2f}" if r["ratio_to_tutorial"] is not None else "-"),
+    ("peak memory (MB)", "---:", lambda r: f"{r['peak_mb']:.0f}" if r["peak_mb"] else "-"),
+)
 
 
 def main(argv=None) -> dict:
@@ -321,18 +309,18 @@ def main(argv=None) -> dict:
     cases = [CASES[c] for c in (args.cases or (["tutorial layers"] if args.quick else list(CASES)))]
     steps = args.steps or (3 if args.quick else 5)
     rounds = args.rounds or (3 if args.quick else 5)
-    title = f"{machine(device)}, torch {torch.__version__}, {steps} steps x {rounds} rounds"
+    title = f"{tables.machine(device)}, torch {torch.__version__}, {steps} steps x {rounds} rounds"
     print(title, flush=True)
     start = time.perf_counter()
     rows = measure(sizes, cases, args.engines, steps, rounds, device)
-    result = {"machine": machine(device), "device": str(device), "torch": torch.__version__,
+    result = {"machine": tables.machine(device), "device": str(device), "torch": torch.__version__,
               "platform": platform.platform(), "steps": steps, "rounds": rounds, "quick": args.quick,
               "wall_s": round(time.perf_counter() - start, 1), "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "speed_quick" if args.quick else "speed"
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
-    (out / f"{name}.md").write_text(markdown(rows, title))
+    (out / f"{name}.md").write_text(tables.markdown(title, COLUMNS, rows))
     print(f"wrote {out / name}.json and .md in {result['wall_s']} s")
     return result
 

@@ -161,7 +161,8 @@ def transfer_findings(runs: Sequence[Run]) -> list[str]:
         first, last = run.steps[0], run.steps[-1]
         if first == last:
             continue
-        a, b = image_metrics(run)[0], image_metrics(run)[-1]
+        metrics = image_metrics(run)
+        a, b = metrics[0], metrics[-1]
         own = run.record["settings"]["style_loss"]
         name = STYLE_LOSS_NAMES.get(own, own)
         own_a, own_b = getattr(a, own), getattr(b, own)

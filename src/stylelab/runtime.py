@@ -112,8 +112,16 @@ def explain_out_of_memory(device: torch.device, what, advice: str):
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (what /proc/cpuinfo says; the architecture where it says nothing)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 
