@@ -284,20 +284,22 @@ def _optimise(settings: TransferSettings, device: torch.device, size: int, lr: f
         last["total"], last["parts"] = total, parts
         return total.detach() * scale[0]
 
-    def evaluate(img: torch.Tensor) -> dict:
-        with torch.no_grad():
-            return _losses_dict(*objective(vgg(img, layers), img))
-
     # Gram and MeanVar distances of each saved image to the style image, whatever loss the run used, so
     # results of either loss can be judged by both (unweighted sums over the style layers).
     style_distances = None
     if style is not None and settings.style_layers:
         with torch.no_grad():
             style_distances = StyleDistances(vgg(style.to(device), settings.style_layers))
+    scored_layers = list(dict.fromkeys([*layers, *(settings.style_layers if style_distances else [])]))
 
-    def distances(img: torch.Tensor) -> dict:
+    def score(img: torch.Tensor) -> tuple[dict, dict]:
+        """A saved image's losses and its distances to the style image, from one forward pass."""
         with torch.no_grad():
-            return {k: float(v) for k, v in style_distances(vgg(img, settings.style_layers)).items()}
+            features = vgg(img, scored_layers)
+            losses = _losses_dict(*objective(features, img))
+            if style_distances is None:
+                return losses, {}
+            return losses, {k: float(v) for k, v in style_distances(features).items()}
 
     save_steps = sorted(set(int(s) for s in settings.steps))
     n_steps = save_steps[-1]
@@ -354,8 +356,7 @@ def _optimise(settings: TransferSettings, device: torch.device, size: int, lr: f
         if step in save_steps:
             with torch.no_grad():
                 snapshots[step] = image.detach().clamp(0, 1).to("cpu", copy=True)
-            image_losses[step] = evaluate(snapshots[step].to(device))
-            image_distances[step] = distances(snapshots[step].to(device)) if style_distances else {}
+            image_losses[step], image_distances[step] = score(snapshots[step].to(device))
         if store is not None and step < n_steps and (store.due(step) or checkpoint.stop_requested()):
             # The update of this step is in `image` but its loss is only seen next step: a non-finite
             # image must not become the "last good" checkpoint.
