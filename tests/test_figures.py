@@ -225,6 +225,32 @@ def test_gallery_and_guidance_curves_carry_the_stand_in_banner(generations, runs
     assert len(curves.axes[0].lines) == 2 and len(curves.axes[1].lines) == 2
 
 
+def test_a_long_stand_in_reason_wraps_inside_the_figure(generations):
+    runs = load_runs(generations)
+    for run in runs:  # as long as the reason a real load error gives (over 200 characters)
+        run.record["model"]["fallback_reason"] = ("'CompVis/stable-diffusion-v1-4' could not be loaded (OSError: "
+                                                  "CompVis/stable-diffusion-v1-4 does not appear to have a file "
+                                                  "named config.json.); embedded-sd used instead " * 2)
+    fig = figures.gallery_figure(runs)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    banner = next(t for t in fig.texts if t.get_text().startswith("Stand-in model"))
+    assert banner.get_text().count("\n") >= 2
+    box = banner.get_window_extent(renderer)
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
+
+    # The curves' legend, with a long prompt, stays inside the figure and clear of the title and the banner.
+    runs[1].record["settings"]["prompt"] = "A picture of a cat with the style of Picasso, " * 3
+    curves = figures.guidance_curves_figure(runs)
+    renderer = FigureCanvasAgg(curves).get_renderer()
+    curves.draw(renderer)
+    legend = curves.legends[0].get_window_extent(renderer)
+    assert 0 <= legend.x0 and legend.x1 <= curves.bbox.width and 0 <= legend.y0 and legend.y1 <= curves.bbox.height
+    for text in curves.texts:  # the title and the banner
+        assert not legend.overlaps(text.get_window_extent(renderer)), text.get_text()[:40]
+
+
 def test_report_generation_section_has_banner_escapes_the_prompt_and_compares_with_unguided(generations, tmp_path):
     grid = figures.write_figure("gallery", generations, tmp_path / "generation_grid.png")
     html = report.render_html({"sections": [{"id": "guidance", "figures": [str(grid)],

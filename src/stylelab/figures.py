@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -166,8 +167,11 @@ def _stand_in_note(fig: Figure, runs: Sequence[Run]) -> None:
     """The banner every figure made from an embedded stand-in model carries."""
     reasons = sorted({run.stand_in for run in runs if run.kind == "generation" and run.stand_in})
     if reasons:
-        fig.supxlabel("Stand-in model with random weights, not the real model: " + "; ".join(reasons),
-                      fontsize=8, color="#b00000")
+        # Wrapped to the figure's width: a load error can be longer than one line of the figure.
+        # A character of this 8-point sans-serif font is at most about 0.62 of 8 points wide.
+        width = max(40, int(fig.get_figwidth() * 72 / (8 * 0.62)))
+        text = "Stand-in model with random weights, not the real model: " + "; ".join(reasons)
+        fig.supxlabel(textwrap.fill(text, width), fontsize=8, color="#b00000")
 
 
 def _distances(run: Run) -> str:
@@ -216,7 +220,8 @@ def guidance_curves_figure(runs: Sequence[Run]) -> Figure:
     for ax, loss in zip(axes, ("gram", "meanvar")):
         for run, colour in zip(runs, colours):
             history = run.record["history"]
-            label = run.label + (f', "{run.record["settings"]["prompt"][:40]}"' if several_prompts else "")
+            prompt = run.record["settings"]["prompt"]
+            label = run.label + (f',\n"{textwrap.shorten(prompt, 60, placeholder=" ...")}"' if several_prompts else "")
             values = np.array([np.nan if v is None or v <= 0 else v for v in history[f"style/{loss}"]], dtype=float)
             fraction = np.asarray(history["step"], dtype=float) / len(history["step"])
             ax.plot(fraction, values, color=colour, linewidth=1.3, label=label)
@@ -225,7 +230,8 @@ def guidance_curves_figure(runs: Sequence[Run]) -> Figure:
         ax.set_title(f"{STYLE_LOSS_NAMES[loss]} style loss of x0", fontsize=11)
         ax.grid(True, which="major", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8.5, loc="outside right upper", frameon=False)
+    # Centred beside the plots: at the top it ran into the title, and below them into the stand-in banner.
+    fig.legend(handles, labels, fontsize=8.5, loc="outside right center", frameon=False)
     fig.suptitle("Style loss of the clean-image estimate at each step", fontsize=12)
     _stand_in_note(fig, runs)
     return fig
