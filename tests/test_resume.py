@@ -226,7 +226,7 @@ def test_gpu_memory_report_names_the_card_and_its_memory(monkeypatch):
 def test_record_states_the_determinism_settings(cat, picasso):
     record = run_transfer(_settings(cat, picasso, steps=(2,)), progress=False).record
     assert record["determinism"]["threads"] == torch.get_num_threads()
-    assert "deterministic_algorithms" in record["determinism"]
+    assert record["determinism"]["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
 
 
 def test_cuda_determinism_settings_are_switched_on_and_recorded(monkeypatch):
