@@ -261,3 +261,19 @@ def test_report_generation_section_has_banner_escapes_the_prompt_and_compares_wi
     assert html.count("<td>unguided, 3 steps") == 2  # metrics table and runs table
     unguided, guided = (json.loads(p.read_text())["style_distances"]["gram"] for p in generations)
     assert f"({analysis.g(unguided)} to {analysis.g(guided)})" in html  # the finding quotes both numbers
+
+
+@pytest.mark.parametrize("errors, verdict", [
+    ({"conv_1": 0.01, "relu_1": 0.02, "conv_10": 0.2, "relu_10": 0.21}, "depth, more than the type of layer"),
+    ({"conv_1": 0.01, "relu_1": 0.3, "conv_10": 0.1, "relu_10": 0.35}, "the type of layer matters as much"),
+])
+def test_the_depth_or_type_sentence_follows_the_numbers(errors, verdict, monkeypatch):
+    from pathlib import Path
+
+    from stylelab.runs import Run
+    runs = [Run(Path(f"{layer}.json"), {"kind": "inversion", "settings": {"content_layers": [layer]}})
+            for layer in errors]
+    monkeypatch.setattr(analysis, "pixel_rmse", lambda run: errors[run.layer])
+    _, text = analysis.inversion_findings(runs)
+    sentence = next(t for t in text if t.startswith("At the same depth"))
+    assert verdict in sentence, sentence

@@ -133,10 +133,13 @@ def inversion_findings(runs: Sequence[Run]) -> tuple[dict[str, float | None], li
         within = max(max(v) - min(v) for v in shared.values())
         means = [float(np.mean(v)) for _, v in sorted(shared.items())]
         across = max(means) - min(means)
-        relation = "smaller than" if within < across else "at least as large as"
-        text.append(f"At the same depth the layer types differ by at most {g(within)} in RMSE, {relation} the "
-                    f"{g(across)} between the shallowest and the deepest row: depth, more than the type of "
-                    f"layer, decides how much of the image comes back.")
+        if within < across:
+            verdict = (f"smaller than the {g(across)} between the shallowest and the deepest row: depth, more "
+                       f"than the type of layer, decides how much of the image comes back.")
+        else:
+            verdict = (f"at least as large as the {g(across)} between the shallowest and the deepest row: the "
+                       f"type of layer matters as much as depth here.")
+        text.append(f"At the same depth the layer types differ by at most {g(within)} in RMSE, {verdict}")
     return errors, text
 
 

@@ -235,6 +235,8 @@ class Checkpoint:
         return state
 
     def due(self, step: int) -> bool:
+        if self._broken:  # saving has failed once and is off: building a state each step would be wasted
+            return False
         if self.every.steps:
             return step - self._last_step >= self.every.steps
         if self.every.seconds:

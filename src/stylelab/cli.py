@@ -249,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and --max-kb kilobytes.")
     s.add_argument("images", nargs="+", metavar="PNG")
     s.add_argument("--out-dir", required=True, metavar="DIR")
-    s.add_argument("--width", type=int, default=1000)
-    s.add_argument("--max-kb", type=int, default=250)
+    s.add_argument("--width", type=_positive_int, default=1000)
+    s.add_argument("--max-kb", type=_positive_int, default=250)
 
     r = sub.add_parser("report", help="the HTML and PDF report from a manifest of figures, records and costs",
                        description="Render the report. The manifest (JSON text or a JSON file, as the workflow's "

@@ -306,7 +306,9 @@ def _sample(model: DiffusionModel, settings: GuidanceSettings, device: torch.dev
                               "elapsed_s": elapsed_before + time.perf_counter() - t_loop,
                               "resumed_from": resumed_from, "rng": checkpoint.rng_state()})
         if checkpoint.stop_requested() and done < len(timesteps):
-            raise RunStopped(done, len(timesteps), store.folder if store is not None else None)
+            # Name the checkpoint only if this step's was written (a save can fail, e.g. a full disk).
+            raise RunStopped(done, len(timesteps),
+                             store.folder if store is not None and store.saved_step == done else None)
     bar.close()
     loop_s = elapsed_before + time.perf_counter() - t_loop
     with torch.no_grad():
