@@ -30,11 +30,14 @@ test: $(STAMP) $(TEST_TOOLS)
 test-all: $(STAMP) $(TEST_TOOLS)
 	$(VENV)/bin/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
-# The README's pictures, from the results of a report run (make report first).
-DOCS_FIGURES := results/part1/figures/inversion_grid.png results/part1/figures/texture_grid.png \
-	results/part1/figures/transfer_grid.png results/part2/figures/comparison.png
+# The README's pictures, from the results of a report run (make report first), under the default run's
+# root (config.yaml's `results:`; the preview's is $(RESULTS)/preview).
+RESULTS := results
+DOCS_FIGURES := $(RESULTS)/part1/figures/inversion_grid.png $(RESULTS)/part1/figures/texture_grid.png \
+	$(RESULTS)/part1/figures/transfer_grid.png $(RESULTS)/part2/figures/comparison.png
 docs: $(STAMP)
 	$(VENV)/bin/stylelab small-png $(DOCS_FIGURES) --out-dir docs --width 1000 --max-kb 250
 
+# Every run's files (the preview's are under the same root) and Snakemake's records of them.
 clean:
-	rm -rf results .snakemake
+	rm -rf $(RESULTS) .snakemake

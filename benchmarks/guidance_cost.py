@@ -52,9 +52,9 @@ def run_mode(model, size: int, steps: int, mode, loss: str) -> dict:
                                 guidance_factor=FACTOR if mode else 0.0, guidance_every=every,
                                 guidance_start=start, guidance_end=end, track_every=10**9, seed=0)
     _, record = sample(model, settings, device="cpu", progress=False)
-    timing = record["timing"]
-    return {"s_per_step": timing["sampling_s"] / timing["steps"], "guided_steps": timing["guided_steps"],
-            "distance": record["style_distances"][loss]}
+    timing = record.timing
+    return {"s_per_step": timing.sampling_s / timing.steps, "guided_steps": timing.guided_steps,
+            "distance": record.style_distances[loss]}
 
 
 def measure(model, label: str, size: int, steps: int, loss: str) -> list[dict]:

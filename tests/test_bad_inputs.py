@@ -28,6 +28,7 @@ from PIL import Image
 
 from stylelab import checkpoint, transfer, vgg
 from stylelab.diffusion import guidance
+from stylelab import config as workflow_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
@@ -249,31 +250,19 @@ def mutated_configs(draw):
 
 
 def _commands(config) -> list[list[str]]:
-    """The command lines the workflow's rules make of a config (workflow/rules/*.smk), one run of each kind."""
-    network = ["--size", config["size"], "--weights", config["weights"], "--device", config["device"],
-               "--optimizer", config["optimizer"], "--bounds", config["bounds"]]
-    if config["lr"] is not None:
-        network += ["--lr", config["lr"]]
+    """The command lines the workflow's rules make of a config (workflow/rules/*.smk), one run of each kind:
+    each run's settings as the spec stylelab.config builds, beside its images (and layer)."""
+    images, spec = config["images"], workflow_config.spec_text
     inv, tex, tr, dif = config["inversion"], config["texture"], config["transfer"], config["diffusion"]
-    images = config["images"]
-    run, generation = tr["runs"][0], dif["runs"][0]
+    generation = {**workflow_config.generation_spec(config, dif["runs"][0]), "model": "embedded-ddpm"}
     lines = [
-        ["invert", "--content", images["content"], "--layer", inv["layers"][0], "--content-weight",
-         inv["content_weight"], "--init", inv["init"], "--steps", inv["steps"], "--seed", inv["seed"], *network],
-        ["texture", "--style", images["style"], "--layer", tex["layers"][0], "--style-loss", tex["style_loss"],
-         "--style-weight", tex["style_weight"], "--init", tex["init"], "--steps", tex["steps"], "--seed", tex["seed"],
-         *network],
-        ["transfer", "--content", images["content"], "--style", images["style"], "--style-loss", run["style_loss"],
-         "--style-weight", run["style_weight"], "--content-weight", tr["content_weight"], "--content-layers",
-         *tr["content_layers"], "--style-layers", *tr["style_layers"], "--init", tr["init"], "--steps",
-         *sorted(tr["steps"]), "--seed", tr["seed"], *network],
-        ["generate", "--model", "embedded-ddpm", "--fallback", dif["fallback"], "--steps",
-         max(1, round(dif["steps"] * generation.get("steps_factor", 1))), "--seed", dif["seed"], "--cfg-scale",
-         dif["cfg_scale"], "--precision", dif["precision"], "--prompt", generation["prompt"], "--style-loss",
-         generation.get("style_loss", "gram"), "--guidance-factor", generation.get("guidance_factor", 0.0),
-         "--guidance-start", dif["guidance"]["start"], "--guidance-end", dif["guidance"]["end"],
-         "--guidance-every", dif["guidance"]["every"], "--weights", config["weights"], "--device", config["device"],
-         "--style", images["style"], *(["--size", dif["size"]] if dif["size"] is not None else [])],
+        ["invert", "--spec", spec(workflow_config.part1_spec(config, "inversion")), "--content", images["content"],
+         "--layer", inv["layers"][0]],
+        ["texture", "--spec", spec(workflow_config.part1_spec(config, "texture")), "--style", images["style"],
+         "--layer", tex["layers"][0]],
+        ["transfer", "--spec", spec(workflow_config.part1_spec(config, "transfer", tr["runs"][0])),
+         "--content", images["content"], "--style", images["style"]],
+        ["generate", "--spec", spec(generation), "--style", images["style"]],
     ]
     return [["--max-pixels", config["jobs"]["max_pixels"], *line] for line in lines]
 
@@ -288,8 +277,10 @@ def stop_before_the_work(monkeypatch, tmp_path):
     def reached(*args, **kwargs):
         raise Reached
 
-    monkeypatch.setattr(transfer, "_optimise", reached)
-    monkeypatch.setattr(guidance, "_sample", reached)
+    # Part 1: after its inputs are read and checked, before any network is built. Part 2: after the model
+    # is loaded, before sampling.
+    monkeypatch.setattr(transfer.StyleTransfer, "_networks", reached)
+    monkeypatch.setattr(guidance, "sample", reached)
     monkeypatch.setenv(checkpoint.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.chdir(ROOT)  # the config's image paths are relative to the project root
 

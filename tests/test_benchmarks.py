@@ -26,3 +26,17 @@ def test_quick_speed_benchmark_runs_and_stylelab_keeps_up_with_the_tutorial(tmp_
     written = json.loads((tmp_path / "speed_quick.json").read_text())
     assert [(r["engine"], r["s_per_step"]) for r in written["rows"]] == [(r["engine"], r["s_per_step"]) for r in result["rows"]]
     assert (tmp_path / "speed_quick.md").read_text().count("\n|") == 2 + 3  # header, rule, one row per engine
+
+
+def test_the_stylelab_engine_runs_on_typed_settings():
+    """The engine's settings are a TransferSettings (it once carried a `precision` key that no setting had,
+    which only failed when that path ran); each benchmark case's settings pass the library's checks."""
+    import torch
+
+    from stylelab.settings import TransferSettings
+
+    speed = _speed_module()
+    for case in speed.CASES.values():
+        engine = speed.StylelabEngine(case, 64, torch.device("cpu"))
+        assert isinstance(engine.settings, TransferSettings)
+        engine.settings.validate()

@@ -7,6 +7,7 @@ import torch
 
 from stylelab.diffusion import guidance, models
 from stylelab.diffusion.guidance import GuidanceSettings, sample
+from stylelab.diffusion.pipelines import StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
 from stylelab.errors import StylelabError
 
 
@@ -53,7 +54,7 @@ def test_zero_guidance_is_the_unguided_image_bit_for_bit(request, picasso, which
     plain, _ = _run(model, picasso, style=None)
     zero, record = _run(model, picasso, guidance_factor=0.0)
     assert torch.equal(plain, zero)
-    assert record["timing"]["guided_steps"] == 0 and all(v is not None for v in record["history"]["style/gram"])
+    assert record.timing.guided_steps == 0 and all(v is not None for v in record.history["style/gram"])
 
 
 @pytest.mark.parametrize("which", ["tiny_sd", "tiny_ddpm"])
@@ -62,8 +63,8 @@ def test_guidance_lowers_the_style_loss_it_guides_on(request, picasso, which, st
     model = request.getfixturevalue(which)
     _, unguided = _run(model, picasso, style_loss=style_loss)
     image, guided = _run(model, picasso, style_loss=style_loss, guidance_factor=0.6)
-    assert guided["timing"]["guided_steps"] == 6
-    assert guided["style_distances"][style_loss] < unguided["style_distances"][style_loss]
+    assert guided.timing.guided_steps == 6
+    assert guided.style_distances[style_loss] < unguided.style_distances[style_loss]
     assert image.shape == (1, 3, 32, 32) and 0 <= image.min() and image.max() <= 1
 
 
@@ -77,10 +78,11 @@ def test_same_seed_same_image_other_seed_other_image(tiny_sd, picasso):
 def test_fallback_to_the_embedded_model_is_said(monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = models.load_model("CompVis/stable-diffusion-v1-4", fallback="embedded")
-    assert model.embedded and model.kind == "sd" and "could not be loaded" in model.fallback_reason
+    assert model.origin.embedded and model.kind == "sd" and "could not be loaded" in model.origin.fallback_reason
+    assert isinstance(model, StyleGuidedStableDiffusionPipeline) and model.origin.name == "CompVis/stable-diffusion-v1-4"
     assert "embedded stand-in embedded-sd" in caplog.text
     ddpm = models.load_model("google/ddpm-celebahq-256", fallback="embedded")
-    assert ddpm.embedded and ddpm.kind == "ddpm"
+    assert ddpm.origin.embedded and ddpm.kind == "ddpm" and isinstance(ddpm, StyleGuidedDDPMPipeline)
 
 
 def test_unloadable_model_with_fallback_error(monkeypatch, tmp_path):
@@ -112,6 +114,14 @@ def test_generate_error_path_leaves_nothing(run_cli, monkeypatch, tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+def test_a_diverging_sample_names_the_step_and_the_cause(tiny_sd, picasso):
+    with pytest.raises(StylelabError) as err:
+        _run(tiny_sd, picasso, size=16, steps=2, guidance_factor=1e300)
+    assert str(err.value).startswith("the latents stopped being finite at step 1 of 2: sampling diverged, most "
+                                      "likely because the guidance factor is too large (lower --guidance-factor)")
+    assert str(err.value).endswith("Nothing was written.")
+
+
 def test_guidance_without_style_is_refused():
     with pytest.raises(StylelabError, match="style image"):
         GuidanceSettings(guidance_factor=0.5).validate()
@@ -122,11 +132,11 @@ def test_full_stable_diffusion_v1_architecture_through_the_real_loading_path(tmp
     """SD v1's published architecture (random weights), saved in diffusers' layout and loaded as a real
     checkpoint would be, runs two guided steps at 256 px: nothing in the code is specific to the tiny models."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    models.save_model(models.build_sd_v1_architecture(seed=0), tmp_path / "sd-v1")
+    models.build_sd_v1_architecture(seed=0).save_pretrained(tmp_path / "sd-v1")
     model = models.load_model(str(tmp_path / "sd-v1"), fallback="error")
-    assert not model.embedded and model.latent_factor == 8
+    assert not model.origin.embedded and model.vae_scale_factor == 8
     assert sum(p.numel() for p in model.unet.parameters()) > 850_000_000
     image, record = sample(model, GuidanceSettings(prompt="a cat", steps=2, size=256, style=str(picasso),
                                                    guidance_factor=0.6), device="cpu", progress=False)
-    assert image.shape == (1, 3, 256, 256) and record["timing"]["guided_steps"] == 2
-    assert all(v is not None for v in record["history"]["style/gram"])
+    assert image.shape == (1, 3, 256, 256) and record.timing.guided_steps == 2
+    assert all(v is not None for v in record.history["style/gram"])

@@ -1,7 +1,10 @@
 """Figures and the HTML report, drawn from real (small) run records and their images."""
 
+import importlib.resources
 import json
 import shutil
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from stylelab.errors import StylelabError
 from stylelab.runs import format_number, load_runs
 from stylelab.transfer import TransferSettings, run_transfer, write_outputs
 
+ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["conv_1", "relu_1", "pool_2", "conv_3", "relu3_1"]  # two conv, two relu (one canonical), one pool
 
 
@@ -170,6 +174,48 @@ def test_report_manifest_mistakes_are_one_clear_message(run_cli, tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_report_renders_from_a_folder_without_the_report_files(runs_dir, run_cli, tmp_path, monkeypatch):
+    """An installed stylelab renders a report from anywhere: its template and style sheet are package data."""
+    grid = figures.write_figure("layer-grid", _inversion_records(runs_dir), tmp_path / "inversion_grid.png")
+    manifest = {"sections": [{"id": "inversion", "figures": [str(grid)],
+                              "records": list(map(str, _inversion_records(runs_dir)))}]}
+    monkeypatch.chdir(tmp_path)
+    assert not Path("report").exists()
+    html_path, = report.write_report(manifest, tmp_path / "api" / "report.html")
+    code, _, err = run_cli("report", "--manifest", json.dumps(manifest), "--html", tmp_path / "cli" / "report.html")
+    assert code == 0, err
+    for html in (html_path.read_text(), (tmp_path / "cli" / "report.html").read_text()):
+        assert 'id="inversion"' in html and 'id="provenance"' in html and "<td>conv_1 (conv1_1)</td>" in html
+        assert (ROOT / "report" / "style.css").read_text().strip() in html  # the project's style sheet, inline
+
+
+def test_the_packaged_report_files_are_the_projects():
+    packaged = importlib.resources.files("stylelab.report_files")
+    for name in ("templates/report.html.j2", "style.css"):
+        assert packaged.joinpath(*name.split("/")).read_bytes() == (ROOT / "report" / name).read_bytes(), name
+
+
+def test_every_package_under_src_is_installed():
+    # pyproject.toml lists the packages (a mapped package cannot be found by `packages.find`): none forgotten.
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(init.parent.relative_to(ROOT / "src").parts) for init in (ROOT / "src").rglob("__init__.py")}
+    assert set(setuptools["packages"]) == found | {"stylelab.report_files"}
+    assert setuptools["package-dir"] == {"": "src", "stylelab.report_files": "report"}
+
+
+def test_what_was_run_shows_the_settings_of_the_config_section(runs_dir, monkeypatch):
+    from stylelab import config
+
+    shared, differ = report._settings_table("inversion", load_runs(_inversion_records(runs_dir)))
+    assert "style" not in shared and "style layers" not in shared and differ == ["content layers"]
+    transfers = load_runs(_transfer_records(runs_dir))
+    shared, differ = report._settings_table("transfer", transfers)
+    assert shared["content weight"] == "1" and "tv weight" not in shared and differ == ["style loss", "style weight"]
+    # A setting added to a config section appears in its table, with no change to the report's code.
+    monkeypatch.setitem(config.SECTION_SETTINGS, "transfer", config.SECTION_SETTINGS["transfer"] + ("tv_weight",))
+    assert report._settings_table("transfer", transfers)[0]["tv weight"] == "0"
+
+
 def test_cost_table_reads_snakemake_benchmark_files(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for name, seconds, rss in (("a", 12.5, 800.0), ("b", 3.0, "NA")):
@@ -228,7 +274,7 @@ def test_gallery_and_guidance_curves_carry_the_stand_in_banner(generations, runs
 def test_a_long_stand_in_reason_wraps_inside_the_figure(generations):
     runs = load_runs(generations)
     for run in runs:  # as long as the reason a real load error gives (over 200 characters)
-        run.record["model"]["fallback_reason"] = ("'CompVis/stable-diffusion-v1-4' could not be loaded (OSError: "
+        run.record.model.fallback_reason = ("'CompVis/stable-diffusion-v1-4' could not be loaded (OSError: "
                                                   "CompVis/stable-diffusion-v1-4 does not appear to have a file "
                                                   "named config.json.); embedded-sd used instead " * 2)
     fig = figures.gallery_figure(runs)
@@ -241,7 +287,7 @@ def test_a_long_stand_in_reason_wraps_inside_the_figure(generations):
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
 
     # The curves' legend, with a long prompt, stays inside the figure and clear of the title and the banner.
-    runs[1].record["settings"]["prompt"] = "A picture of a cat with the style of Picasso, " * 3
+    runs[1].record.settings.prompt = "A picture of a cat with the style of Picasso, " * 3
     curves = figures.guidance_curves_figure(runs)
     renderer = FigureCanvasAgg(curves).get_renderer()
     curves.draw(renderer)
@@ -268,11 +314,14 @@ def test_report_generation_section_has_banner_escapes_the_prompt_and_compares_wi
     ({"conv_1": 0.01, "relu_1": 0.3, "conv_10": 0.1, "relu_10": 0.35}, "the type of layer matters as much"),
 ])
 def test_the_depth_or_type_sentence_follows_the_numbers(errors, verdict, monkeypatch):
-    from pathlib import Path
-
+    from stylelab.records import Timing, TransferRecord
     from stylelab.runs import Run
-    runs = [Run(Path(f"{layer}.json"), {"kind": "inversion", "settings": {"content_layers": [layer]}})
-            for layer in errors]
+
+    def record(layer):
+        return TransferRecord(kind="inversion", settings=TransferSettings(content_layers=[layer]), image_size=[32, 32],
+                              history={}, images={}, timing=Timing(1, 0.0))
+
+    runs = [Run(Path(f"{layer}.json"), record(layer)) for layer in errors]
     monkeypatch.setattr(analysis, "pixel_rmse", lambda run: errors[run.layer])
     _, text = analysis.inversion_findings(runs)
     sentence = next(t for t in text if t.startswith("At the same depth"))

@@ -98,18 +98,18 @@ def test_interrupted_run_resumes_bit_for_bit(cat, picasso, cache, interrupt_at, 
         run_transfer(_settings(cat, picasso, optimizer=optimizer), progress=False, checkpoints=policy)
     (state_file,) = _state_files(cache)
     state = torch.load(state_file, weights_only=True)
-    assert state["step"] == 16 and 10 in state["snapshots"]
+    assert state["step"] == 16 and 10 in state["task"]["snapshots"]
     if optimizer == "lbfgs":
-        assert len(state["optimizer"]["state"][0]["old_dirs"]) > 0  # the curvature history travels along
+        assert len(state["task"]["optimizer"]["state"][0]["old_dirs"]) > 0  # the curvature history travels along
 
     resumed = run_transfer(_settings(cat, picasso, optimizer=optimizer), progress=False, checkpoints=policy)
-    assert resumed.record["resumed_from"] == [16] and reference.record["resumed_from"] == []
+    assert resumed.record.resumed_from == [16] and reference.record.resumed_from == []
     for step in (10, 24):
         assert torch.equal(resumed.images[step], reference.images[step]), step
-    for key in reference.record["history"]:
+    for key in reference.record.history:
         if key != "time_s":
-            assert resumed.record["history"][key] == reference.record["history"][key], key
-    assert resumed.record["final_losses"] == reference.record["final_losses"]
+            assert resumed.record.history[key] == reference.record.history[key], key
+    assert resumed.record.final_losses == reference.record.final_losses
     assert _state_files(cache) == []  # a finished run removes its checkpoint
 
 
@@ -122,7 +122,7 @@ def test_fresh_ignores_an_old_checkpoint(cat, picasso, cache, interrupt_at):
     assert len(_state_files(cache)) == 1
     fresh = run_transfer(_settings(cat, picasso, **settings), progress=False,
                          checkpoints=CheckpointPolicy(every=Interval(steps=4), resume=False))
-    assert fresh.record["resumed_from"] == [] and _state_files(cache) == []
+    assert fresh.record.resumed_from == [] and _state_files(cache) == []
 
 
 def test_an_unreadable_checkpoint_is_set_aside(tmp_path, caplog):
@@ -167,10 +167,10 @@ def test_interrupted_generation_resumes_bit_for_bit(tiny_models, picasso, cache,
         run(policy)
     assert torch.load(_state_files(cache)[0], weights_only=True)["step"] == 4
     image, record = run(policy)
-    assert record["resumed_from"] == [4]
+    assert record.resumed_from == [4]
     assert torch.equal(image, reference)
-    assert record["history"]["style/gram"] == ref_record["history"]["style/gram"]
-    assert record["history"]["guided"] == ref_record["history"]["guided"] == [True] * 3 + [False] * 3
+    assert record.history["style/gram"] == ref_record.history["style/gram"]
+    assert record.history["guided"] == ref_record.history["guided"] == [True] * 3 + [False] * 3
     assert _state_files(cache) == []
 
 
@@ -225,8 +225,8 @@ def test_gpu_memory_report_names_the_card_and_its_memory(monkeypatch):
 
 def test_record_states_the_determinism_settings(cat, picasso):
     record = run_transfer(_settings(cat, picasso, steps=(2,)), progress=False).record
-    assert record["determinism"]["threads"] == torch.get_num_threads()
-    assert record["determinism"]["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
+    assert record.determinism["threads"] == torch.get_num_threads()
+    assert record.determinism["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
 
 
 def test_cuda_determinism_settings_are_switched_on_and_recorded(monkeypatch):

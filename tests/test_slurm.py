@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from test_workflow import PREVIEW, ROOT, SNAKEMAKE, copy_project, job_counts, snakemake
+from test_workflow import PREVIEW, PREVIEW_ROOT, ROOT, SNAKEMAKE, copy_project, job_counts, snakemake
 
 SCRIPT = ROOT / "workflow/scripts/local-slurm.sh"
 CANNOT_RUN = 3  # local-slurm.sh's exit status where this machine cannot run a cluster
@@ -235,15 +235,15 @@ def test_every_job_is_a_slurm_job_and_every_experiment_had_a_gpu(slurm_run):
                    if _rule_of(job["Comment"]) in EXPERIMENT_RULES)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
     # The workflow's own logs were written by the jobs, as in a local run.
-    assert (workdir / "results/logs/part1/inversion/conv_1.log").stat().st_size > 0
+    assert (workdir / f"{PREVIEW_ROOT}/logs/part1/inversion/conv_1.log").stat().st_size > 0
 
 
 def _experiment_files(workdir: Path, pattern: str) -> dict[str, Path]:
     """The experiments' files (not the figures'), by path within the project."""
     found = {}
-    for folder in ("results/part1/inversion", "results/part1/texture", "results/part1/transfer",
-                   "results/part2/generated", "results/part2/transfer"):
-        found.update({str(path.relative_to(workdir)): path for path in (workdir / folder).rglob(pattern)})
+    for folder in ("part1/inversion", "part1/texture", "part1/transfer", "part2/generated", "part2/transfer"):
+        files = (workdir / PREVIEW_ROOT / folder).rglob(pattern)
+        found.update({str(path.relative_to(workdir)): path for path in files})
     return found
 
 
@@ -265,4 +265,4 @@ def test_results_through_slurm_match_a_local_run(slurm_run, local_run, capsys):
     assert images.keys() == local_images.keys() and len(images) >= 30
     different = [name for name, path in images.items() if path.read_bytes() != local_images[name].read_bytes()]
     assert not different, f"images that differ between the Slurm and the local run: {different}"
-    assert (slurm_dir / "results/report/report.html").stat().st_size > 0
+    assert (slurm_dir / f"{PREVIEW_ROOT}/report/report.html").stat().st_size > 0

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from stylelab import transfer
+from stylelab import records, transfer
 from stylelab.errors import StylelabError
 from stylelab.transfer import TransferSettings, run_transfer, write_outputs
 
@@ -17,11 +17,11 @@ def _settings(cat, picasso, **kw):
 
 def test_style_transfer_halves_the_loss_in_50_steps(cat, picasso):
     result = run_transfer(_settings(cat, picasso, steps=(50,)), progress=False)
-    history = result.record["history"]
+    history = result.record.history
     assert history["step"][0] == 1 and history["step"][-1] == 50 and len(history["total"]) == 50
     assert history["total"][-1] <= 0.5 * history["total"][0]
-    assert result.record["final_losses"]["total"] <= 0.5 * result.record["initial_loss"]
-    assert set(result.record["final_losses"]) == {"total", "content/conv_4", *(f"style/conv_{i}" for i in range(1, 6))}
+    assert result.record.final_losses["total"] <= 0.5 * result.record.initial_loss
+    assert set(result.record.final_losses) == {"total", "content/conv_4", *(f"style/conv_{i}" for i in range(1, 6))}
 
 
 def test_step_10_of_a_20_step_run_equals_a_10_step_run(cat, picasso):
@@ -29,7 +29,7 @@ def test_step_10_of_a_20_step_run_equals_a_10_step_run(cat, picasso):
     short = run_transfer(_settings(cat, picasso, size=48, steps=(10,)), progress=False)
     assert torch.equal(long.images[10], short.images[10])
     assert not torch.equal(long.images[10], long.images[20])
-    assert long.record["history"]["total"][:10] == short.record["history"]["total"]
+    assert long.record.history["total"][:10] == short.record.history["total"]
 
 
 @pytest.mark.parametrize("style_loss", ["gram", "meanvar"])
@@ -46,24 +46,24 @@ def test_feature_inversion_reduces_its_loss(cat):
     settings = transfer.feature_inversion(str(cat), "relu3_1", size=32, steps=(30,), device="cpu")
     result = run_transfer(settings, progress=False)
     rec = result.record
-    assert rec["kind"] == "inversion" and rec["settings"]["content_layers"] == ["relu_5"]
-    assert rec["settings"]["style_layers"] == [] and rec["settings"]["init"] == "noise"
-    assert rec["history"]["total"][-1] < 0.2 * rec["history"]["total"][0]
+    assert rec.kind == "inversion" and rec.settings.content_layers == ["relu_5"]
+    assert rec.settings.style_layers == [] and rec.settings.init == "noise"
+    assert rec.history["total"][-1] < 0.2 * rec.history["total"][0]
 
 
 def test_texture_synthesis_reduces_its_loss(picasso):
     settings = transfer.texture_synthesis(str(picasso), "pool_2", size=32, steps=(30,), device="cpu")
     result = run_transfer(settings, progress=False)
     rec = result.record
-    assert rec["kind"] == "texture" and rec["settings"]["style_layers"] == ["pool_2"]
-    assert rec["image_size"] == [41, 32]  # the style image's own shape: short side 32
-    assert rec["history"]["total"][-1] < 0.2 * rec["history"]["total"][0]
+    assert rec.kind == "texture" and rec.settings.style_layers == ["pool_2"]
+    assert rec.image_size == [41, 32]  # the style image's own shape: short side 32
+    assert rec.history["total"][-1] < 0.2 * rec.history["total"][0]
 
 
 def test_adam_optimiser_runs_and_descends(cat, picasso):
     result = run_transfer(_settings(cat, picasso, optimizer="adam", steps=(30,), lr=0.02, size=32), progress=False)
-    hist = result.record["history"]["total"]
-    assert hist[-1] < hist[0] and result.record["settings"]["lr"] == 0.02
+    hist = result.record.history["total"]
+    assert hist[-1] < hist[0] and result.record.settings.lr == 0.02
 
 
 def test_projected_gradient_by_hand():
@@ -77,7 +77,7 @@ def test_projected_gradient_by_hand():
 def test_bounds_modes_differ_and_are_recorded(cat, picasso):
     proj = run_transfer(_settings(cat, picasso, init="noise", steps=(5,), size=32), progress=False)
     clamp = run_transfer(_settings(cat, picasso, init="noise", steps=(5,), size=32, bounds="clamp"), progress=False)
-    assert proj.record["settings"]["bounds"] == "project" and clamp.record["settings"]["bounds"] == "clamp"
+    assert proj.record.settings.bounds == "project" and clamp.record.settings.bounds == "clamp"
     assert not torch.equal(proj.images[5], clamp.images[5])
 
 
@@ -98,6 +98,29 @@ def test_record_holds_what_a_report_needs(cat, picasso, tmp_path):
     assert rec["settings"]["size"] == 32 and rec["image_size"] == [32, 48]
     assert rec["timing"]["time_per_step_s"] > 0 and rec["versions"]["torch"] == torch.__version__.split("+")[0]
     assert rec["images"]["5"]["file"] == "step_5.png"
+    assert rec["schema_version"] == records.SCHEMA_VERSION
+    assert records.read_record(tmp_path / "record.json") == result.record  # written and read back alike
+
+
+def test_a_record_without_schema_version_still_loads(cat, picasso, tmp_path):
+    """Records written before the schema version existed (the same layout) load as version 0."""
+    result = run_transfer(_settings(cat, picasso, steps=(2,), size=32), progress=False)
+    write_outputs(result, tmp_path)
+    data = json.loads((tmp_path / "record.json").read_text())
+    del data["schema_version"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = records.read_record(tmp_path / "old.json")
+    assert old.schema_version == 0 and old.final_losses == result.record.final_losses
+    assert old.settings == result.record.settings and old.images == result.record.images
+
+
+def test_initial_loss_is_the_loss_at_step_1_whatever_is_recorded(cat, picasso):
+    """With record_every > 1 the first recorded step is not step 1; the record's loss at the start still is."""
+    every = run_transfer(_settings(cat, picasso, steps=(6,), size=32), progress=False).record
+    sparse = run_transfer(_settings(cat, picasso, steps=(6,), size=32, record_every=3), progress=False).record
+    assert sparse.history["step"] == [3, 6]
+    assert sparse.initial_loss == every.initial_loss == every.history["total"][0]
+    assert sparse.initial_loss != sparse.history["total"][0]
 
 
 @pytest.mark.parametrize("change,match", [

@@ -1,9 +1,10 @@
 """The Snakemake workflow, through Snakemake itself, in a temporary copy of the project.
 
 The default configuration's DAG (dry run), its agreement with the assignment and with the library's names,
-and config mistakes stopping the run before any job; then the preview configuration end to end (2 to 3
-minutes, part of CI), and what Snakemake reruns after a figure is deleted or a setting changed (from its
-own dry-run output).
+and config mistakes stopping the run before any job; Snakemake's conventions (`snakemake --lint`, snakefmt,
+one software environment); a tiny full run and a preview after it, each under its own results root (about
+a minute and a half); then the preview configuration end to end (2 to 3 minutes, part of CI), and what
+Snakemake reruns after a figure is deleted or a setting changed (from its own dry-run output).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import io
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,6 +37,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PROJECT_FILES = ("Snakefile", "profiles", "config.yaml", "workflow", "data", "report")
 PREVIEW = "workflow/configs/preview.yaml"
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+PREVIEW_ROOT = yaml.safe_load((ROOT / PREVIEW).read_text())["results"]  # where the preview writes everything
 
 # The Part 1 runs of the assignment (PARAMETERS.md), and the jobs that turn them into figures and a report.
 ASSIGNMENT_LAYERS = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10", "pool_2", "pool_8", "pool_16"]
@@ -76,6 +79,16 @@ def planned_outputs(output: str) -> set[str]:
     for line in re.findall(r"^\s+output: (.*)$", output, flags=re.M):
         files.update(f.strip() for f in line.split(","))
     return files
+
+
+def command_specs(output: str, command: str) -> list[tuple[dict, str]]:
+    """The settings each `stylelab COMMAND --spec JSON ...` line of a dry run hands its run, with the line."""
+    found = []
+    for line in output.splitlines():
+        if f" {command} --spec " in line:
+            words = shlex.split(line)
+            found.append((json.loads(words[words.index("--spec") + 1]), line))
+    return found
 
 
 def write_overlay(workdir: Path, name: str, text: str) -> str:
@@ -155,21 +168,19 @@ def test_default_dry_run_lists_exactly_the_part2_runs(project):
                     "results/part2/figures/generation_grid.png", "results/part2/figures/guidance_curves.png")
     assert run.returncode == 0, run.stderr[-3000:]
     assert job_counts(run.stdout) == PART2_JOBS
-    commands = [line for line in run.stdout.splitlines() if " generate " in line]
     # (prompt, style loss, guidance factor, steps) of each run of the assignment, one seed for all
-    expected = {("'a cat'", "gram", "0.0", "100"), ("'a cat'", "gram", "0.6", "100"), ("'a cat'", "gram", "0.85", "100"),
-                ("'a cat'", "gram", "0.6", "150"), ("'a cat'", "meanvar", "0.6", "100"),
-                ("'A picture of a cat with the style of Picasso'", "gram", "0.0", "100")}
+    expected = {("a cat", "gram", 0.0, 100), ("a cat", "gram", 0.6, 100), ("a cat", "gram", 0.85, 100),
+                ("a cat", "gram", 0.6, 150), ("a cat", "meanvar", 0.6, 100),
+                ("A picture of a cat with the style of Picasso", "gram", 0.0, 100)}
     found = set()
-    for line in commands:
-        prompt = re.search(r"--prompt ('[^']*'|\S+)", line).group(1)
-        prompt = prompt if prompt.startswith("'") else f"'{prompt}'"
-        found.add((prompt, re.search(r"--style-loss (\S+)", line).group(1),
-                   re.search(r"--guidance-factor (\S+)", line).group(1), re.search(r"--steps (\S+)", line).group(1)))
-        assert "--seed 0" in line and "--model CompVis/stable-diffusion-v1-4" in line
+    for spec, _ in command_specs(run.stdout, "generate"):
+        # a setting the spec leaves out takes the command's default (gram, unguided)
+        found.add((spec["prompt"], spec.get("style_loss", "gram"), spec.get("guidance_factor", 0.0), spec["steps"]))
+        assert spec["seed"] == 0 and spec["model"] == "CompVis/stable-diffusion-v1-4"
     assert found == expected
-    transfers = [line for line in run.stdout.splitlines() if " transfer --content results/part2/generated/unguided" in line]
-    assert len(transfers) == 2 and all("--steps 300 1000" in line for line in transfers)
+    transfers = [spec for spec, line in command_specs(run.stdout, "transfer")
+                 if "--content results/part2/generated/unguided" in line]
+    assert len(transfers) == 2 and all(spec["steps"] == [300, 1000] for spec in transfers)
 
 
 def test_plain_snakemake_report_uses_the_default_profile(project):
@@ -184,7 +195,9 @@ def test_preview_is_the_same_experiments_smaller(project):
     run = snakemake(project, "-n", "--cores", "2", "--configfile", PREVIEW, "--", "report")
     assert run.returncode == 0, run.stderr[-3000:]
     assert job_counts(run.stdout) == {job: n for job, n in DEFAULT_JOBS.items() if job != "all"}
-    assert "--size 64" in run.stdout and "--device cpu" in run.stdout and "--steps 1000" not in run.stdout
+    specs = [spec for command in ("invert", "texture", "transfer") for spec, _ in command_specs(run.stdout, command)]
+    assert len(specs) == 9 + 9 + 4 + 2
+    assert all(spec["size"] == 64 and spec["device"] == "cpu" and 1000 not in spec["steps"] for spec in specs)
     # On the CPU an experiment needs no GPU slot, so two run side by side on two cores.
     assert not re.search(r"gpu=1", run.stdout)
 
@@ -192,7 +205,7 @@ def test_preview_is_the_same_experiments_smaller(project):
 @pytest.mark.parametrize("overlay, message", [
     ("inversoin:\n  steps: 3\n",
      "config: unknown key 'inversoin' at the top level (did you mean 'inversion'?); the keys there are: "
-     "images, weights, device, size, optimizer, lr, bounds, jobs, inversion, texture, transfer, diffusion."),
+     "images, results, weights, device, size, optimizer, lr, bounds, jobs, inversion, texture, transfer, diffusion."),
     ("texture:\n  layers: [conv_1, conv_99]\n",
      "config: 'texture.layers[1]' is 'conv_99', but it must be one of conv_1, relu_1, conv_2,"),
     ("transfer:\n  steps: [300, -1000]\n",
@@ -219,6 +232,114 @@ def test_config_mistakes_stop_before_any_job_with_one_message(project, overlay, 
         assert output.rstrip().count("pool5") >= 1  # the whole list of valid names, canonical ones included
 
 
+# ------------------------------------------------------------------------ Snakemake's conventions
+
+
+def test_snakemake_lint_finds_nothing(project):
+    run = snakemake(project, "--lint")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "Lints for" not in output, output[-5000:]
+
+
+def test_snakefmt_leaves_the_workflow_as_it_is():
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    assert snakefmt.exists(), "snakefmt is missing: `make env` installs it (pyproject.toml's test extra)"
+    run = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/rules"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+
+
+def test_every_rule_runs_in_the_one_software_environment():
+    common = (ROOT / "workflow/rules/common.smk").read_text()
+    software = re.search(r'^SOFTWARE = "([^"]+)"$', common, flags=re.M).group(1)
+    assert (ROOT / "workflow/rules" / software).resolve() == ROOT / "workflow/envs/stylelab.yaml"
+    for path in sorted((ROOT / "workflow/rules").glob("*.smk")):
+        text = path.read_text()
+        rules = re.findall(r"^rule (\w+):", text, flags=re.M)
+        assert re.findall(r"^    conda:\n        (\S+)$", text, flags=re.M) == ["SOFTWARE"] * len(rules), path.name
+
+
+# ---------------------------------------------- results roots: a preview never touches a full run's files
+
+
+def test_the_makefile_and_the_preview_use_the_configs_results_root():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^RESULTS := (\S+)$", makefile, flags=re.M).group(1) == CONFIG["results"]
+    assert "rm -rf $(RESULTS) " in makefile  # make clean: the preview's files too, they are under it
+    assert Path(PREVIEW_ROOT).parent == Path(CONFIG["results"])
+
+
+def _tiny(steps: int) -> str:
+    """An overlay that makes every kind of job quick: few layers and runs, `steps` steps, 32 pixels."""
+    return f"""\
+device: cpu
+size: 32
+weights: random
+jobs: {{threads: 1, mem_mb: 2000, max_pixels: 40000000}}
+inversion: {{layers: [conv_1, relu_1], steps: {steps}}}
+texture: {{layers: [conv_1], steps: {steps}}}
+transfer: {{steps: [1, {steps}], runs: [{{style_loss: gram, style_weight: 1.0e+6}}]}}
+diffusion:
+  model: embedded-sd
+  steps: {steps}
+  runs:
+    - {{name: unguided, prompt: a cat}}
+    - {{name: gram_s0.6, prompt: a cat, style_loss: gram, guidance_factor: 0.6}}
+  transfer: {{content: unguided, steps: [1, {steps}], runs: [{{style_loss: gram, style_weight: 1.0e+6}}]}}
+  comparison: [unguided, gram_s0.6]
+"""
+
+
+def _files(workdir: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of a project copy (bytes and mtime), but Snakemake's own records in .snakemake/."""
+    return {str(path.relative_to(workdir)): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in workdir.rglob("*") if path.is_file() and path.relative_to(workdir).parts[0] != ".snakemake"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """A complete run of the default configuration, made tiny, under the default root (about a minute).
+    The overlays lie beside the project copy, so that every file in it is the workflow's or its output."""
+    workdir = copy_project(tmp_path_factory.mktemp("tiny") / "project")
+    overlay = workdir.parent / "tiny.yaml"
+    overlay.write_text(f"results: {CONFIG['results']}\n" + _tiny(steps=2))
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(overlay), timeout=900)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    assert job_counts(run.stdout + run.stderr)["report"] == 1
+    return workdir, overlay, _files(workdir)
+
+
+def test_the_jobs_settings_and_the_pixel_limit_rerun_nothing(tiny_run):
+    """Neither is a param of any job: the pixel limit goes with the command, which Snakemake does not compare."""
+    workdir, overlay, _ = tiny_run
+    limits = workdir.parent / "limits.yaml"
+    limits.write_text("jobs: {threads: 2, mem_mb: 4000, max_pixels: 1000000}\n")
+    run = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), str(limits))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert job_counts(run.stdout) == {}
+
+
+def test_the_preview_leaves_every_file_of_a_full_run_as_it_was(tiny_run):
+    workdir, _, before = tiny_run
+    assert f"{CONFIG['results']}/part1/inversion/conv_1.json" in before
+    # The preview, as small, with other settings (so that a run writing to the same place would rerun):
+    # one Part 1 run and one Part 2 transfer on a generated image (with its generation), nothing else.
+    small = workdir.parent / "small-preview.yaml"
+    small.write_text(_tiny(steps=3).replace("[conv_1, relu_1]", "[conv_1]"))
+    run = snakemake(workdir, "--cores", "2", "--configfile", PREVIEW, str(small), "--until", "inversion",
+                    "transfer_on_generated", timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    assert job_counts(run.stdout + run.stderr) == {"inversion": 1, "generate": 1, "transfer_on_generated": 1}
+
+    after = _files(workdir)
+    changed = sorted(name for name, file in before.items() if after.get(name) != file)
+    assert not changed, f"the preview changed or removed files of the full run: {changed}"
+    added = sorted(set(after) - set(before))
+    assert f"{PREVIEW_ROOT}/part1/inversion/conv_1.json" in added
+    assert f"{PREVIEW_ROOT}/part2/transfer/gram_w1e6.json" in added
+    assert all(Path(name).is_relative_to(PREVIEW_ROOT) for name in added), added
+
+
 # ------------------------------------------------------------- end to end (about 2 to 3 minutes, in CI)
 
 
@@ -231,7 +352,7 @@ def preview(tmp_path_factory) -> Path:
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     print(f"\npreview run: {time.time() - start:.0f} s")
     # Everything went to the copy; the repository's own results/ was not touched.
-    assert (workdir / "results/report/report.html").is_file()
+    assert (workdir / f"{PREVIEW_ROOT}/report/report.html").is_file()
     assert not any(p.stat().st_mtime >= start for p in (ROOT / "results").rglob("*"))
     return workdir
 
@@ -260,23 +381,23 @@ def _dry(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 def test_preview_makes_every_target(preview):
     config = _preview_config()
     for name in _records():
-        record = json.loads((preview / f"results/part1/{name}.json").read_text())
+        record = json.loads((preview / f"{PREVIEW_ROOT}/part1/{name}.json").read_text())
         group = name.split("/")[0]
         steps = config[group]["steps"] if group == "transfer" else [config[group]["steps"]]
         assert record["settings"]["steps"] == steps and min(record["image_size"]) == config["size"]
         assert record["device"] == "cpu" and record["weights"] == config["weights"]
         for step in steps:
-            image = preview / f"results/part1/{group}" / record["images"][str(step)]["file"]
+            image = preview / f"{PREVIEW_ROOT}/part1/{group}" / record["images"][str(step)]["file"]
             assert image.is_file() and image.stat().st_size > 0
-        assert (preview / f"results/logs/part1/{name}.log").is_file()
-        assert (preview / f"results/benchmarks/part1/{name}.tsv").is_file()
+        assert (preview / f"{PREVIEW_ROOT}/logs/part1/{name}.log").is_file()
+        assert (preview / f"{PREVIEW_ROOT}/benchmarks/part1/{name}.tsv").is_file()
     for group in ("inversion", "texture"):
         for layer in config[group]["layers"]:
-            assert (preview / f"results/part1/{group}/{layer}.png").is_file()
+            assert (preview / f"{PREVIEW_ROOT}/part1/{group}/{layer}.png").is_file()
     for figure in ("inversion_grid", "texture_grid", "transfer_grid",
                    "inversion_curves", "texture_curves", "transfer_curves"):
-        assert (preview / f"results/part1/figures/{figure}.png").stat().st_size > 10_000
-    html = (preview / "results/report/report.html").read_text()
+        assert (preview / f"{PREVIEW_ROOT}/part1/figures/{figure}.png").stat().st_size > 10_000
+    html = (preview / f"{PREVIEW_ROOT}/report/report.html").read_text()
     assert html.count("data:image/png;base64,") == 9 and html.count("<section id=") == 6  # 5 + appendix
     assert "Stand-in model" in html  # the preview's diffusion model is the embedded one
     # Up to date afterwards: nothing reruns for no reason.
@@ -285,28 +406,29 @@ def test_preview_makes_every_target(preview):
 
 def test_preview_guidance_lowers_the_style_distance(preview):
     def distances(name):
-        return json.loads((preview / f"results/part2/generated/{name}/record.json").read_text())["style_distances"]
+        record = preview / f"{PREVIEW_ROOT}/part2/generated/{name}/record.json"
+        return json.loads(record.read_text())["style_distances"]
 
     unguided = distances("unguided")
     for name, loss in (("gram_s0.6", "gram"), ("gram_s0.85", "gram"), ("meanvar_s0.6", "meanvar")):
         assert distances(name)[loss] < unguided[loss], name
     for name in ("comparison", "generation_grid", "guidance_curves"):
-        assert (preview / f"results/part2/figures/{name}.png").stat().st_size > 10_000
+        assert (preview / f"{PREVIEW_ROOT}/part2/figures/{name}.png").stat().st_size > 10_000
     for run in ("meanvar_w1", "gram_w1e6"):
-        record = json.loads((preview / f"results/part2/transfer/{run}.json").read_text())
-        assert record["settings"]["content"] == "results/part2/generated/unguided/image.png"
+        record = json.loads((preview / f"{PREVIEW_ROOT}/part2/transfer/{run}.json").read_text())
+        assert record["settings"]["content"] == f"{PREVIEW_ROOT}/part2/generated/unguided/image.png"
         assert record["final_losses"]["total"] < record["initial_loss"]
 
 
 @pytest.mark.parametrize("name", _records())
 def test_preview_losses_fell(preview, name):
-    record = json.loads((preview / f"results/part1/{name}.json").read_text())
+    record = json.loads((preview / f"{PREVIEW_ROOT}/part1/{name}.json").read_text())
     assert record["final_losses"]["total"] < record["initial_loss"]
     assert record["history"]["total"][-1] < record["history"]["total"][0]
 
 
 def test_deleting_a_figure_rebuilds_only_that_figure(preview):
-    figure = "results/part1/figures/texture_grid.png"
+    figure = f"{PREVIEW_ROOT}/part1/figures/texture_grid.png"
     before = (preview / figure).read_bytes()
     (preview / figure).unlink()
     run = _dry(preview, "--", figure)
@@ -324,7 +446,7 @@ def test_deleting_a_figure_rebuilds_only_that_figure(preview):
     assert (preview / figure).read_bytes() == before
     run = _dry(preview, "--", "all")
     assert job_counts(run.stdout) == {"report": 1, "all": 1}
-    assert "results/benchmarks/figures/texture_grid.tsv" in run.stdout
+    assert f"{PREVIEW_ROOT}/benchmarks/figures/texture_grid.tsv" in run.stdout
     run = snakemake(preview, "--cores", "2", "--configfile", PREVIEW, "--", "report")
     assert run.returncode == 0, run.stderr[-3000:]
     assert job_counts(_dry(preview, "--", "all").stdout) == {}
@@ -339,10 +461,12 @@ def test_changing_one_meanvar_weight_reruns_only_that_run_and_what_follows(previ
     assert job_counts(run.stdout) == {"transfer": 1, "transfer_grid": 1, "loss_curves": 1, "report": 1}
     steps = _preview_config()["transfer"]["steps"]
     assert planned_outputs(run.stdout) == {
-        *(f"results/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
-        "results/part1/transfer/meanvar_w15.json", "results/part1/figures/transfer_grid.png",
-        "results/part1/figures/transfer_curves.png", "results/report/report.html", "results/report/report.pdf"}
-    assert "--style-loss meanvar --style-weight 15" in run.stdout
+        *(f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
+        f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15.json", f"{PREVIEW_ROOT}/part1/figures/transfer_grid.png",
+        f"{PREVIEW_ROOT}/part1/figures/transfer_curves.png", f"{PREVIEW_ROOT}/report/report.html",
+        f"{PREVIEW_ROOT}/report/report.pdf"}
+    assert [(spec["style_loss"], spec["style_weight"]) for spec, _ in command_specs(run.stdout, "transfer")] == \
+        [("meanvar", 15)]
 
 
 def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
@@ -351,7 +475,8 @@ def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
     assert job_counts(run.stdout) == {"inversion": 9, "layer_grid": 1, "loss_curves": 1, "report": 1}
     assert "params have changed since last execution" in run.stdout
     planned = planned_outputs(run.stdout)
-    assert "results/part1/figures/inversion_grid.png" in planned and not any("texture" in f for f in planned)
+    assert f"{PREVIEW_ROOT}/part1/figures/inversion_grid.png" in planned
+    assert not any("texture" in f for f in planned)
     # Scheduling settings are not params: changing them reruns nothing.
     name = write_overlay(preview, "threads.yaml", "jobs:\n  threads: 2\n  mem_mb: 4000\n")
     assert job_counts(_dry(preview, name, "--", "report").stdout) == {}
@@ -374,7 +499,7 @@ def _tool(name: str) -> str:
 
 
 def test_preview_pdf_has_every_section_no_blank_page_and_every_figure(preview, tmp_path):
-    pdf = preview / "results/report/report.pdf"
+    pdf = preview / f"{PREVIEW_ROOT}/report/report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
     text = subprocess.run([_tool("pdftotext"), "-layout", str(pdf), "-"], capture_output=True, text=True,
                           check=True).stdout
@@ -397,7 +522,7 @@ def test_preview_pdf_has_every_section_no_blank_page_and_every_figure(preview, t
 
 
 def test_preview_html_images_all_decode(preview):
-    html = (preview / "results/report/report.html").read_text()
+    html = (preview / f"{PREVIEW_ROOT}/report/report.html").read_text()
     sources = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(sources) == N_FIGURES
     for data in sources:
@@ -442,7 +567,7 @@ def test_chromium_probe_sees_broken_images_and_console_errors(tmp_path):
 
 
 def test_preview_html_in_chromium_loads_every_image_without_console_errors(preview, tmp_path):
-    probe, console = _chromium(preview / "results/report/report.html", tmp_path)
+    probe, console = _chromium(preview / f"{PREVIEW_ROOT}/report/report.html", tmp_path)
     assert len(probe["images"]) == N_FIGURES and all(width > 0 for width in probe["images"]), probe
     assert console == [] and probe["scripts"] == 1  # only the probe
 
@@ -453,7 +578,7 @@ def test_a_prompt_with_a_script_tag_renders_as_text(preview, tmp_path, monkeypat
     monkeypatch.chdir(preview)
     hostile = "<script>document.title = 'pwned'</script> a cat"
     records = []
-    for path in sorted((preview / "results/part2/generated").glob("*/record.json")):
+    for path in sorted((preview / f"{PREVIEW_ROOT}/part2/generated").glob("*/record.json")):
         record = json.loads(path.read_text())
         record["settings"]["prompt"] = hostile
         copy = tmp_path / path.parent.name / "record.json"
@@ -462,8 +587,8 @@ def test_a_prompt_with_a_script_tag_renders_as_text(preview, tmp_path, monkeypat
         shutil.copy(path.parent / "image.png", copy.parent / "image.png")
         records.append(str(copy))
     page = tmp_path / "hostile.html"
-    page.write_text(report.render_html({"sections": [{"id": "guidance", "records": records,
-                                                      "figures": ["results/part2/figures/generation_grid.png"]}]}))
+    figure = f"{PREVIEW_ROOT}/part2/figures/generation_grid.png"
+    page.write_text(report.render_html({"sections": [{"id": "guidance", "records": records, "figures": [figure]}]}))
     assert "&lt;script&gt;document.title" in page.read_text()
     probe, console = _chromium(page, tmp_path)
     assert probe["title"] != "pwned" and probe["scripts"] == 1 and console == []
@@ -476,7 +601,8 @@ def test_editing_a_template_rerenders_only_the_report(preview):
         template.write_text(original + "{# a reader's note #}\n")
         run = _dry(preview, "--", "all")
         assert job_counts(run.stdout) == {"report": 1, "all": 1}
-        assert planned_outputs(run.stdout) == {"results/report/report.html", "results/report/report.pdf"}
+        assert planned_outputs(run.stdout) == {f"{PREVIEW_ROOT}/report/report.html",
+                                               f"{PREVIEW_ROOT}/report/report.pdf"}
     finally:
         template.write_text(original)
     # A bare touch changes no byte: Snakemake compares the checksums of small inputs and leaves the report be.

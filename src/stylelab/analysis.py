@@ -67,19 +67,18 @@ def image_metrics(run: Run, label: str | None = None) -> list[ImageMetrics]:
     """One row per saved image of a transfer or generation run: content loss, Gram and MeanVar distances."""
     rows = []
     for step in run.steps:
-        entry = run.record["images"][str(step)]
-        distances = entry.get("distances") or run.record.get("style_distances") or {}
-        rows.append(ImageMetrics(label or run.label, step, content_loss(entry.get("losses", {})),
+        distances = run.distances(step)
+        rows.append(ImageMetrics(label or run.label, step, content_loss(run.record.images[str(step)].losses),
                                  distances.get("gram"), distances.get("meanvar"), bool(run.stand_in)))
     return rows
 
 
 def pixel_rmse(run: Run) -> float | None:
     """RMSE in [0, 1] units between a run's final image and its content image at the same size."""
-    content = run.record["settings"].get("content")
+    content = run.record.settings.content
     if not content or not Path(content).is_file():
         return None
-    h, w = run.record["image_size"]
+    h, w = run.record.image_size
     try:
         reference = images.load_image(content, (h, w))[0].permute(1, 2, 0).numpy()
     except StylelabError:
@@ -146,8 +145,8 @@ def inversion_findings(runs: Sequence[Run]) -> tuple[dict[str, float | None], li
 def texture_findings(runs: Sequence[Run]) -> list[str]:
     if not runs:
         return []
-    factors = {run.layer: float(run.record["initial_loss"]) / float(run.record["final_losses"]["total"])
-               for run in runs if float(run.record["final_losses"]["total"]) > 0}
+    factors = {run.layer: float(run.record.initial_loss) / float(run.record.final_losses["total"])
+               for run in runs if float(run.record.final_losses["total"]) > 0}
     if not factors:
         return []
     low = min(factors, key=factors.get)
@@ -166,7 +165,7 @@ def transfer_findings(runs: Sequence[Run]) -> list[str]:
             continue
         metrics = image_metrics(run)
         a, b = metrics[0], metrics[-1]
-        own = run.record["settings"]["style_loss"]
+        own = run.record.settings.style_loss
         name = STYLE_LOSS_NAMES.get(own, own)
         own_a, own_b = getattr(a, own), getattr(b, own)
         if None in (own_a, own_b, a.content, b.content):
@@ -175,17 +174,17 @@ def transfer_findings(runs: Sequence[Run]) -> list[str]:
                     f"{_change_words(own_a, own_b)} ({g(own_a)} to {g(own_b)}) and the content loss "
                     f"{_change_words(a.content, b.content)} ({g(a.content)} to {g(b.content)}).")
     finals = {id(run): image_metrics(run)[-1] for run in runs}
-    meanvar = sorted((run for run in runs if run.record["settings"]["style_loss"] == "meanvar"),
-                     key=lambda run: run.record["settings"]["style_weight"])
+    meanvar = sorted((run for run in runs if run.record.settings.style_loss == "meanvar"),
+                     key=lambda run: run.record.settings.style_weight)
     if len(meanvar) > 1:
         lo, hi = meanvar[0], meanvar[-1]
         a, b = finals[id(lo)], finals[id(hi)]
         if None not in (a.meanvar, b.meanvar, a.content, b.content):
-            text.append(f"Raising the MeanVar style weight from {format_number(lo.record['settings']['style_weight'])} "
-                        f"to {format_number(hi.record['settings']['style_weight'])} {_change_words(a.meanvar, b.meanvar)} "
+            text.append(f"Raising the MeanVar style weight from {format_number(lo.record.settings.style_weight)} "
+                        f"to {format_number(hi.record.settings.style_weight)} {_change_words(a.meanvar, b.meanvar)} "
                         f"the final MeanVar distance ({g(a.meanvar)} to {g(b.meanvar)}) and "
                         f"{_change_words(a.content, b.content)} the content loss ({g(a.content)} to {g(b.content)}).")
-    gram = [run for run in runs if run.record["settings"]["style_loss"] == "gram"]
+    gram = [run for run in runs if run.record.settings.style_loss == "gram"]
     if gram and meanvar:
         gr = finals[id(gram[0])]
         mv_gram = [finals[id(run)].gram for run in meanvar if finals[id(run)].gram is not None]
@@ -200,70 +199,82 @@ def transfer_findings(runs: Sequence[Run]) -> list[str]:
 def _generation_reference(run: Run, candidates: Sequence[Run]) -> Run | None:
     """The unguided sample that differs from a guided `run` only by the guidance (same prompt and seed;
     the same number of steps when there is one)."""
-    settings = run.record["settings"]
-    same = [other for other in candidates if other.record["settings"]["guidance_factor"] == 0
-            and other.record["settings"]["prompt"] == settings["prompt"]
-            and other.record["settings"]["seed"] == settings["seed"]]
-    exact = [other for other in same if other.record["timing"]["steps"] == run.record["timing"]["steps"]]
+    settings = run.record.settings
+    same = [other for other in candidates if other.record.settings.guidance_factor == 0
+            and other.record.settings.prompt == settings.prompt and other.record.settings.seed == settings.seed]
+    exact = [other for other in same if other.record.timing.steps == run.record.timing.steps]
     return (exact or same or [None])[0]
 
 
-def generation_findings(runs: Sequence[Run], transfers: Sequence[Run] = ()) -> list[str]:
+def _guidance_sentences(runs: Sequence[Run]) -> list[str]:
+    """Each guided sample against the unguided one of the same prompt and seed."""
     text = []
     for run in runs:
-        settings = run.record["settings"]
-        if settings["guidance_factor"] <= 0:
+        settings = run.record.settings
+        if settings.guidance_factor <= 0:
             continue
         reference = _generation_reference(run, runs)
         if reference is None:
             continue
-        loss = settings["style_loss"]
+        loss = settings.style_loss
         other = "meanvar" if loss == "gram" else "gram"
-        mine, base = run.record["style_distances"], reference.record["style_distances"]
-        steps_note = ("" if reference.record["timing"]["steps"] == run.record["timing"]["steps"]
-                      else f" ({reference.record['timing']['steps']} steps)")
+        mine, base = run.record.style_distances, reference.record.style_distances
+        steps_note = ("" if reference.record.timing.steps == run.record.timing.steps
+                      else f" ({reference.record.timing.steps} steps)")
         text.append(f"{run.label}: against the unguided sample of the same seed{steps_note}, guidance "
                     f"{_change_words(base[loss], mine[loss])} the {STYLE_LOSS_NAMES[loss]} distance "
                     f"({g(base[loss])} to {g(mine[loss])}) and {_change_words(base[other], mine[other])} the "
                     f"{STYLE_LOSS_NAMES[other]} distance.")
-    plain = [run for run in runs if run.record["settings"]["guidance_factor"] == 0]
-    prompts = {run.record["settings"]["prompt"] for run in plain}
-    if len(prompts) > 1:
-        base = plain[0]
-        for run in plain[1:]:
-            if run.record["settings"]["prompt"] == base.record["settings"]["prompt"]:
-                continue
-            a, b = base.record["style_distances"], run.record["style_distances"]
-            text.append(f"Naming the style in the prompt (\u201c{run.record['settings']['prompt']}\u201d) "
-                        f"{_change_words(a['gram'], b['gram'])} the Gram distance and "
-                        f"{_change_words(a['meanvar'], b['meanvar'])} the MeanVar distance against "
-                        f"\u201c{base.record['settings']['prompt']}\u201d.")
-    guided = [run for run in runs if run.record["settings"]["guidance_factor"] > 0]
-    prompted = [run for run in plain if run.record["settings"]["prompt"] != plain[0].record["settings"]["prompt"]]
+    return text
+
+
+def _prompt_sentences(plain: Sequence[Run], guided: Sequence[Run]) -> list[str]:
+    """Unguided samples whose prompt names the style, against the first prompt, and against guidance."""
+    text = []
+    first = plain[0] if plain else None
+    prompted = [run for run in plain if run.record.settings.prompt != first.record.settings.prompt]
+    for run in prompted:
+        a, b = first.record.style_distances, run.record.style_distances
+        text.append(f"Naming the style in the prompt (\u201c{run.record.settings.prompt}\u201d) "
+                    f"{_change_words(a['gram'], b['gram'])} the Gram distance and "
+                    f"{_change_words(a['meanvar'], b['meanvar'])} the MeanVar distance against "
+                    f"\u201c{first.record.settings.prompt}\u201d.")
     for run in prompted[:1]:
         for loss in ("gram", "meanvar"):
-            values = [other.record["style_distances"][loss] for other in guided
-                      if other.record["settings"]["style_loss"] == loss]
+            values = [other.record.style_distances[loss] for other in guided
+                      if other.record.settings.style_loss == loss]
             if not values:
                 continue
-            mine = run.record["style_distances"][loss]
+            mine = run.record.style_distances[loss]
             closer = sum(value < mine for value in values)
             spread = g(values[0]) if len(values) == 1 else f"{g(min(values))} to {g(max(values))}"
             text.append(f"By the {STYLE_LOSS_NAMES[loss]} distance, {closer} of {len(values)} "
                         f"{STYLE_LOSS_NAMES[loss]}-guided sample{'s' if len(values) > 1 else ''} ({spread}) "
                         f"{'is' if closer == 1 else 'are'} closer to the style image than the sample with the style "
                         f"in the prompt ({g(mine)}).")
+    return text
+
+
+def _transfer_sentences(guided: Sequence[Run], transfers: Sequence[Run]) -> list[str]:
+    """Part 1 transfer on the unguided sample against the best guided sample of the same style loss."""
+    text = []
     for transfer in transfers:
-        loss = transfer.record["settings"]["style_loss"]
+        loss = transfer.record.settings.style_loss
         final = image_metrics(transfer)[-1]
-        same_loss = [run.record["style_distances"][loss] for run in guided
-                     if run.record["settings"]["style_loss"] == loss]
+        same_loss = [run.record.style_distances[loss] for run in guided if run.record.settings.style_loss == loss]
         value = getattr(final, loss)
         if value is None or not same_loss:
             continue
         text.append(f"Part 1 {STYLE_LOSS_NAMES[loss]} transfer on the unguided sample reaches {STYLE_LOSS_NAMES[loss]} "
                     f"distance {g(value)} after {final.step} steps; the best {STYLE_LOSS_NAMES[loss]}-guided sample "
                     f"reaches {g(min(same_loss))}.")
+    return text
+
+
+def generation_findings(runs: Sequence[Run], transfers: Sequence[Run] = ()) -> list[str]:
+    plain = [run for run in runs if run.record.settings.guidance_factor == 0]
+    guided = [run for run in runs if run.record.settings.guidance_factor > 0]
+    text = _guidance_sentences(runs) + _prompt_sentences(plain, guided) + _transfer_sentences(guided, transfers)
     if any(run.stand_in for run in runs):
         text.append("These samples come from a stand-in model with random weights: the numbers show what the "
                     "guidance does to the style distances, not what the real model would draw.")

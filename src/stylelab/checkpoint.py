@@ -39,13 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .images import write_bytes_atomic
+from .files import file_digest, write_bytes_atomic  # noqa: F401 (file_digest: for the tasks' identities)
 
 log = logging.getLogger("stylelab.checkpoint")
 
 # Bump when the saved state's layout changes: an older checkpoint then starts a fresh run instead of
 # resuming into a state the code no longer understands.
-FORMAT = 1
+FORMAT = 2
 STATE_FILE = "state.pt"
 DESCRIPTION_FILE = "run.json"
 CACHE_ENV = "STYLELAB_CACHE"
@@ -55,17 +55,6 @@ DEFAULT_EVERY = "2m"
 def cache_root() -> Path:
     """Where checkpoints live: $STYLELAB_CACHE, or .stylelab-cache in the working directory."""
     return Path(os.environ.get(CACHE_ENV) or ".stylelab-cache").expanduser()
-
-
-def file_digest(path: str | os.PathLike | None) -> str | None:
-    """SHA-256 of a file's bytes, so an input replaced under the same name never resumes an old run."""
-    if path is None or not Path(path).is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -24,10 +25,8 @@ from typing import Sequence
 from . import __version__
 from .checkpoint import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm
 from .errors import StylelabError
-from .images import DEFAULT_MAX_PIXELS
-from .losses import STYLE_LOSSES
-from .runtime import DEVICES
-from .vgg import TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, WEIGHTS_SOURCES
+from .settings import (DEFAULT_MAX_PIXELS, GuidanceSettings, ModelChoice, TransferSettings, _number, add_options,
+                       resolve, rules_of)
 
 log = logging.getLogger("stylelab")
 
@@ -47,45 +46,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"stylelab: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
-def _number(text: str, convert, minimum, what: str):
-    try:
-        value = convert(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
-    if not minimum <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be {what} >= {minimum:g}, got {text}")
-    return value
-
-
-def _size(text: str):
-    return "auto" if text == "auto" else _number(text, int, 8, "'auto' or a whole number of pixels")
-
-
-def _positive_int(text: str) -> int:
-    return _number(text, int, 1, "a whole number")
-
-
-def _non_negative(text: str) -> float:
-    return _number(text, float, 0.0, "a finite number")
-
-
-def _seed(text: str) -> int:
-    value = _number(text, int, 0, "a whole number")
-    if value >= 2**63:  # torch's generators take a signed 64-bit seed
-        raise argparse.ArgumentTypeError(f"must be below 2**63, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got '{text}'")
-    return value
-
-
 def _pixel_count(text: str) -> int:
     """A whole number of pixels; 4e7 is accepted for 40000000."""
     value = _number(text, float, 1, "a number of pixels")
@@ -94,11 +54,26 @@ def _pixel_count(text: str) -> int:
     return int(value)
 
 
+def _positive_int(text: str) -> int:
+    return _number(text, int, 1, "a whole number")
+
+
 def _interval(text: str) -> Interval:
     try:
         return Interval.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _spec(text: str) -> dict:
+    """--spec: the JSON object of settings a workflow rule hands its run (stylelab.config)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of settings, got {text[:40]}")
+    return value
 
 
 # In both places: `stylelab --max-pixels N COMMAND` (as the workflow passes it, for every command) and
@@ -117,33 +92,33 @@ def _checkpointing() -> argparse.ArgumentParser:
     g.add_argument("--fresh", action="store_true",
                    help="delete this run's checkpoint, if any, and start from the beginning")
     g.add_argument("--max-pixels", type=_pixel_count, default=argparse.SUPPRESS, metavar="N", help=_MAX_PIXELS_HELP)
+    g.add_argument("--spec", type=_spec, default={}, metavar="JSON",
+                   help="settings as one JSON object (what the workflow's rules pass); an option given on the "
+                        "command line wins over the spec")
     return p
 
 
-def _common(default_steps: list[int]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+# The settings each command takes (beyond its images and layer), and its own defaults.
+PART1_COMMON = ("steps", "size", "init", "seed", "weights", "device", "optimizer", "lr", "bounds", "tv_weight",
+                "record_every")
+PART1_COMMANDS = {
+    "transfer": (("style_loss", "style_weight", "content_weight", "content_layers", "style_layers"), {"steps": [300]}),
+    "invert": (("content_weight",), {"steps": [1000], "init": "noise"}),
+    "texture": (("style_loss", "style_weight"), {"steps": [1000], "init": "noise"}),
+}
+
+
+def _part1(sub, name: str, help: str, description: str, images: dict[str, bool], layer: str | None = None):
+    own, defaults = PART1_COMMANDS[name]
+    p = sub.add_parser(name, parents=[_checkpointing()], help=help, description=description)
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, metavar="DIR", help="output folder for step_<N>.png and record.json")
-    g.add_argument("--steps", type=_positive_int, nargs="+", default=default_steps, metavar="N",
-                   help="optimiser iterations; an image is saved at each listed step (default: %(default)s)")
-    g.add_argument("--size", type=_size, default="auto",
-                   help="short side of the image in pixels, or 'auto' (512 on a GPU, 128 on a CPU; default)")
-    g.add_argument("--init", default=None, metavar="content|noise|IMG",
-                   help="start image: the content image, seeded torch.randn noise, or an image file")
-    g.add_argument("--seed", type=_seed, default=0, help="seed of every random draw (default: %(default)s)")
-    g.add_argument("--weights", choices=WEIGHTS_SOURCES, default="caffe",
-                   help="VGG-19 weights: caffe (original, embedded; default), torchvision (ImageNet, from the "
-                        "torch hub cache), random (tests only)")
-    g.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s (cuda when available)")
-    g.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default: %(default)s")
-    g.add_argument("--lr", type=_positive, default=None, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")
-    g.add_argument("--bounds", choices=("project", "clamp"), default="project",
-                   help="pixels are clamped to [0, 1] before each evaluation; 'project' (default) also zeroes "
-                        "the gradient of pixels on a bound that point outward, which keeps L-BFGS stable; "
-                        "'clamp' is the tutorial's behaviour")
-    g.add_argument("--tv-weight", type=_non_negative, default=0.0, help="total-variation weight (default: 0)")
-    g.add_argument("--record-every", type=_positive_int, default=1, metavar="K",
-                   help="keep the losses of every K-th step in the record (default: every step)")
+    for image, required in images.items():
+        g.add_argument(f"--{image}", metavar="IMG", required=required,
+                       help=rules_of(TransferSettings)[image].help)
+    if layer:
+        g.add_argument("--layer", required=True, help=layer)
+    add_options(g, TransferSettings, [*own, *PART1_COMMON], defaults)
     g.add_argument("--image-name", default="step_{step}.png", metavar="TEMPLATE",
                    help="file name of each saved image inside DIR; {step} is replaced by the step "
                         "(default: %(default)s)")
@@ -165,75 +140,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=_pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help=_MAX_PIXELS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    t = sub.add_parser("transfer", parents=[_common([300]), _checkpointing()], help="style transfer (Gatys et al.)",
-                       description="Optimise an image to match the content image's features and the style "
-                                   "image's statistics. Inversion is --style-weight 0 --init noise; texture "
-                                   "synthesis is --content-weight 0 --init noise.")
-    t.add_argument("--content", metavar="IMG", help="content image (PNG or JPEG)")
-    t.add_argument("--style", metavar="IMG", help="style image, resized to the content image's size")
-    t.add_argument("--style-loss", choices=STYLE_LOSSES, default="gram", help="default: %(default)s")
-    t.add_argument("--style-weight", type=_non_negative, default=1e6, help="default: %(default)g")
-    t.add_argument("--content-weight", type=_non_negative, default=1.0, help="default: %(default)g")
-    t.add_argument("--content-layers", nargs="*", default=list(TUTORIAL_CONTENT_LAYERS), metavar="LAYER",
-                   help="default: %(default)s")
-    t.add_argument("--style-layers", nargs="*", default=list(TUTORIAL_STYLE_LAYERS), metavar="LAYER",
-                   help="default: %(default)s")
-
-    i = sub.add_parser("invert", parents=[_common([1000]), _checkpointing()], help="feature inversion of one layer",
-                       description="Reconstruct the content image from one layer's features, from noise.")
-    i.add_argument("--content", metavar="IMG", required=True, help="image whose features are inverted")
-    i.add_argument("--layer", required=True, help="layer to invert, e.g. conv_5 or relu3_1")
-    i.add_argument("--content-weight", type=_non_negative, default=1.0, help="default: %(default)g")
-
-    x = sub.add_parser("texture", parents=[_common([1000]), _checkpointing()], help="texture synthesis from one layer",
-                       description="Synthesise a texture whose style statistics at one layer match the style "
-                                   "image's, from noise.")
-    x.add_argument("--style", metavar="IMG", required=True, help="image whose texture is synthesised")
-    x.add_argument("--layer", required=True, help="layer whose statistics are matched, e.g. pool_8")
-    x.add_argument("--style-loss", choices=STYLE_LOSSES, default="gram", help="default: %(default)s")
-    x.add_argument("--style-weight", type=_non_negative, default=1e6, help="default: %(default)g")
-
+    _part1(sub, "transfer", "style transfer (Gatys et al.)",
+           "Optimise an image to match the content image's features and the style image's statistics. "
+           "Inversion is --style-weight 0 --init noise; texture synthesis is --content-weight 0 --init noise.",
+           {"content": False, "style": False})
+    _part1(sub, "invert", "feature inversion of one layer",
+           "Reconstruct the content image from one layer's features, from noise.", {"content": True},
+           layer="layer to invert, e.g. conv_5 or relu3_1")
+    _part1(sub, "texture", "texture synthesis from one layer",
+           "Synthesise a texture whose style statistics at one layer match the style image's, from noise.",
+           {"style": True}, layer="layer whose statistics are matched, e.g. pool_8")
     sub.add_parser("layers", help="list the VGG-19 layer names", description="List the VGG-19 layer names.")
+    _generate_parser(sub)
+    _output_parsers(sub)
+    return parser
 
+
+def _generate_parser(sub) -> None:
     gen = sub.add_parser(
         "generate", parents=[_checkpointing()], help="a diffusion sample, optionally guided by a style loss",
         description="Generate one image with Stable Diffusion (text-to-image) or a pixel-space DDPM, steered at "
                     "each step by the gradient of the Gram or MeanVar style loss of its clean-image estimate "
                     "(classifier guidance with the style loss in place of a classifier). Writes DIR/image.png "
                     "and DIR/record.json.")
-    gen.add_argument("--prompt", default="a cat", help="text prompt (Stable Diffusion; default: %(default)s)")
-    gen.add_argument("--negative-prompt", default="", help="unconditional prompt of classifier-free guidance")
-    gen.add_argument("--model", default="CompVis/stable-diffusion-v1-4", metavar="ID|PATH|embedded-sd|embedded-ddpm",
-                     help="hub id, local folder in diffusers' layout, or a built-in stand-in with random weights "
-                          "(default: %(default)s)")
-    gen.add_argument("--fallback", choices=("embedded", "error"), default="embedded",
-                     help="when the model cannot be loaded: use the stand-in of the same kind and say so "
-                          "(default), or stop")
-    gen.add_argument("--steps", type=_positive_int, default=100, help="denoising steps (default: %(default)s)")
-    gen.add_argument("--size", type=_positive_int, default=None,
-                     help="image size in pixels, a multiple of 8 (default: the model's own)")
-    gen.add_argument("--cfg-scale", type=_non_negative, default=7.5,
-                     help="classifier-free guidance scale, Stable Diffusion only (default: %(default)s)")
-    gen.add_argument("--style", metavar="IMG", help="style image for guidance and for the record's distances")
-    gen.add_argument("--style-loss", choices=STYLE_LOSSES, default="gram", help="default: %(default)s")
-    gen.add_argument("--guidance-factor", type=_non_negative, default=0.0,
-                     help="s in eps - s * g * sqrt(1 - abar_t); 0 is unguided (default)")
-    gen.add_argument("--guidance-start", type=_non_negative, default=0.0,
-                     help="fraction of the schedule where guidance starts (default: 0)")
-    gen.add_argument("--guidance-end", type=_non_negative, default=1.0,
-                     help="fraction of the schedule where guidance ends (default: 1)")
-    gen.add_argument("--guidance-every", type=_positive_int, default=1, metavar="K",
-                     help="guide every K-th step inside the window (default: 1)")
-    gen.add_argument("--track-every", type=_positive_int, default=1, metavar="K",
-                     help="record the style loss of x0 every K-th unguided step (default: 1)")
-    gen.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="default: %(default)s")
-    gen.add_argument("--weights", choices=WEIGHTS_SOURCES, default="caffe", help="VGG-19 weights of the style loss")
-    gen.add_argument("--seed", type=_seed, default=0, help="seed of the initial noise (default: %(default)s)")
-    gen.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s")
-    gen.add_argument("--out", required=True, metavar="DIR", help="output folder for image.png and record.json")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = gen.add_argument_group("run")
+    add_options(g, ModelChoice)
+    add_options(g, GuidanceSettings)
+    g.add_argument("--out", required=True, metavar="DIR", help="output folder for image.png and record.json")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _output_parsers(sub) -> None:
     f = sub.add_parser("figure", help="a figure from run records",
                        description="Draw a figure from run records and the images they name (nothing is "
                                    "recomputed). layer-grid: one-layer runs (inversion, texture) by layer type "
@@ -259,28 +196,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--manifest", required=True, metavar="JSON", help="manifest: JSON text or a .json file")
     r.add_argument("--html", required=True, metavar="HTML", help="the HTML file to write")
     r.add_argument("--pdf", metavar="PDF", help="also write this PDF (WeasyPrint)")
-    r.add_argument("--template", default="report/templates/report.html.j2",
-                   help="Jinja template (default: %(default)s)")
-    r.add_argument("--css", default="report/style.css", help="style sheet (default: %(default)s)")
-    return parser
+    r.add_argument("--template", default=None, help="Jinja template (default: the one shipped with stylelab)")
+    r.add_argument("--css", default=None, help="style sheet (default: the one shipped with stylelab)")
+    sub.add_parser("config-schema", help="the workflow config's JSON schema, made from the settings",
+                   description="Print the schema (YAML) that workflow/schemas/config.schema.yaml holds; --write "
+                               "writes it there.").add_argument("--write", metavar="FILE", nargs="?",
+                                                                const="workflow/schemas/config.schema.yaml")
 
 
-def _settings(args: argparse.Namespace):
-    from .transfer import TransferSettings, feature_inversion, texture_synthesis
-
-    common = dict(steps=args.steps, size=args.size, seed=args.seed, weights=args.weights, device=args.device,
-                  optimizer=args.optimizer, lr=args.lr, bounds=args.bounds, tv_weight=args.tv_weight,
-                  record_every=args.record_every, max_pixels=args.max_pixels)
-    if args.init is not None:
-        common["init"] = args.init
+def _settings(args: argparse.Namespace) -> TransferSettings:
+    """The run's settings: the command line's, else --spec's, else the command's defaults."""
+    own, defaults = PART1_COMMANDS[args.command]
+    names = {*own, *PART1_COMMON}
+    unknown = sorted(set(args.spec) - names)
+    if unknown:
+        raise StylelabError(f"spec: '{args.command}' takes no setting {', '.join(map(repr, unknown))}; its settings "
+                            f"are: {', '.join(sorted(names))}.")
+    values = resolve(TransferSettings, args, args.spec, defaults)
+    values = {k: v for k, v in values.items() if k in names}
+    values["max_pixels"] = args.max_pixels
     if args.command == "invert":
-        return feature_inversion(args.content, args.layer, content_weight=args.content_weight, **common)
-    if args.command == "texture":
-        return texture_synthesis(args.style, args.layer, style_weight=args.style_weight,
-                                 style_loss=args.style_loss, **common)
-    return TransferSettings(content=args.content, style=args.style, style_loss=args.style_loss,
-                            style_weight=args.style_weight, content_weight=args.content_weight,
-                            content_layers=args.content_layers, style_layers=args.style_layers, **common)
+        values.update(content=args.content, style=None, content_layers=[args.layer], style_layers=[],
+                      style_weight=0.0, kind="inversion")
+    elif args.command == "texture":
+        values.update(content=None, style=args.style, content_layers=[], style_layers=[args.layer],
+                      content_weight=0.0, kind="texture")
+    else:
+        values.update(content=args.content, style=args.style)
+    return TransferSettings(**values)
 
 
 def _policy(args: argparse.Namespace, *names: str):
@@ -296,26 +239,20 @@ def _policy(args: argparse.Namespace, *names: str):
 def _generate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .diffusion.guidance import GuidanceSettings, sample
-    from .diffusion.models import load_model
-    from .images import png_bytes, write_bytes_atomic
+    from .diffusion.guidance import generate
+    from .files import write_bytes_atomic
+    from .images import png_bytes
     from .records import write_record
 
-    settings = GuidanceSettings(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, seed=args.seed, size=args.size,
-        cfg_scale=args.cfg_scale, style=args.style, style_loss=args.style_loss, guidance_factor=args.guidance_factor,
-        guidance_start=args.guidance_start, guidance_end=args.guidance_end, guidance_every=args.guidance_every,
-        weights=args.weights, precision=args.precision, track_every=args.track_every, max_pixels=args.max_pixels)
-    settings.validate()  # before loading any model
-    if args.style:
-        from .images import read_image
-        read_image(args.style, args.max_pixels)
-    model = load_model(args.model, fallback=args.fallback, seed=args.seed)
+    model_names = set(rules_of(ModelChoice))
+    choice = ModelChoice(**resolve(ModelChoice, args, {k: v for k, v in args.spec.items() if k in model_names}))
+    values = resolve(GuidanceSettings, args, {k: v for k, v in args.spec.items() if k not in model_names})
+    settings = GuidanceSettings(**values, max_pixels=args.max_pixels)
     policy = _policy(args, "image.png", "record.json")
-    image, record = sample(model, settings, device=args.device, progress=not args.quiet, checkpoints=policy)
+    image, record = generate(choice, settings, progress=not args.quiet, checkpoints=policy)
     out = Path(args.out)
     write_bytes_atomic(out / "image.png", png_bytes(image))
-    record["outputs"] = ["image.png", "record.json"]
+    record.outputs = ["image.png", "record.json"]
     write_record(out / "record.json", record)
     policy.outputs_written()
     log.info("wrote %s and %s", out / "image.png", out / "record.json")
@@ -331,10 +268,19 @@ def _run(args: argparse.Namespace) -> None:
         from .figures import write_figure
         log.info("wrote %s", write_figure(args.figure, args.records, args.out))
         return
+    if args.command == "config-schema":
+        from .config import schema_yaml
+        if args.write:
+            from .files import write_bytes_atomic
+            write_bytes_atomic(args.write, schema_yaml().encode())
+        else:
+            print(schema_yaml(), end="")
+        return
     if args.command == "small-png":
         from pathlib import Path
 
-        from .images import small_png, write_bytes_atomic
+        from .files import write_bytes_atomic
+        from .images import small_png
         for source in args.images:
             out = Path(args.out_dir) / Path(source).name
             data = small_png(source, args.width, args.max_kb * 1000)
@@ -352,7 +298,7 @@ def _run(args: argparse.Namespace) -> None:
     from .transfer import check_image_name, check_output_name, run_transfer, write_outputs
 
     settings = _settings(args)
-    check_image_name(args.image_name, len(set(args.steps)))  # before the run, not after it
+    check_image_name(args.image_name, len(set(settings.steps)))  # before the run, not after it
     check_output_name(args.record_name, "record name")
     policy = _policy(args, args.image_name, args.record_name)
     result = run_transfer(settings, progress=not args.quiet, checkpoints=policy)

@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .errors import StylelabError
-from .images import write_bytes_atomic
+from .files import write_bytes_atomic
 from PIL import Image
 
 from .runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
@@ -45,8 +45,8 @@ def _one_kind(runs: Sequence[Run], allowed: Sequence[str]) -> str:
 
 
 def _subtitle(run: Run) -> str:
-    h, w = run.record["image_size"]
-    return f"{w}x{h} px, {run.record['weights']} weights, {run.record['device']}"
+    h, w = run.record.image_size
+    return f"{w}x{h} px, {run.record.weights} weights, {run.record.device}"
 
 
 def _save(fig: Figure, out: str | os.PathLike) -> Path:
@@ -74,7 +74,7 @@ def layer_grid_figure(runs: Sequence[Run]) -> Figure:
     columns = {t: [r for r in runs if resolve_layer(r.layer).kind == t] for t in LAYER_TYPES}
     columns = {t: rs for t, rs in columns.items() if rs}
     n_rows, n_cols = max(len(rs) for rs in columns.values()), len(columns)
-    h, w = runs[0].record["image_size"]
+    h, w = runs[0].record.image_size
     fig = Figure(figsize=(CELL_INCHES * n_cols + 0.6, CELL_INCHES * h / w * n_rows + 1.2), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for col, (layer_type, column_runs) in enumerate(columns.items()):
@@ -99,7 +99,7 @@ def step_grid_figure(runs: Sequence[Run]) -> Figure:
     """Images of several runs at each saved step: a row per run, a column per step."""
     kind = _one_kind(runs, ("transfer", "inversion", "texture"))
     steps = sorted({step for run in runs for step in run.steps})
-    h, w = runs[0].record["image_size"]
+    h, w = runs[0].record.image_size
     fig = Figure(figsize=(CELL_INCHES * len(steps) + 1.0, CELL_INCHES * h / w * len(runs) + 1.0),
                  layout="constrained")
     axes = fig.subplots(len(runs), len(steps), squeeze=False)
@@ -147,12 +147,12 @@ def loss_curves_figure(runs: Sequence[Run]) -> Figure:
                else matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(runs))))
     for ax, (title, values_of) in zip(axes, panels):
         for run, colour in zip(runs, colours):
-            values = values_of(run.record["history"])
+            values = values_of(run.record.history)
             if values is None:
                 continue
             # A loss of exactly 0 has no place on a log axis; leave those points out.
             values = np.where(values > 0, values, np.nan)
-            ax.plot(run.record["history"]["step"], values, color=colour, label=run.label, linewidth=1.3)
+            ax.plot(run.record.history["step"], values, color=colour, label=run.label, linewidth=1.3)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(title, fontsize=11)
@@ -175,7 +175,7 @@ def _stand_in_note(fig: Figure, runs: Sequence[Run]) -> None:
 
 
 def _distances(run: Run) -> str:
-    distances = run.record.get("style_distances") or run.record["images"][str(run.steps[-1])].get("distances", {})
+    distances = run.distances()
     return "   ".join(f"{STYLE_LOSS_NAMES[k]} {v:.3g}" for k, v in distances.items())
 
 
@@ -184,11 +184,11 @@ def gallery_figure(runs: Sequence[Run]) -> Figure:
     odd = sorted({run.kind for run in runs} - {"generation", "transfer"})
     if odd:
         raise StylelabError(f"a gallery shows generations and transfers, not {', '.join(odd)} runs.")
-    style_path = runs[0].record["settings"].get("style")
+    style_path = runs[0].record.settings.style
     cells = ([("style image", None, np.asarray(Image.open(style_path).convert("RGB")))] if style_path else [])
     for run in runs:
         if run.kind == "generation":
-            title = run.label + "\n\"" + run.record["settings"]["prompt"] + "\""
+            title = run.label + "\n\"" + run.record.settings.prompt + "\""
         else:
             title = f"Part 1 transfer, {run.steps[-1]} steps\n{run.label}"
         cells.append((title, _distances(run), run.image()))
@@ -204,7 +204,7 @@ def gallery_figure(runs: Sequence[Run]) -> Figure:
         if xlabel:
             ax.set_xlabel("distance to style: " + xlabel, fontsize=7.5)
     generations = [r for r in runs if r.kind == "generation"]
-    model = generations[0].record["model"]["source"] if generations else ""
+    model = generations[0].record.model.source if generations else ""
     fig.suptitle(f"Style-guided diffusion{' (' + model + ')' if model else ''}, one seed for all", fontsize=12)
     _stand_in_note(fig, runs)
     return fig
@@ -216,11 +216,11 @@ def guidance_curves_figure(runs: Sequence[Run]) -> Figure:
     fig = Figure(figsize=(11.5, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, squeeze=False)[0]
     colours = matplotlib.colormaps["tab10"].colors
-    several_prompts = len({run.record["settings"]["prompt"] for run in runs}) > 1
+    several_prompts = len({run.record.settings.prompt for run in runs}) > 1
     for ax, loss in zip(axes, ("gram", "meanvar")):
         for run, colour in zip(runs, colours):
-            history = run.record["history"]
-            prompt = run.record["settings"]["prompt"]
+            history = run.record.history
+            prompt = run.record.settings.prompt
             label = run.label + (f',\n"{textwrap.shorten(prompt, 60, placeholder=" ...")}"' if several_prompts else "")
             values = np.array([np.nan if v is None or v <= 0 else v for v in history[f"style/{loss}"]], dtype=float)
             fraction = np.asarray(history["step"], dtype=float) / len(history["step"])

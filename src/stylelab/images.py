@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import StylelabError
+from .files import write_bytes_atomic
 
 # A truncated file must be an error, never a silently half-grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -21,7 +22,7 @@ Size = int | Sequence[int] | None
 
 # Input images above this many pixels are refused before they are decoded (the header gives the size):
 # a 40-megapixel photo decodes to 480 MB of floats before any resizing, and a crafted file can claim far more.
-DEFAULT_MAX_PIXELS = 40_000_000
+from .settings import DEFAULT_MAX_PIXELS  # noqa: E402 (one definition, with the other settings)
 # Below this on either side an image is almost surely a mistake (an icon, a placeholder, a 1 x 1 tracking
 # pixel): blown up to the working size it is a few flat colours, with no content or texture to transfer.
 MIN_SIDE = 8
@@ -151,22 +152,6 @@ def png_bytes(image: torch.Tensor | Image.Image) -> bytes:
     buf = io.BytesIO()
     pil.save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_png(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> None:

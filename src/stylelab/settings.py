@@ -1,0 +1,456 @@
+"""Every setting of a run, defined once: its type, default, allowed values and help text.
+
+`TransferSettings` (Part 1: inversion, texture, transfer) and `GuidanceSettings` (Part 2) are dataclasses
+whose fields carry a `Rule` in their metadata. From that one definition come
+
+- the command line's options (`add_options`: flag, converter, choices, default and help),
+- the checks of `validate()` (each field's rule, then the checks that tie fields together),
+- the workflow's config schema (`schema_of`, used by stylelab.config), and
+- a run's *spec*: the JSON object a workflow rule hands its command (`--spec`), read with `from_spec`.
+
+Imports nothing heavy (no torch), so the Snakefile can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import StylelabError
+from .names import format_number
+from .layers import LAYER_NAMES, CANONICAL_NAMES, TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, tutorial_name
+
+# The allowed values of every choice, once.
+STYLE_LOSSES = ("gram", "meanvar")
+OPTIMIZERS = ("lbfgs", "adam")
+BOUNDS = ("project", "clamp")
+INITS = ("content", "noise")
+WEIGHTS_SOURCES = ("caffe", "torchvision", "random")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16")
+FALLBACKS = ("embedded", "error")
+DEFAULT_MAX_PIXELS = 40_000_000
+SEED_LIMIT = 2**63  # torch's generators take a signed 64-bit seed
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+
+
+# --------------------------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting may hold. `kind` is one of KINDS; the other fields narrow it."""
+
+    kind: str
+    help: str
+    choices: tuple = ()
+    minimum: float | None = None
+    above: float | None = None  # exclusive minimum
+    maximum: float | None = None
+    nullable: bool = False  # None is allowed (and means "the default of something else")
+    label: str | None = None  # the setting's name in messages (default: the field name in words)
+    cli: bool = True  # an option of the commands
+    metavar: str | None = None
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+KINDS = ("count", "counts", "number", "seed", "choice", "layers", "text", "path", "size", "pixels", "init")
+
+
+def setting(default, help: str, kind: str, **rule) -> Any:
+    """A dataclass field that is a setting (lists get a copy per instance)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown setting kind {kind!r}")
+    meta = {"rule": Rule(kind, help, **rule)}
+    if isinstance(default, (list, tuple)) and kind in ("counts", "layers"):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def rules_of(cls) -> dict[str, Rule]:
+    return {f.name: f.metadata["rule"] for f in fields(cls) if "rule" in f.metadata}
+
+
+def _label(name: str, rule: Rule) -> str:
+    return rule.label or name.replace("_", " ")
+
+
+def coerce(rule: Rule, value):
+    """A whole number written as a float (YAML's 1.0e+3, JSON's 1000.0) as the int it is; else `value`.
+
+    JSON Schema counts 1000.0 as an integer, so the config's schema accepts it: the checks do too."""
+    def whole(v):
+        return int(v) if isinstance(v, float) and math.isfinite(v) and v.is_integer() else v
+
+    if rule.kind in ("count", "seed", "pixels", "size"):
+        return whole(value)
+    if rule.kind == "counts" and isinstance(value, (list, tuple)):
+        return [whole(v) for v in value]
+    return value
+
+
+def check_value(name: str, rule: Rule, value) -> str | None:
+    """What is wrong with `value` for this setting, in one sentence, or None when it is right."""
+    value = coerce(rule, value)
+    label = _label(name, rule)
+    if value is None:
+        return None if rule.nullable or rule.kind == "path" else f"{label} must be given."
+    kind = rule.kind
+    if kind == "choice":
+        return None if value in rule.choices else f"unknown {label} '{value}'; choose one of {', '.join(rule.choices)}."
+    if kind == "counts":
+        items = list(value) if isinstance(value, (list, tuple)) else None
+        if not items or any(not _whole(s) or s < 1 for s in items):
+            return f"{label} must be positive whole numbers, got {value}."
+        return None
+    if kind in ("count", "seed", "pixels"):
+        low = rule.minimum if rule.minimum is not None else 0
+        if not _whole(value) or value < low or (kind == "seed" and value >= SEED_LIMIT):
+            top = " and below 2**63" if kind == "seed" else ""
+            return f"{label} must be a whole number >= {low:g}{top}, got {value!r}."
+        return None
+    if kind == "size":
+        if value == "auto" or (_whole(value) and value >= (rule.minimum or 8)):
+            return None
+        return f"{label} must be 'auto' or a whole number of pixels >= {rule.minimum or 8:g}, got {value!r}."
+    if kind == "number":
+        ok = _real(value) and math.isfinite(value)
+        ok = ok and (rule.minimum is None or value >= rule.minimum) and (rule.above is None or value > rule.above)
+        ok = ok and (rule.maximum is None or value <= rule.maximum)
+        if ok:
+            return None
+        bound = f"above {rule.above:g}" if rule.above is not None else f">= {rule.minimum:g}"
+        top = f" and <= {rule.maximum:g}" if rule.maximum is not None else ""
+        return f"{label} must be a finite number {bound}{top}, got {value}."
+    if kind == "layers":
+        if not isinstance(value, (list, tuple)):
+            return f"{label} must be a list of layer names, got {value!r}."
+        for name in value:
+            tutorial_name(name)  # raises the error that lists the valid names
+        return None
+    if kind in ("text", "path", "init"):
+        return None if isinstance(value, str) else f"{label} must be text, got {value!r}."
+    raise AssertionError(kind)
+
+
+def check_fields(settings) -> None:
+    """Each field against its rule; the first mistake is the error."""
+    for name, rule in rules_of(type(settings)).items():
+        problem = check_value(name, rule, getattr(settings, name))
+        if problem:
+            raise StylelabError(problem)
+        setattr(settings, name, coerce(rule, getattr(settings, name)))
+
+
+# ----------------------------------------------------------------------------------------- Part 1
+
+
+@dataclass
+class TransferSettings:
+    """Everything that decides a Part 1 run's result. `kind` only names the experiment in records."""
+
+    content: str | None = setting(None, "content image (PNG or JPEG)", "path", metavar="IMG")
+    style: str | None = setting(None, "style image, resized to the content image's size", "path", metavar="IMG")
+    steps: Sequence[int] = setting((300,), "optimiser iterations; an image is saved at each listed step", "counts",
+                                   metavar="N")
+    size: int | str = setting("auto", "short side of the image in pixels, or 'auto' (512 on a GPU, 128 on a CPU)",
+                              "size", minimum=8)
+    style_loss: str = setting("gram", "style loss: Gram matrices or per-channel mean and variance", "choice",
+                              choices=STYLE_LOSSES)
+    style_weight: float = setting(1e6, "weight of the style loss", "number", minimum=0)
+    content_weight: float = setting(1.0, "weight of the content loss", "number", minimum=0)
+    tv_weight: float = setting(0.0, "weight of the total-variation loss (smoothness)", "number", minimum=0,
+                               label="tv weight")
+    content_layers: Sequence[str] = setting(TUTORIAL_CONTENT_LAYERS, "layers of the content loss", "layers",
+                                            metavar="LAYER")
+    style_layers: Sequence[str] = setting(TUTORIAL_STYLE_LAYERS, "layers of the style loss", "layers",
+                                          metavar="LAYER")
+    init: str = setting("content", "start image: the content image, seeded torch.randn noise, or an image file",
+                        "init", metavar="content|noise|IMG")
+    seed: int = setting(0, "seed of every random draw", "seed")
+    weights: str = setting("caffe", "VGG-19 weights: caffe (original, embedded), torchvision (ImageNet, from the "
+                                    "torch hub cache), random (tests only)", "choice", choices=WEIGHTS_SOURCES,
+                           label="weights source")
+    device: str = setting("auto", "where to compute (auto: cuda when available)", "choice", choices=DEVICES)
+    optimizer: str = setting("lbfgs", "optimiser; one step is one iteration", "choice", choices=OPTIMIZERS)
+    lr: float | None = setting(None, "learning rate (default: 1 for lbfgs, 0.02 for adam)", "number", above=0,
+                               nullable=True, label="the learning rate")
+    history_size: int = setting(100, "L-BFGS history length", "count", minimum=1, label="history_size", cli=False)
+    bounds: str = setting("project", "pixels are clamped to [0, 1] before each evaluation; 'project' also zeroes "
+                                     "the gradient of pixels on a bound that point outward, which keeps L-BFGS "
+                                     "stable; 'clamp' is the tutorial's behaviour", "choice", choices=BOUNDS,
+                          label="bounds mode")
+    record_every: int = setting(1, "keep the losses of every K-th step in the record", "count", minimum=1,
+                                label="record_every", metavar="K")
+    kind: str = "transfer"
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # input images above this are refused (None: no limit)
+
+    def validate(self) -> None:
+        """Check every setting before any work, so a mistake costs nothing and leaves nothing behind."""
+        check_fields(self)
+        if self.content_weight == 0 and self.style_weight == 0:
+            raise StylelabError("content weight and style weight are both 0: there is nothing to optimise.")
+        if self.init not in INITS and not Path(self.init).exists():
+            raise StylelabError(f"init must be 'content', 'noise' or an image file; '{self.init}' is neither.")
+        for image, weight, layers, flag in (("content", self.content_weight, self.content_layers, "--content IMG"),
+                                            ("style", self.style_weight, self.style_layers, "--style IMG")):
+            if weight > 0 and not getattr(self, image):
+                raise StylelabError(f"a {image} image is needed when the {image} weight is above 0 ({flag}).")
+            if weight > 0 and not layers:
+                raise StylelabError(f"{image} weight above 0 but no {image} layers given.")
+        if self.init == "content" and not self.content:
+            raise StylelabError("init 'content' needs a content image; use --init noise.")
+        self.content_layers = [tutorial_name(n) for n in self.content_layers]
+        self.style_layers = [tutorial_name(n) for n in self.style_layers]
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+def feature_inversion(content: str, layer: str, **options) -> TransferSettings:
+    """Settings that reconstruct `content` from one layer's features, starting from noise."""
+    options = {"init": "noise", "steps": (1000,), **options}
+    return TransferSettings(content=content, style=None, content_layers=[layer], style_layers=[],
+                            content_weight=options.pop("content_weight", 1.0), style_weight=0.0,
+                            kind="inversion", **options)
+
+
+def texture_synthesis(style: str, layer: str, **options) -> TransferSettings:
+    """Settings that synthesise a texture matching one layer's style statistics, starting from noise."""
+    options = {"init": "noise", "steps": (1000,), **options}
+    return TransferSettings(content=None, style=style, content_layers=[], style_layers=[layer],
+                            content_weight=0.0, style_weight=options.pop("style_weight", 1e6),
+                            kind="texture", **options)
+
+
+# ----------------------------------------------------------------------------------------- Part 2
+
+
+@dataclass
+class GuidanceSettings:
+    """Everything that decides a Part 2 sample, but the model (which `stylelab generate` names)."""
+
+    prompt: str = setting("a cat", "text prompt (Stable Diffusion)", "text")
+    negative_prompt: str = setting("", "unconditional prompt of classifier-free guidance", "text")
+    steps: int = setting(100, "denoising steps", "count", minimum=1)
+    seed: int = setting(0, "seed of the initial noise", "seed")
+    size: int | None = setting(None, "image size in pixels, a multiple of 8 (default: the model's own)", "count",
+                               minimum=8, nullable=True)
+    cfg_scale: float = setting(7.5, "classifier-free guidance scale, Stable Diffusion only", "number", minimum=0)
+    style: str | None = setting(None, "style image for guidance and for the record's distances", "path",
+                                metavar="IMG")
+    style_loss: str = setting("gram", "style loss of the guidance", "choice", choices=STYLE_LOSSES)
+    guidance_factor: float = setting(0.0, "s in eps - s * g * sqrt(1 - abar_t); 0 is unguided", "number", minimum=0)
+    guidance_start: float = setting(0.0, "fraction of the schedule where guidance starts", "number", minimum=0,
+                                    maximum=1)
+    guidance_end: float = setting(1.0, "fraction of the schedule where guidance ends", "number", minimum=0,
+                                  maximum=1)
+    guidance_every: int = setting(1, "guide every K-th step inside the window", "count", minimum=1, metavar="K")
+    style_layers: tuple[str, ...] = setting(TUTORIAL_STYLE_LAYERS, "layers of the style loss", "layers",
+                                            metavar="LAYER", cli=False)
+    weights: str = setting("caffe", "VGG-19 weights of the style loss", "choice", choices=WEIGHTS_SOURCES,
+                           label="weights source")
+    precision: str = setting("fp32", "precision of the diffusion model", "choice", choices=PRECISIONS)
+    track_every: int = setting(1, "record the style loss of x0 every K-th unguided step", "count", minimum=1,
+                               metavar="K")
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # a style image above this is refused (None: no limit)
+
+    def validate(self) -> None:
+        check_fields(self)
+        if self.guidance_factor > 0 and not self.style:
+            raise StylelabError("a style image is needed for guidance (--style IMG).")
+        if not 0 <= self.guidance_start <= self.guidance_end <= 1:
+            raise StylelabError("the guidance window needs 0 <= start <= end <= 1, got "
+                                f"{self.guidance_start} .. {self.guidance_end}.")
+        if self.size is not None and self.size % 8:
+            raise StylelabError(f"size must be a multiple of 8 (at least 8), got {self.size}.")
+        if self.size is not None and self.max_pixels is not None and self.size ** 2 > self.max_pixels:
+            raise StylelabError(f"size {self.size} makes a {self.size} x {self.size} image "
+                                f"({self.size ** 2 / 1e6:.3g} megapixels), above the limit of "
+                                f"{self.max_pixels / 1e6:g} megapixels. Use a smaller --size, or raise the limit "
+                                "(--max-pixels).")
+
+    def guided_at(self, index: int) -> bool:
+        """Whether step `index` (0-based) of `steps` is guided."""
+        if self.guidance_factor == 0:
+            return False
+        fraction = index / self.steps
+        inside = self.guidance_start <= fraction < self.guidance_end or (self.guidance_end == 1 and fraction >= 1)
+        first = int(self.guidance_start * self.steps + 0.999999)
+        return inside and (index - first) % self.guidance_every == 0
+
+
+# The model a generation samples from: options of `stylelab generate` beside GuidanceSettings.
+@dataclass
+class ModelChoice:
+    model: str = setting("CompVis/stable-diffusion-v1-4", "hub id, local folder in diffusers' layout, or a built-in "
+                         "stand-in with random weights", "text", metavar="ID|PATH|embedded-sd|embedded-ddpm")
+    fallback: str = setting("embedded", "when the model cannot be loaded: use the stand-in of the same kind and "
+                            "say so, or stop", "choice", choices=FALLBACKS)
+    device: str = setting("auto", "where to compute (auto: cuda when available)", "choice", choices=DEVICES)
+
+
+# ------------------------------------------------------------------------------- the command line
+
+
+def _number(text: str, convert, minimum, what: str):
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
+    if not minimum <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {what} >= {minimum:g}, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _number(text, int, 0, "a whole number")
+    if value >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be below 2**63, got {text}")
+    return value
+
+
+def _above(limit: float) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not limit < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number above {limit:g}, got '{text}'")
+        return value
+    return convert
+
+
+def converter(rule: Rule) -> Callable[[str], Any] | None:
+    """The argparse `type` of a setting: its messages say what the value must be."""
+    kind = rule.kind
+    if kind in ("count", "counts"):
+        low = rule.minimum if rule.minimum is not None else 1
+        return lambda text: _number(text, int, low, "a whole number")
+    if kind == "seed":
+        return _seed
+    if kind == "size":
+        return lambda text: "auto" if text == "auto" else _number(text, int, rule.minimum or 8,
+                                                                  "'auto' or a whole number of pixels")
+    if kind == "number":
+        if rule.above is not None:
+            return _above(rule.above)
+        return lambda text: _number(text, float, rule.minimum or 0.0, "a finite number")
+    return None  # text, paths, layer names (checked by validate), choices (argparse's choices)
+
+
+def add_options(group, cls, names: Sequence[str] | None = None, defaults: dict | None = None,
+                required: Sequence[str] = ()) -> None:
+    """One option per setting of `cls` (or of `names`), from its rule. Defaults are SUPPRESS: a value is
+    taken from the command line, else from --spec, else from the dataclass (see `resolve`)."""
+    rules = rules_of(cls)
+    defaults = defaults or {}
+    for name in names if names is not None else [n for n, r in rules.items() if r.cli]:
+        rule = rules[name]
+        shown = defaults.get(name, _default_of(cls, name))
+        options = dict(dest=name, default=argparse.SUPPRESS, metavar=rule.metavar,
+                       help=f"{rule.help} (default: {_shown(shown)})" if shown not in (None, "") else rule.help)
+        if rule.kind == "choice":
+            options.update(choices=rule.choices, metavar=None)
+        elif rule.kind in ("counts", "layers"):
+            options.update(nargs="+" if rule.kind == "counts" else "*")
+        if converter(rule) is not None:
+            options["type"] = converter(rule)
+        if name in required:
+            options["required"] = True
+        group.add_argument("--" + name.replace("_", "-"), **options)
+
+
+def _default_of(cls, name: str):
+    f = next(f for f in fields(cls) if f.name == name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return format_number(value)
+
+
+def resolve(cls, args: argparse.Namespace, spec: dict | None = None, defaults: dict | None = None) -> dict:
+    """The values of `cls`'s settings: the command line's, else the spec's, else `defaults`, else the field's.
+
+    A key of the spec that is not a setting of `cls` is an error naming the settings there are.
+    """
+    rules = rules_of(cls)
+    values = dict(defaults or {})
+    spec = dict(spec or {})
+    unknown = sorted(set(spec) - set(rules))
+    if unknown:
+        raise StylelabError(f"spec: unknown setting {', '.join(map(repr, unknown))}; the settings are: "
+                            f"{', '.join(rules)}.")
+    for name, value in spec.items():
+        problem = check_value(name, rules[name], value)
+        if problem:
+            raise StylelabError(f"spec: {problem}")
+        spec[name] = coerce(rules[name], value)
+    values.update(spec)
+    values.update({name: getattr(args, name) for name in rules if hasattr(args, name)})
+    return values
+
+
+def spec_of(settings, names: Sequence[str] | None = None) -> dict:
+    """The settings (all, or `names`) as the JSON object a rule hands to `--spec`."""
+    names = names if names is not None else list(rules_of(type(settings)))
+    return {name: _plain(getattr(settings, name)) for name in names}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+# ----------------------------------------------------------------------------------- the config schema
+
+
+def schema_of(cls, name: str, **narrow) -> dict:
+    """The JSON schema of one setting (for the workflow's config), narrowed by `narrow` (e.g. exclusiveMinimum)."""
+    rule = rules_of(cls)[name]
+    kind = rule.kind
+    if kind == "choice":
+        node = {"type": "string", "enum": list(rule.choices)}
+    elif kind in ("count", "seed", "pixels"):
+        node = {"type": "integer", "minimum": int(rule.minimum if rule.minimum is not None else 0)}
+        if kind == "seed":
+            node["maximum"] = SEED_LIMIT - 1
+    elif kind == "counts":
+        node = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "uniqueItems": True}
+    elif kind == "number":
+        node = {"type": "number"}
+        for key, value in (("minimum", rule.minimum), ("exclusiveMinimum", rule.above), ("maximum", rule.maximum)):
+            if value is not None:
+                node[key] = value
+    elif kind == "size":
+        node = {"anyOf": [{"type": "string", "const": "auto"}, {"type": "integer", "minimum": int(rule.minimum or 8)}]}
+    elif kind == "layers":
+        node = {"$ref": "#/$defs/layers"}
+    elif kind == "init":
+        node = {"type": "string", "enum": list(INITS)}
+    else:
+        node = {"type": "string", "minLength": 1}
+    node.update(narrow)
+    if rule.nullable:
+        node = {"anyOf": [{"type": "null"}, node]}
+    return {"description": rule.help, **node}
+
+
+LAYER_ENUM = list(LAYER_NAMES) + list(CANONICAL_NAMES)
