@@ -23,9 +23,9 @@ SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 NETWORK_SETTINGS = ("weights", "device", "size", "optimizer", "lr", "bounds")
 # The settings each Part 1 section holds (beside its layers or runs), in the config's order.
 SECTION_SETTINGS = {
-    "inversion": ("content_weight", "init", "steps", "seed"),
-    "texture": ("style_loss", "style_weight", "init", "steps", "seed"),
-    "transfer": ("content_layers", "style_layers", "content_weight", "init", "steps", "seed"),
+    "inversion": ("content_weight", "tv_weight", "init", "steps", "seed"),
+    "texture": ("style_loss", "style_weight", "tv_weight", "init", "steps", "seed"),
+    "transfer": ("content_layers", "style_layers", "content_weight", "tv_weight", "init", "steps", "seed"),
 }
 # A transfer run (in transfer.runs and diffusion.transfer.runs) sets these; the section gives the rest.
 TRANSFER_RUN_SETTINGS = ("style_loss", "style_weight")
