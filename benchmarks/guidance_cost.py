@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from stylelab.diffusion.guidance import GuidanceSettings, sample
+from stylelab.settings import STYLE_LOSSES
 from stylelab.diffusion.models import build_sd_v1_architecture, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -94,7 +95,7 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     tiny = load_model("embedded-sd")
-    for loss in ("gram", "meanvar"):
+    for loss in STYLE_LOSSES:
         rows += measure(tiny, "embedded-sd", 64, args.steps, loss)
     if args.sd_v1:
         rows += measure(build_sd_v1_architecture(), "sd-v1 (random weights)", 256, args.sd_v1_steps, "gram")

@@ -210,10 +210,11 @@ def test_what_was_run_shows_the_settings_of_the_config_section(runs_dir, monkeyp
     assert "style" not in shared and "style layers" not in shared and differ == ["content layers"]
     transfers = load_runs(_transfer_records(runs_dir))
     shared, differ = report._settings_table("transfer", transfers)
-    assert shared["content weight"] == "1" and "tv weight" not in shared and differ == ["style loss", "style weight"]
+    assert shared["content weight"] == "1" and shared["tv weight"] == "0" and "record every" not in shared
+    assert differ == ["style loss", "style weight"]
     # A setting added to a config section appears in its table, with no change to the report's code.
-    monkeypatch.setitem(config.SECTION_SETTINGS, "transfer", config.SECTION_SETTINGS["transfer"] + ("tv_weight",))
-    assert report._settings_table("transfer", transfers)[0]["tv weight"] == "0"
+    monkeypatch.setitem(config.SECTION_SETTINGS, "transfer", config.SECTION_SETTINGS["transfer"] + ("record_every",))
+    assert report._settings_table("transfer", transfers)[0]["record every"] == "1"
 
 
 def test_cost_table_reads_snakemake_benchmark_files(tmp_path):

@@ -18,6 +18,7 @@ from . import images
 from .errors import StylelabError
 from .names import format_number
 from .runs import STYLE_LOSS_NAMES, Run
+from .settings import STYLE_LOSSES
 from .vgg import resolve_layer
 
 
@@ -240,7 +241,7 @@ def _prompt_sentences(plain: Sequence[Run], guided: Sequence[Run]) -> list[str]:
                     f"{_change_words(a['meanvar'], b['meanvar'])} the MeanVar distance against "
                     f"\u201c{first.record.settings.prompt}\u201d.")
     for run in prompted[:1]:
-        for loss in ("gram", "meanvar"):
+        for loss in STYLE_LOSSES:
             values = [other.record.style_distances[loss] for other in guided
                       if other.record.settings.style_loss == loss]
             if not values:

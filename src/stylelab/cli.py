@@ -3,13 +3,19 @@
     stylelab transfer --content IMG --style IMG --out DIR [options]
     stylelab invert   --content IMG --layer L --out DIR [options]     (feature inversion)
     stylelab texture  --style IMG --layer L --out DIR [options]       (texture synthesis)
-    stylelab figure   layer-grid|step-grid|curves RECORD... --out PNG   (figures from records)
+    stylelab generate --style IMG --out DIR [options]                 (style-guided diffusion)
+    stylelab figure   layer-grid|step-grid|curves|gallery|guidance-curves RECORD... --out PNG
     stylelab report   --manifest JSON --html HTML [--pdf PDF]
     stylelab small-png PNG... --out-dir DIR                              (README pictures)
+    stylelab config-schema [--write]                                     (the workflow config's schema)
+    stylelab layers
 
-Each writes DIR/step_<N>.png for every step listed in --steps and DIR/record.json. A user mistake ends
-with one line on stderr and exit status 2, and nothing written. Long runs save checkpoints and resume from
-them (stylelab.checkpoint); a SIGTERM saves one and exits with status 143.
+The options of the run commands are made from stylelab.settings (one definition per setting); `--spec JSON`
+gives them as one object, as the workflow's rules do, and an option on the command line wins over it.
+Part 1 commands write DIR/step_<N>.png for every step listed in --steps and DIR/record.json; generate
+writes DIR/image.png and DIR/record.json. A user mistake ends with one line on stderr and exit status 2,
+and nothing written. Long runs save checkpoints and resume from them (stylelab.runner); a SIGTERM saves
+one and exits with status 143.
 """
 
 from __future__ import annotations
@@ -245,6 +251,10 @@ def _generate(args: argparse.Namespace) -> None:
     from .records import write_record
 
     model_names = set(rules_of(ModelChoice))
+    unknown = sorted(set(args.spec) - model_names - set(rules_of(GuidanceSettings)))
+    if unknown:
+        raise StylelabError(f"spec: 'generate' takes no setting {', '.join(map(repr, unknown))}; its settings are: "
+                            f"{', '.join(sorted(model_names | set(rules_of(GuidanceSettings))))}.")
     choice = ModelChoice(**resolve(ModelChoice, args, {k: v for k, v in args.spec.items() if k in model_names}))
     values = resolve(GuidanceSettings, args, {k: v for k, v in args.spec.items() if k not in model_names})
     settings = GuidanceSettings(**values, max_pixels=args.max_pixels)

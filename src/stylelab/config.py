@@ -49,11 +49,16 @@ def part1_spec(config: dict, group: str, run: dict | None = None, steps: list[in
     section = config[group]
     spec: dict[str, Any] = {name: config[name] for name in NETWORK_SETTINGS}
     spec.update({name: section[name] for name in SECTION_SETTINGS[group]})
-    spec["steps"] = sorted(steps if steps is not None else
-                           [spec["steps"]] if isinstance(spec["steps"], int) else spec["steps"])
+    steps = steps if steps is not None else spec["steps"]
+    spec["steps"] = whole_steps([steps] if isinstance(steps, (int, float)) else steps)
     if run is not None:
         spec.update({name: run[name] for name in TRANSFER_RUN_SETTINGS})
     return spec
+
+
+def whole_steps(steps) -> list:
+    """Step counts sorted, a whole number written as a float (YAML's 1.0e+3) as the int it is."""
+    return sorted(int(s) if isinstance(s, float) and s.is_integer() else s for s in steps)
 
 
 def generation_spec(config: dict, run: dict) -> dict:

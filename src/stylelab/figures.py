@@ -29,6 +29,7 @@ from .files import write_bytes_atomic
 from PIL import Image
 
 from .runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
+from .settings import STYLE_LOSSES
 from .vgg import resolve_layer
 
 LAYER_TYPES = ("conv", "relu", "pool")
@@ -217,7 +218,7 @@ def guidance_curves_figure(runs: Sequence[Run]) -> Figure:
     axes = fig.subplots(1, 2, squeeze=False)[0]
     colours = matplotlib.colormaps["tab10"].colors
     several_prompts = len({run.record.settings.prompt for run in runs}) > 1
-    for ax, loss in zip(axes, ("gram", "meanvar")):
+    for ax, loss in zip(axes, STYLE_LOSSES):
         for run, colour in zip(runs, colours):
             history = run.record.history
             prompt = run.record.settings.prompt

@@ -95,6 +95,8 @@ def coerce(rule: Rule, value):
 
     if rule.kind in ("count", "seed", "pixels", "size"):
         return whole(value)
+    if rule.kind == "number" and _real(value):
+        return float(value)  # a weight of 1 (JSON, YAML) is the 1.0 the command line gives
     if rule.kind == "counts" and isinstance(value, (list, tuple)):
         return [whole(v) for v in value]
     return value

@@ -152,8 +152,8 @@ class StyleTransfer:
         return {"settings": decisive, "device": str(device), "inputs": inputs}
 
     def describe(self) -> str:
-        size = f"{self.shape[-1]} x {self.shape[-2]} image" if self.shape else "image"
-        return f"for a {size} ({self.kind}, {self.settings.optimizer})"
+        size = f"a {self.shape[-1]} x {self.shape[-2]} image" if self.shape else "an image"
+        return f"for {size} ({self.kind}, {self.settings.optimizer})"
 
     def setup(self, device: torch.device) -> None:
         """The inputs at the run's size, checked against the layers, then everything built from them."""

@@ -16,7 +16,13 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 # File names and the report's labels write weights alike; the config's messages and each run's spec come
 # from the library (stylelab.config), which imports nothing heavy.
-from stylelab.config import config_message, generation_spec, part1_spec, spec_text
+from stylelab.config import (
+    config_message,
+    generation_spec,
+    part1_spec,
+    spec_text,
+    whole_steps,
+)
 from stylelab.names import format_number
 
 SCHEMA = "../schemas/config.schema.yaml"
@@ -113,7 +119,7 @@ if len(TRANSFER_RUNS) != len(config["transfer"]["runs"]):
         "config: transfer.runs lists the same style loss and weight twice; "
         f"runs: {', '.join(transfer_run_id(r) for r in config['transfer']['runs'])}."
     )
-TRANSFER_STEPS = sorted(config["transfer"]["steps"])
+TRANSFER_STEPS = whole_steps(config["transfer"]["steps"])
 
 # Experiments whose runs are one per layer.
 LAYER_GROUPS = ("inversion", "texture")
@@ -219,7 +225,7 @@ for _name in [DIFFUSION["transfer"]["content"], *DIFFUSION["comparison"]]:
 PART2_TRANSFER_RUNS = {
     transfer_run_id(run): run for run in DIFFUSION["transfer"]["runs"]
 }
-PART2_TRANSFER_STEPS = sorted(DIFFUSION["transfer"]["steps"])
+PART2_TRANSFER_STEPS = whole_steps(DIFFUSION["transfer"]["steps"])
 
 
 def generation_record(name):
@@ -289,7 +295,16 @@ REPORT_CSS = "report/style.css"
 # The report code as installed (the editable install points at src/stylelab).
 _PACKAGE = Path(importlib.util.find_spec("stylelab").submodule_search_locations[0])
 REPORT_CODE = [
-    str(_PACKAGE / name) for name in ("report.py", "analysis.py", "provenance.py")
+    str(_PACKAGE / name)
+    for name in (
+        "report.py",
+        "analysis.py",
+        "provenance.py",
+        "runs.py",
+        "records.py",
+        "config.py",
+        "settings.py",
+    )
 ]
 
 

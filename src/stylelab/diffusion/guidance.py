@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     Pipeline = StyleGuidedStableDiffusionPipeline | StyleGuidedDDPMPipeline
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+assert tuple(DTYPES) == PRECISIONS, "one dtype per precision of stylelab.settings"
 OOM_ADVICE = ("Lower --size (memory grows with the number of pixels), use --precision fp16 or bf16 on a GPU, "
               "leave the GPU to one job at a time, or use --device cpu.")
 

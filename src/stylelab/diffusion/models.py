@@ -7,7 +7,9 @@ random weights, built here from a seed with no download, so that the whole of Pa
 a machine without the real weights. Every one is a StyleGuidedStableDiffusionPipeline or a
 StyleGuidedDDPMPipeline (stylelab.diffusion.pipelines); which one, a model's model_index.json says.
 
-When a real model cannot be loaded, `fallback="embedded"` uses the stand-in of the same kind and says so
+When a real model cannot be loaded, `fallback="embedded"` uses the stand-in of the same kind (its
+model_index.json's, where that can still be read; for a model with nothing on disk, the only hint left is
+"ddpm" in its name) and says so
 (log, and `pipe.origin.fallback_reason` for the record); `fallback="error"` stops with a message naming
 the model, the cache folder and how to get the model.
 """

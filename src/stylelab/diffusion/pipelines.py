@@ -1,8 +1,9 @@
 """Style-guided diffusion pipelines: Stable Diffusion (latent, text-to-image) and a pixel-space DDPM.
 
 Both are diffusers `DiffusionPipeline`s, as the community pipeline clip_guided_stable_diffusion is: the
-components are registered with `register_modules`, so `from_pretrained`, `save_pretrained`, `components`,
-`to()` and `progress_bar` come from diffusers. What they add is what the guided sampler needs of a model:
+components are registered with `register_modules`, so `from_pretrained`, `save_pretrained`, `components`
+and `to()` come from diffusers (the progress bar is stylelab.runner's; `set_progress_bar_config(disable=True)`
+turns it off). What they add is what the guided sampler needs of a model:
 
     encode_prompt(prompt, ...)   the text conditioning (Stable Diffusion; None for the unconditional DDPM)
     predict_noise(latents, t, ...)  the UNet's eps, with classifier-free guidance when the prompt is a pair
@@ -31,7 +32,7 @@ from ..records import GenerationRecord
 from ..settings import SEED_LIMIT, GuidanceSettings
 from . import guidance
 
-PRECISION_OF = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+PRECISION_OF = {dtype: name for name, dtype in guidance.DTYPES.items()}
 OUTPUT_TYPES = ("pil", "np", "pt")
 # Settings that `__call__` takes by diffusers' names for them.
 _DIFFUSERS_NAMES = {"steps": "num_inference_steps", "cfg_scale": "guidance_scale", "size": "height and width"}
