@@ -31,8 +31,8 @@ from typing import Sequence
 from . import __version__
 from .checkpoint import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm
 from .errors import StylelabError
-from .settings import (DEFAULT_MAX_PIXELS, GuidanceSettings, ModelChoice, TransferSettings, _number, add_options,
-                       resolve, rules_of)
+from .settings import (DEFAULT_MAX_PIXELS, ONE_LAYER_DEFAULTS, GuidanceSettings, ModelChoice, TransferSettings,
+                       _number, add_options, resolve, rules_of)
 
 log = logging.getLogger("stylelab")
 
@@ -108,9 +108,9 @@ def _checkpointing() -> argparse.ArgumentParser:
 PART1_COMMON = ("steps", "size", "init", "seed", "weights", "device", "optimizer", "lr", "bounds", "tv_weight",
                 "record_every")
 PART1_COMMANDS = {
-    "transfer": (("style_loss", "style_weight", "content_weight", "content_layers", "style_layers"), {"steps": [300]}),
-    "invert": (("content_weight",), {"steps": [1000], "init": "noise"}),
-    "texture": (("style_loss", "style_weight"), {"steps": [1000], "init": "noise"}),
+    "transfer": (("style_loss", "style_weight", "content_weight", "content_layers", "style_layers"), {}),
+    "invert": (("content_weight",), ONE_LAYER_DEFAULTS),
+    "texture": (("style_loss", "style_weight"), ONE_LAYER_DEFAULTS),
 }
 
 

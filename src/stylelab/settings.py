@@ -221,9 +221,14 @@ class TransferSettings:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
 
+# What feature inversion and texture synthesis change of TransferSettings' defaults (the CLI's invert and
+# texture commands and the two functions below read them here).
+ONE_LAYER_DEFAULTS = {"init": "noise", "steps": (1000,)}
+
+
 def feature_inversion(content: str, layer: str, **options) -> TransferSettings:
     """Settings that reconstruct `content` from one layer's features, starting from noise."""
-    options = {"init": "noise", "steps": (1000,), **options}
+    options = {**ONE_LAYER_DEFAULTS, **options}
     return TransferSettings(content=content, style=None, content_layers=[layer], style_layers=[],
                             content_weight=options.pop("content_weight", 1.0), style_weight=0.0,
                             kind="inversion", **options)
@@ -231,7 +236,7 @@ def feature_inversion(content: str, layer: str, **options) -> TransferSettings:
 
 def texture_synthesis(style: str, layer: str, **options) -> TransferSettings:
     """Settings that synthesise a texture matching one layer's style statistics, starting from noise."""
-    options = {"init": "noise", "steps": (1000,), **options}
+    options = {**ONE_LAYER_DEFAULTS, **options}
     return TransferSettings(content=None, style=style, content_layers=[], style_layers=[layer],
                             content_weight=0.0, style_weight=options.pop("style_weight", 1e6),
                             kind="texture", **options)
