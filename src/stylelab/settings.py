@@ -6,7 +6,8 @@ whose fields carry a `Rule` in their metadata. From that one definition come
 - the command line's options (`add_options`: flag, converter, choices, default and help),
 - the checks of `validate()` (each field's rule, then the checks that tie fields together),
 - the workflow's config schema (`schema_of`, used by stylelab.config), and
-- a run's *spec*: the JSON object a workflow rule hands its command (`--spec`), read with `from_spec`.
+- a run's *spec*: the JSON object a workflow rule hands its command (`--spec`), read with `resolve` (and made by
+  stylelab.config for the workflow's rules).
 
 Imports nothing heavy (no torch), so the Snakefile can read it.
 """
@@ -65,7 +66,7 @@ def _real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-KINDS = ("count", "counts", "number", "seed", "choice", "layers", "text", "path", "size", "pixels", "init")
+KINDS = ("count", "counts", "number", "seed", "choice", "layers", "text", "path", "size", "init")
 
 
 def setting(default, help: str, kind: str, **rule) -> Any:
@@ -93,7 +94,7 @@ def coerce(rule: Rule, value):
     def whole(v):
         return int(v) if isinstance(v, float) and math.isfinite(v) and v.is_integer() else v
 
-    if rule.kind in ("count", "seed", "pixels", "size"):
+    if rule.kind in ("count", "seed", "size"):
         return whole(value)
     if rule.kind == "number" and _real(value):
         return float(value)  # a weight of 1 (JSON, YAML) is the 1.0 the command line gives
@@ -116,7 +117,7 @@ def check_value(name: str, rule: Rule, value) -> str | None:
         if not items or any(not _whole(s) or s < 1 for s in items):
             return f"{label} must be positive whole numbers, got {value}."
         return None
-    if kind in ("count", "seed", "pixels"):
+    if kind in ("count", "seed"):
         low = rule.minimum if rule.minimum is not None else 0
         if not _whole(value) or value < low or (kind == "seed" and value >= SEED_LIMIT):
             top = " and below 2**63" if kind == "seed" else ""
@@ -416,16 +417,6 @@ def resolve(cls, args: argparse.Namespace, spec: dict | None = None, defaults: d
     return values
 
 
-def spec_of(settings, names: Sequence[str] | None = None) -> dict:
-    """The settings (all, or `names`) as the JSON object a rule hands to `--spec`."""
-    names = names if names is not None else list(rules_of(type(settings)))
-    return {name: _plain(getattr(settings, name)) for name in names}
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
 # ----------------------------------------------------------------------------------- the config schema
 
 
@@ -435,7 +426,7 @@ def schema_of(cls, name: str, **narrow) -> dict:
     kind = rule.kind
     if kind == "choice":
         node = {"type": "string", "enum": list(rule.choices)}
-    elif kind in ("count", "seed", "pixels"):
+    elif kind in ("count", "seed"):
         node = {"type": "integer", "minimum": int(rule.minimum if rule.minimum is not None else 0)}
         if kind == "seed":
             node["maximum"] = SEED_LIMIT - 1
