@@ -1,13 +1,18 @@
 # The two commands of the README, and a few more.
 #   make report   build the whole report (creates .venv/ on first use)
 #   make test     run the test suite (creates .venv/ on first use)
+#   make models   fetch the diffusion model (where there is network; the report works without it)
 SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.stylelab-installed
 TEST_TOOLS := $(VENV)/.test-tools-installed
 PYTEST_ARGS ?=
+# The default run's root (config.yaml's `results:`; the preview's is $(RESULTS)/preview), and the model
+# manifest the workflow's `models` job writes there.
+RESULTS := results
+MODEL_MANIFEST := $(RESULTS)/part2/model/manifest.json
 
-.PHONY: env report preview test test-all docs clean
+.PHONY: env models report preview test test-all docs clean
 
 $(STAMP): pyproject.toml workflow/scripts/setup-env.sh
 	@bash workflow/scripts/setup-env.sh
@@ -17,6 +22,14 @@ env: $(STAMP)
 # pdftoppm and headless Chromium, with which the tests look at the report as a reader would.
 $(TEST_TOOLS): $(STAMP) workflow/scripts/setup-env.sh
 	@bash workflow/scripts/setup-env.sh test-tools && touch $@
+
+# The diffusion model's files (config.yaml's diffusion.model at diffusion.revision, for its precision) into
+# the Hugging Face cache, and their manifest: the one step that downloads. Run it where there is network.
+# It stops with one line if the model cannot be had (fallback: error), and fetches again when the manifest
+# says the model was not available (an earlier run without network); a model already fetched is left as it is.
+models: $(STAMP)
+	@if grep -q '"available": true' $(MODEL_MANIFEST) 2>/dev/null; then again=; else again="--forcerun models"; fi; \
+	$(VENV)/bin/snakemake --cores 1 $$again --config 'diffusion={fallback: error}' -- models
 
 report: $(STAMP)
 	$(VENV)/bin/snakemake --cores all --resources gpu=1 -- report
@@ -30,9 +43,7 @@ test: $(STAMP) $(TEST_TOOLS)
 test-all: $(STAMP) $(TEST_TOOLS)
 	$(VENV)/bin/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
-# The README's pictures, from the results of a report run (make report first), under the default run's
-# root (config.yaml's `results:`; the preview's is $(RESULTS)/preview).
-RESULTS := results
+# The README's pictures, from the results of a report run (make report first).
 DOCS_FIGURES := $(RESULTS)/part1/figures/inversion_grid.png $(RESULTS)/part1/figures/texture_grid.png \
 	$(RESULTS)/part1/figures/transfer_grid.png $(RESULTS)/part2/figures/comparison.png
 docs: $(STAMP)

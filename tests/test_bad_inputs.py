@@ -123,7 +123,9 @@ CASES = [
          "the loss became inf at step 1: the optimisation diverged, most likely because the style weight "
          "(1e+300) is too large"),
     Case("model-not-loadable-offline", lambda i: _generate(i, "--model", "no-one/no-such-model", "--fallback", "error"),
-         "cannot load diffusion model 'no-one/no-such-model'"),
+         "diffusion model 'no-one/no-such-model' cannot be used"),
+    Case("model-manifest-missing", lambda i: _generate(i, "--manifest", str(i.tmp / "no-manifest.json")),
+         "cannot read the model manifest"),
     Case("generate-size-above-pixel-limit", lambda i: _generate(i, "--size", "4096", "--max-pixels", "1e6"),
          "size 4096 makes a 4096 x 4096 image (16.8 megapixels), above the limit of 1 megapixels"),
     Case("weights-file-missing", lambda i: _transfer(i, "--weights", "caffe"), "VGG-19 weights file missing: "),

@@ -310,6 +310,27 @@ def test_report_generation_section_has_banner_escapes_the_prompt_and_compares_wi
     assert f"({analysis.g(unguided)} to {analysis.g(guided)})" in html  # the finding quotes both numbers
 
 
+def test_the_appendix_names_the_model_its_commit_its_checksums_and_an_unpinned_revision(generations, tmp_path):
+    from stylelab.records import read_record, write_record
+
+    commit, files = "a" * 40, [{"path": "unet/diffusion_pytorch_model.fp16.safetensors", "size": 1_719_125_304,
+                                "sha256": "b" * 64}]
+    paths = []
+    for path in generations:
+        record = read_record(path)
+        record.model.embedded, record.model.fallback_reason = False, None
+        record.model.name = record.model.source = "CompVis/stable-diffusion-v1-4"
+        record.model.revision, record.model.commit, record.model.files = "main", commit, files
+        write_record(tmp_path / path.parent.name / "record.json", record)
+        (tmp_path / path.parent.name / "image.png").write_bytes((path.parent / "image.png").read_bytes())
+        paths.append(tmp_path / path.parent.name / "record.json")
+    html = report.render_html({"sections": [{"id": "guidance", "figures": [], "records": list(map(str, paths))}]})
+    assert html.count("<th>diffusion model</th>") == 1  # both generations: one model
+    assert f"CompVis/stable-diffusion-v1-4, commit <code>{commit}</code>: <strong>not pinned</strong>" in html
+    assert "revision main" in html and "sha256 " + "b" * 64 in html and "1.72 GB" in html
+    assert 'class="banner"' not in html
+
+
 @pytest.mark.parametrize("errors, verdict", [
     ({"conv_1": 0.01, "relu_1": 0.02, "conv_10": 0.2, "relu_10": 0.21}, "depth, more than the type of layer"),
     ({"conv_1": 0.01, "relu_1": 0.3, "conv_10": 0.1, "relu_10": 0.35}, "the type of layer matters as much"),

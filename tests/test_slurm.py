@@ -92,6 +92,9 @@ def test_profile_gives_experiments_a_gpu_and_the_gpu_partition(project):
     assert "Using profile workflow/profiles/slurm for" in run.stderr  # and not the default profile as well
     jobs = _job_resources(run.stdout)
     assert set(jobs) == set(job_counts(run.stdout)), "every job of the dry run lists its resources"
+    # The model fetch runs where Snakemake runs, not through sbatch (the real-Slurm test below): its gpu slot
+    # only keeps a one-GPU machine from starting an experiment before the model is known.
+    assert [resources.get("gpu") for resources in jobs.pop("models")] == ["1"]
     for rule, listed in jobs.items():
         for resources in listed:
             experiment = rule in EXPERIMENT_RULES
@@ -200,6 +203,9 @@ def test_every_job_is_a_slurm_job_and_every_experiment_had_a_gpu(slurm_run):
     workdir, _, output = slurm_run
     counts = job_counts(output)
     assert EXPERIMENT_RULES <= set(counts) and counts.get("report") == 1, counts
+    # The model fetch runs where Snakemake runs (a login node has the network a compute node lacks): it is
+    # no Slurm job. Every other job is one.
+    assert counts.pop("models") == 1 and re.search(r"^localrule models:", output, flags=re.M), output[-3000:]
     run_id = re.search(r"^SLURM run ID: (\S+)$", output, flags=re.M).group(1)
 
     # Snakemake's side: one sbatch call per job, each answered with a Slurm job id; a GPU asked for exactly

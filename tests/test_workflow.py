@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -41,7 +42,7 @@ PREVIEW_ROOT = yaml.safe_load((ROOT / PREVIEW).read_text())["results"]  # where 
 
 # The Part 1 runs of the assignment (PARAMETERS.md), and the jobs that turn them into figures and a report.
 ASSIGNMENT_LAYERS = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10", "pool_2", "pool_8", "pool_16"]
-PART2_JOBS = {"generate": 6, "transfer_on_generated": 2, "generation_grid": 1, "guidance_curves": 1, "comparison": 1}
+PART2_JOBS = {"models": 1, "generate": 6, "transfer_on_generated": 2, "generation_grid": 1, "guidance_curves": 1, "comparison": 1}
 DEFAULT_JOBS = {**PART2_JOBS, "inversion": 9, "texture": 9, "transfer": 4, "layer_grid": 2, "transfer_grid": 1,
                 "loss_curves": 3, "report": 1, "all": 1}
 
@@ -183,6 +184,55 @@ def test_default_dry_run_lists_exactly_the_part2_runs(project):
     assert len(transfers) == 2 and all(spec["steps"] == [300, 1000] for spec in transfers)
 
 
+def test_models_is_planned_before_every_generate_job(project):
+    """(That it runs where Snakemake runs, not as a cluster job: tests/test_slurm.py.)"""
+    run = snakemake(project, "-n", "--cores", "1", "--", "report")
+    assert run.returncode == 0, run.stderr[-3000:]
+    words = shlex.split(re.search(r"^.* models fetch --spec .*$", run.stdout, flags=re.M).group(0))
+    spec = json.loads(words[words.index("--spec") + 1])
+    assert spec == {"model": CONFIG["diffusion"]["model"], "revision": CONFIG["diffusion"]["revision"],
+                    "precision": CONFIG["diffusion"]["precision"]}
+    assert words[words.index("--fallback") + 1] == "embedded"
+    assert re.fullmatch(r"[0-9a-f]{40}", spec["revision"])  # the default run is pinned
+    dag = snakemake(project, "--dag", "--cores", "1", "--", "report")
+    assert dag.returncode == 0, dag.stderr[-3000:]
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)', dag.stdout, flags=re.M))
+    edges = re.findall(r"^\s*(\d+) -> (\d+)", dag.stdout, flags=re.M)
+    generates = {n for n, rule in names.items() if rule == "generate"}
+    models = [n for n, rule in names.items() if rule == "models"]
+    assert len(generates) == 6 and len(models) == 1
+    assert {b for a, b in edges if a == models[0]} == generates  # models feeds every generate job, and only them
+
+
+def test_a_changed_revision_or_precision_reruns_the_fetch_and_what_follows(tiny_run):
+    workdir, overlay, _ = tiny_run
+    changed = workdir.parent / "fetch.yaml"
+    for text in ("diffusion: {revision: main}", "diffusion: {precision: bf16}"):
+        changed.write_text(text + "\n")
+        run = snakemake(workdir, "-n", "--cores", "1", "--configfile", str(overlay), str(changed), "--", "report")
+        assert run.returncode == 0, run.stderr[-3000:]
+        counts = job_counts(run.stdout)
+        assert counts.get("models") == 1 and counts.get("generate") == 2 and "inversion" not in counts, counts
+
+
+def test_under_the_gpu_profile_a_model_that_cannot_be_had_stops_the_run_before_any_gpu_job(tmp_path):
+    workdir = copy_project(tmp_path / "project")
+    overlay = tmp_path / "missing-model.yaml"
+    overlay.write_text(_tiny(steps=2).replace("model: embedded-sd", "model: fake-org/not-in-the-cache\n  revision: main"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run([SNAKEMAKE, "--profile", "workflow/profiles/gpu", "--configfile", str(overlay), "--",
+                          "report"], cwd=workdir, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode != 0
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("stylelab: error:")]
+    assert lines and len(set(lines)) == 1, run.stdout + run.stderr
+    assert "fake-org/not-in-the-cache" in lines[0] and str(tmp_path / "hf" / "hub") in lines[0]
+    assert "make models" in lines[0]
+    results = workdir / CONFIG["results"]
+    started = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file())
+    assert started == ["logs/part2/model.log"], started  # no experiment job began, not even its log
+    return run
+
+
 def test_plain_snakemake_report_uses_the_default_profile(project):
     run = snakemake(project, "-n", "report")  # no --cores: the profile gives them
     assert run.returncode == 0, run.stderr[-3000:]
@@ -267,6 +317,9 @@ def test_the_makefile_and_the_preview_use_the_configs_results_root():
     assert re.search(r"^RESULTS := (\S+)$", makefile, flags=re.M).group(1) == CONFIG["results"]
     assert "rm -rf $(RESULTS) " in makefile  # make clean: the preview's files too, they are under it
     assert Path(PREVIEW_ROOT).parent == Path(CONFIG["results"])
+    manifest = re.search(r"^MODEL_MANIFEST := (\S+)$", makefile, flags=re.M).group(1)
+    assert manifest == "$(RESULTS)/part2/model/manifest.json"  # where the models rule writes it (common.smk)
+    assert 'MODEL_MANIFEST = f"{PART2}/model/manifest.json"' in (ROOT / "workflow/rules/common.smk").read_text()
 
 
 def _tiny(steps: int) -> str:
@@ -329,7 +382,8 @@ def test_the_preview_leaves_every_file_of_a_full_run_as_it_was(tiny_run):
     run = snakemake(workdir, "--cores", "2", "--configfile", PREVIEW, str(small), "--until", "inversion",
                     "transfer_on_generated", timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
-    assert job_counts(run.stdout + run.stderr) == {"inversion": 1, "generate": 1, "transfer_on_generated": 1}
+    assert job_counts(run.stdout + run.stderr) == {"inversion": 1, "models": 1, "generate": 1,
+                                                   "transfer_on_generated": 1}
 
     after = _files(workdir)
     changed = sorted(name for name, file in before.items() if after.get(name) != file)

@@ -4,6 +4,7 @@
     stylelab invert   --content IMG --layer L --out DIR [options]     (feature inversion)
     stylelab texture  --style IMG --layer L --out DIR [options]       (texture synthesis)
     stylelab generate --style IMG --out DIR [options]                 (style-guided diffusion)
+    stylelab models fetch [--model ID] [--revision REV] [--manifest JSON] (the diffusion model's files)
     stylelab figure   layer-grid|step-grid|curves|gallery|guidance-curves RECORD... --out PNG
     stylelab report   --manifest JSON --html HTML [--pdf PDF]
     stylelab small-png PNG... --out-dir DIR                              (README pictures)
@@ -37,6 +38,8 @@ from .settings import (DEFAULT_MAX_PIXELS, ONE_LAYER_DEFAULTS, GuidanceSettings,
 log = logging.getLogger("stylelab")
 
 RESUMABLE = ("transfer", "invert", "texture", "generate")
+# What `stylelab models fetch` takes: the model's settings and the precision the runs compute in.
+FETCH_SETTINGS = {ModelChoice: ("model", "revision", "fallback"), GuidanceSettings: ("precision",)}
 
 
 def one_line(text: str) -> str:
@@ -158,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
            {"style": True}, layer="layer whose statistics are matched, e.g. pool_8")
     sub.add_parser("layers", help="list the VGG-19 layer names", description="List the VGG-19 layer names.")
     _generate_parser(sub)
+    _models_parser(sub)
     _output_parsers(sub)
     return parser
 
@@ -173,7 +177,31 @@ def _generate_parser(sub) -> None:
     add_options(g, ModelChoice)
     add_options(g, GuidanceSettings)
     g.add_argument("--out", required=True, metavar="DIR", help="output folder for image.png and record.json")
+    g.add_argument("--manifest", metavar="JSON", help="load exactly the files of this model manifest (written by "
+                                                       "`stylelab models fetch`) instead of looking the model up")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _models_parser(sub) -> None:
+    models = sub.add_parser("models", help="fetch the diffusion model's files", description="The diffusion models.")
+    verbs = models.add_subparsers(dest="verb", metavar="VERB", required=True)
+    fetch = verbs.add_parser(
+        "fetch", help="fetch the files a run loads into the Hugging Face cache, and write their manifest",
+        description="Fetch from the Hugging Face hub exactly the files the pipeline loads for the precision "
+                    "(safetensors only; no .ckpt, safety checker or other variants) at the revision, into the "
+                    "Hugging Face cache (HF_HOME / HF_HUB_CACHE; HF_TOKEN for a gated model), resuming an "
+                    "interrupted download, and check each file's checksum. Without network (HF_HUB_OFFLINE=1, "
+                    "or no answer) the cached files are checked instead, with no request. Settings not given "
+                    "come from --spec, else from the config files' diffusion section.")
+    g = fetch.add_argument_group("model")
+    for cls, names in FETCH_SETTINGS.items():
+        add_options(g, cls, names)
+    g.add_argument("--configfile", nargs="+", metavar="YAML", default=None,
+                   help="config files whose diffusion section gives the defaults, later ones laid over earlier "
+                        "ones (default: config.yaml, where there is one)")
+    g.add_argument("--manifest", metavar="JSON", help="write the manifest here (model, commit, each file's path, "
+                                                       "size and SHA-256)")
+    g.add_argument("--spec", type=_spec, default={}, metavar="JSON", help="settings as one JSON object")
 
 
 def _output_parsers(sub) -> None:
@@ -259,7 +287,7 @@ def _generate(args: argparse.Namespace) -> None:
     values = resolve(GuidanceSettings, args, {k: v for k, v in args.spec.items() if k not in model_names})
     settings = GuidanceSettings(**values, max_pixels=args.max_pixels)
     policy = _policy(args, "image.png", "record.json")
-    image, record = generate(choice, settings, progress=not args.quiet, checkpoints=policy)
+    image, record = generate(choice, settings, progress=not args.quiet, checkpoints=policy, manifest=args.manifest)
     out = Path(args.out)
     write_bytes_atomic(out / "image.png", png_bytes(image))
     record.outputs = ["image.png", "record.json"]
@@ -305,6 +333,9 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "generate":
         _generate(args)
         return
+    if args.command == "models":
+        _fetch(args)
+        return
     from .transfer import check_image_name, check_output_name, run_transfer, write_outputs
 
     settings = _settings(args)
@@ -315,6 +346,34 @@ def _run(args: argparse.Namespace) -> None:
     for path in write_outputs(result, args.out, args.image_name, args.record_name):
         log.info("wrote %s", path)
     policy.outputs_written()
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .config import read_configs
+    from .diffusion.fetch import ModelSource, fetch
+
+    # The config's diffusion section gives the defaults; a spec (the workflow's) gives all there is.
+    files = args.configfile if args.configfile is not None else [
+        p for p in ("config.yaml",) if Path(p).is_file() and not args.spec]
+    diffusion = read_configs(files).get("diffusion", {})
+    model = getattr(args, "model", args.spec.get("model"))
+    if model is not None and model != diffusion.get("model"):
+        diffusion.pop("revision", None)  # the config's pin is of its own model
+    values = {}
+    for cls, names in FETCH_SETTINGS.items():
+        spec = {k: v for k, v in args.spec.items() if k in names}
+        unknown = set(args.spec) - {n for group in FETCH_SETTINGS.values() for n in group}
+        if unknown:
+            raise StylelabError(f"spec: 'models fetch' takes no setting {', '.join(map(repr, sorted(unknown)))}.")
+        given = resolve(cls, args, spec, {k: diffusion[k] for k in names if k in diffusion})
+        values.update({k: given[k] for k in names if k in given})
+    choice = ModelChoice(**{k: values[k] for k in FETCH_SETTINGS[ModelChoice] if k in values})
+    manifest = fetch(ModelSource.of(choice, values.get("precision", GuidanceSettings.precision)))
+    if args.manifest:
+        manifest.write(args.manifest)
+    print(manifest.summary())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

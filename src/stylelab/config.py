@@ -30,7 +30,7 @@ SECTION_SETTINGS = {
 # A transfer run (in transfer.runs and diffusion.transfer.runs) sets these; the section gives the rest.
 TRANSFER_RUN_SETTINGS = ("style_loss", "style_weight")
 # Part 2: diffusion's own keys, and those of each of its runs (the rest of GuidanceSettings keeps its default).
-DIFFUSION_MODEL = ("model", "fallback")
+DIFFUSION_MODEL = ("model", "revision", "fallback")
 DIFFUSION_SETTINGS = ("steps", "seed", "size", "cfg_scale", "precision")
 GUIDANCE_WINDOW = {"start": "guidance_start", "end": "guidance_end", "every": "guidance_every"}
 GENERATION_RUN_SETTINGS = ("prompt", "style_loss", "guidance_factor")
@@ -70,6 +70,37 @@ def generation_spec(config: dict, run: dict) -> dict:
     spec.update({name: run[name] for name in GENERATION_RUN_SETTINGS if name in run})
     spec.update(weights=config["weights"], device=config["device"])
     return spec
+
+
+def model_spec(config: dict) -> dict:
+    """What the `models` rule fetches (`stylelab models fetch --spec`): the model at its revision, for the runs'
+    precision. (The fallback decides only whether a missing model stops the run: no part of the manifest.)"""
+    diffusion = config["diffusion"]
+    return {name: diffusion[name] for name in ("model", "revision", "precision")}
+
+
+def read_configs(paths) -> dict:
+    """Config files laid over each other in order (a mapping merged key by key, as Snakemake does)."""
+    import yaml
+
+    merged: dict = {}
+    for path in paths:
+        try:
+            with open(path) as fh:
+                _lay_over(merged, yaml.safe_load(fh) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            from .errors import StylelabError
+
+            raise StylelabError(f"cannot read the config file {path} ({exc}).") from None
+    return merged
+
+
+def _lay_over(base: dict, top: dict) -> None:
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _lay_over(base[key], value)
+        else:
+            base[key] = value
 
 
 def spec_text(spec: dict) -> str:

@@ -55,6 +55,10 @@ class ModelInfo:
     embedded: bool = False  # a stand-in with random weights
     fallback_reason: str | None = None  # why the stand-in was used instead of `name`
     scheduler: str = ""
+    revision: str | None = None  # asked for; commit: what it resolved to (from the model manifest)
+    commit: str | None = None
+    pinned: bool = False  # the revision was the commit itself, not a branch or tag
+    files: list[dict] = field(default_factory=list)  # the files loaded: path, size, sha256
 
 
 @dataclass
@@ -94,6 +98,7 @@ class TransferRecord(Record):
 class GenerationRecord(Record):
     model: ModelInfo | None = None
     style_distances: dict[str, float] = field(default_factory=dict)  # of the final image, by style loss
+    style_size: list[int] | None = None  # [height, width] the style image was scored at (its aspect kept)
 
 
 def _clean(value: Any) -> Any:

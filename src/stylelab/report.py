@@ -208,10 +208,34 @@ def _provenance(config: dict, all_runs: Sequence[Run], costs: dict) -> dict:
         "precisions": provenance.unique(run.record.precision for run in all_runs),
         "weights": provenance.unique(run.record.weights for run in all_runs),
         "seeds": provenance.unique(run.record.seed for run in all_runs),
+        "models": _models(all_runs),
         "host": platform.node(),
         "config_yaml": yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100) if config else "",
         "costs": costs,
     }
+
+
+def _models(runs: Sequence[Run]) -> list[dict]:
+    """The diffusion models the generations sampled from, each once: what was asked, what was loaded, its
+    commit and whether the config pinned it, and each file's checksum (from the model manifest)."""
+    found = {}
+    for run in runs:
+        model = getattr(run.record, "model", None)
+        if model is None:
+            continue
+        key = (model.name, model.source, model.commit)
+        found.setdefault(key, {"name": model.name, "kind": model.kind, "source": model.source,
+                               "embedded": model.embedded, "revision": model.revision, "commit": model.commit,
+                               "pinned": model.pinned,
+                               "files": [{**f, "shown_size": _bytes(f["size"])} for f in model.files]})
+    return list(found.values())
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
 
 
 def build_context(manifest: dict, css: str) -> dict:

@@ -305,6 +305,8 @@ class GuidanceSettings:
 class ModelChoice:
     model: str = setting("CompVis/stable-diffusion-v1-4", "hub id, local folder in diffusers' layout, or a built-in "
                          "stand-in with random weights", "text", metavar="ID|PATH|embedded-sd|embedded-ddpm")
+    revision: str = setting("main", "a hub model's branch, tag or commit (a commit pins the weights)", "text",
+                            metavar="REV")
     fallback: str = setting("embedded", "when the model cannot be loaded: use the stand-in of the same kind and "
                             "say so, or stop", "choice", choices=FALLBACKS)
     device: str = setting("auto", "where to compute (auto: cuda when available)", "choice", choices=DEVICES)

@@ -19,6 +19,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from stylelab.config import (
     config_message,
     generation_spec,
+    model_spec,
     part1_spec,
     spec_text,
     whole_steps,
@@ -226,6 +227,14 @@ PART2_TRANSFER_RUNS = {
     transfer_run_id(run): run for run in DIFFUSION["transfer"]["runs"]
 }
 PART2_TRANSFER_STEPS = whole_steps(DIFFUSION["transfer"]["steps"])
+
+# The diffusion model's files, fetched (or found in the cache) by the `models` rule before any generate
+# job: its manifest names the commit and each file's checksum, and every generate job loads just those.
+MODEL_MANIFEST = f"{PART2}/model/manifest.json"
+MODEL_SPEC = spec_text(model_spec(config))
+# Whether a model that is not available stops the run: not compared, so `make models` (which makes it stop)
+# and a report run share the fetch's result.
+MODEL_FALLBACK = Command("--fallback", DIFFUSION["fallback"])
 
 
 def generation_record(name):

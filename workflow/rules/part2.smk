@@ -2,9 +2,34 @@
 # generated image. One `stylelab` command per job; every setting that changes a result is a param.
 
 
+# The one job that may talk to a hub: it fetches the model's files (or checks them in the cache) where
+# Snakemake runs, a cluster's login node included, since compute nodes often have no network. It holds
+# the GPU slot and goes first, so that with `fallback: error` (the GPU profile) a model that cannot be
+# had stops the run before any GPU job starts; a changed model, revision or precision runs it again.
+rule models:
+    output:
+        MODEL_MANIFEST,
+    log:
+        log_file("part2/model"),
+    priority: 100
+    localrule: True
+    conda:
+        SOFTWARE
+    resources:
+        gpu=GPU_SLOTS,
+    params:
+        stylelab=STYLELAB,
+        spec=MODEL_SPEC,
+        fallback=MODEL_FALLBACK,
+    shell:
+        "{params.stylelab} models fetch --spec {params.spec:q} {params.fallback} --manifest {output:q}"
+        " 2>&1 | tee {log:q}"
+
+
 rule generate:
     input:
         style=config["images"]["style"],
+        manifest=MODEL_MANIFEST,
     output:
         image=generation_image("{name}"),
         record=generation_record("{name}"),
@@ -24,8 +49,8 @@ rule generate:
         spec=lambda wildcards: generation_run_spec(wildcards.name),
         out_dir=lambda wildcards, output: Path(output.record).parent,
     shell:
-        "{params.stylelab} generate --spec {params.spec:q} --style {input.style:q} --out {params.out_dir:q} --quiet"
-        " > {log:q} 2>&1"
+        "{params.stylelab} generate --spec {params.spec:q} --style {input.style:q} --manifest {input.manifest:q}"
+        " --out {params.out_dir:q} --quiet > {log:q} 2>&1"
 
 
 # Part 1's transfer (its layers, content weight, init and seed) with a generated image as the content.

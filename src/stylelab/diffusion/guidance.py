@@ -53,10 +53,11 @@ OOM_ADVICE = ("Lower --size (memory grows with the number of pixels), use --prec
 
 
 def style_tensor(style: str | Image.Image, size: int, max_pixels: int | None) -> torch.Tensor:
-    """The style image as a (1, 3, size, size) tensor in [0, 1]: a file as stylelab reads every image."""
+    """The style image as a (1, 3, H, W) tensor in [0, 1], its short side `size` and its aspect ratio kept
+    (the Gram and MeanVar statistics need no square image): a file as stylelab reads every image."""
     if isinstance(style, Image.Image):
-        return images.pil_to_tensor(images.resize(images._to_rgb(style), (size, size)))
-    return images.load_image(style, (size, size), max_pixels)
+        return images.pil_to_tensor(images.resize(images._to_rgb(style), size))
+    return images.load_image(style, size, max_pixels)
 
 
 class StyleScorer:
@@ -68,6 +69,7 @@ class StyleScorer:
         self.layers = list(layers)
         self.style_loss = style_loss
         target = style_tensor(style, size, max_pixels).to(device)
+        self.style_size = list(target.shape[-2:])  # [height, width]
         with torch.no_grad():
             self.distances = StyleDistances(self.vgg(target, self.layers))
 
@@ -167,7 +169,8 @@ class GuidedSampling:
         origin = self.pipe.origin
         return {"settings": decisive, "inputs": {"style": file_digest(self.settings.style)}, "device": str(device),
                 "model": {"name": origin.name, "source": origin.source, "embedded": origin.embedded,
-                          "kind": self.pipe.kind}}
+                          "kind": self.pipe.kind, "commit": origin.commit,
+                          "files": [f["sha256"] for f in origin.files or []]}}
 
     def describe(self) -> str:
         return f"for a {self.size} x {self.size} image ({self.pipe.origin.name})"
@@ -177,7 +180,12 @@ class GuidedSampling:
         self.device, self.dtype = device, DTYPES[s.precision]
         if device.type == "cpu" and self.dtype == torch.float16:
             raise StylelabError("fp16 needs a GPU; use --precision fp32 or bf16 on the CPU.")
-        pipe.to(device=device, dtype=None if pipe.dtype == self.dtype else self.dtype)  # a cast only if needed
+        # Each model in the run's precision: a loaded one may come in its config's dtype (transformers loads
+        # the text encoder so), whatever the others have. Only what differs is cast.
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module) and component.dtype != self.dtype:
+                component.to(dtype=self.dtype)
+        pipe.to(device=device)
         self.scorer = None
         if self.style_image is not None:
             self.scorer = StyleScorer(self.style_image, s.style_loss, s.style_layers, s.weights, device, self.size,
@@ -252,10 +260,13 @@ class GuidedSampling:
         s, origin = self.settings, self.pipe.origin
         timing = run.timing(sampling_s=round(run.loop_s, 4), guided_steps=sum(self.history["guided"]))
         model = ModelInfo(name=origin.name, kind=self.pipe.kind, source=origin.source, embedded=origin.embedded,
-                          fallback_reason=origin.fallback_reason, scheduler=type(self.pipe.scheduler).__name__)
+                          fallback_reason=origin.fallback_reason, scheduler=type(self.pipe.scheduler).__name__,
+                          revision=origin.revision, commit=origin.commit, pinned=origin.pinned,
+                          files=list(origin.files or []))
         return GenerationRecord(
             kind="generation", settings=replace(s, size=self.size), image_size=[self.size, self.size],
             history=self.history, timing=Timing(**timing), model=model, style_distances=distances,
+            style_size=self.scorer.style_size if self.scorer is not None else None,
             # The same shape as Part 1 records, so figures and the report read both alike.
             images={str(self.total_steps): ImageEntry(file="image.png", losses=distances, distances=distances)},
             precision=s.precision, weights=s.weights, seed=s.seed, **run.environment())
@@ -276,12 +287,24 @@ def sample(pipe: Pipeline, settings: GuidanceSettings, device: str = "auto", pro
 
 
 def generate(choice: ModelChoice, settings: GuidanceSettings, progress: bool = True,
-             checkpoints: CheckpointPolicy | None = None) -> tuple[torch.Tensor, GenerationRecord]:
-    """What `stylelab generate` computes: load the model (with its fallback), then one guided sample."""
-    from .models import load_model  # here, not at the top: models builds the pipelines, which run `sample`
+             checkpoints: CheckpointPolicy | None = None,
+             manifest: str | None = None) -> tuple[torch.Tensor, GenerationRecord]:
+    """What `stylelab generate` computes: load the model (with its fallback), then one guided sample.
+
+    With `manifest` (what `stylelab models fetch` wrote), exactly the files it lists are loaded.
+    """
+    from .fetch import read_manifest
+    from .models import load_from_manifest, load_model  # here: models builds the pipelines, which run `sample`
 
     settings.validate()  # before loading any model, so a mistake costs nothing
     if settings.style:
         images.read_image(settings.style, settings.max_pixels)  # the same, for a missing or oversized style
-    pipe = load_model(choice.model, fallback=choice.fallback, seed=settings.seed)
+    if manifest is not None:
+        fetched = read_manifest(manifest)
+        if fetched.model != choice.model:
+            raise StylelabError(f"the model manifest {manifest} is of '{fetched.model}', not of '{choice.model}': "
+                                "fetch the model again (`make models`).")
+        pipe = load_from_manifest(fetched, fallback=choice.fallback, seed=settings.seed)
+    else:
+        pipe = load_model(choice.model, fallback=choice.fallback, seed=settings.seed, revision=choice.revision)
     return sample(pipe, settings, device=choice.device, progress=progress, checkpoints=checkpoints)

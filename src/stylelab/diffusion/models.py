@@ -7,6 +7,8 @@ random weights, built here from a seed with no download, so that the whole of Pa
 a machine without the real weights. Every one is a StyleGuidedStableDiffusionPipeline or a
 StyleGuidedDDPMPipeline (stylelab.diffusion.pipelines); which one, a model's model_index.json says.
 
+`load_from_manifest` loads exactly the files `stylelab models fetch` (stylelab.diffusion.fetch) fetched and
+listed, from the cache, without network; a manifest that says the model is not available gives the stand-in.
 When a real model cannot be loaded, `fallback="embedded"` uses the stand-in of the same kind (its
 model_index.json's, where that can still be read; for a model with nothing on disk, the only hint left is
 "ddpm" in its name) and says so
@@ -23,6 +25,7 @@ import torch
 
 from ..errors import StylelabError
 from ..settings import FALLBACKS
+from .fetch import FETCH_COMMAND, Manifest, hub_cache, model_kind, single_model_layout
 from .pipelines import PIPELINES, Origin, StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
 
 log = logging.getLogger("stylelab.diffusion")
@@ -34,9 +37,6 @@ DEFAULT_DDPM = "google/ddpm-celebahq-256"
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                    prediction_type="epsilon")
 
-# A pipeline's kind by the class its model_index.json names: ours, or the standard diffusers ones.
-KIND_OF_CLASS = {"StyleGuidedStableDiffusionPipeline": "sd", "StableDiffusionPipeline": "sd",
-                 "StyleGuidedDDPMPipeline": "ddpm", "DDPMPipeline": "ddpm"}
 
 
 # ----------------------------------------------------------------------------------------------- embedded
@@ -133,27 +133,6 @@ STAND_INS = {"embedded-sd": build_embedded_sd, "embedded-ddpm": build_embedded_d
 # ------------------------------------------------------------------------------------------------ real
 
 
-def hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def model_kind(index: dict) -> str:
-    """"sd" or "ddpm", from a model_index.json: the pipeline class it names, else the components it has."""
-    kind = KIND_OF_CLASS.get(index.get("_class_name"))
-    if kind is not None:
-        return kind
-    components = {name for name, value in index.items()
-                  if not name.startswith("_") and isinstance(value, list) and value and value[0] is not None}
-    if {"unet", "vae", "text_encoder", "tokenizer"} <= components:
-        return "sd"
-    if "unet" in components and "vae" not in components:
-        return "ddpm"
-    raise ValueError(f"model_index.json names {index.get('_class_name')!r} with the components "
-                     f"{', '.join(sorted(components)) or 'none'}: neither a Stable Diffusion nor a DDPM pipeline")
-
-
 def _where(name: str) -> str:
     local = Path(name).expanduser()
     return str(local) if local.is_dir() else name
@@ -166,12 +145,57 @@ def read_index(name: str) -> dict:
     return DiffusionPipeline.load_config(_where(name), local_files_only=True)
 
 
-def _load_pipeline(name: str) -> StyleGuidedStableDiffusionPipeline | StyleGuidedDDPMPipeline:
+def _load_pipeline(name: str, revision: str | None = None, variant: str | None = None):
     """`name` (a folder or a hub id in the local cache) as the pipeline its model_index.json says it is."""
     where = _where(name)
-    pipe = PIPELINES[model_kind(read_index(name))].from_pretrained(where, local_files_only=True)
+    local = Path(where)
+    if local.is_dir() and single_model_layout([p.name for p in local.iterdir()]):
+        pipe = _load_single_model(local)
+    else:
+        hub = {"revision": revision} if revision and not local.is_dir() else {}
+        pipe = PIPELINES[model_kind(read_index(name))].from_pretrained(where, local_files_only=True, variant=variant,
+                                                                        **hub)
     pipe.origin = Origin(name, where)
     return pipe
+
+
+def _load_single_model(folder: Path) -> StyleGuidedDDPMPipeline:
+    """A DDPM in the single-model layout (google/ddpm-celebahq-256): the UNet and scheduler_config.json on top."""
+    from diffusers import UNet2DModel
+
+    if model_kind(read_index(str(folder))) != "ddpm":
+        raise StylelabError(f"{folder}: a model at the top of its folder is supported for a DDPM only.")
+    unet = UNet2DModel.from_pretrained(folder)
+    scheduler = StyleGuidedDDPMPipeline.scheduler_class.from_pretrained(folder)
+    return StyleGuidedDDPMPipeline(unet=unet, scheduler=scheduler)
+
+
+def load_from_manifest(manifest: Manifest, fallback: str = "embedded", seed: int = 0,
+                       embedded_size: int | None = None):
+    """The model `stylelab models fetch` wrote `manifest` for: exactly its files, from its folder (no network).
+
+    A model the manifest calls not available takes the stand-in, or stops with `fallback: error`; a file that
+    is gone or has another size since the fetch is an error naming the fix.
+    """
+    if manifest.source == "embedded":
+        return load_model(manifest.model, seed=seed, embedded_size=embedded_size)
+    if not manifest.available:
+        return _stand_in(manifest.model, manifest.reason, fallback, seed, embedded_size, manifest.kind)
+    folder = Path(manifest.folder)
+    for entry in manifest.files:
+        path = folder / entry["path"]
+        if not path.is_file() or path.stat().st_size != entry["size"]:
+            what = "missing" if not path.is_file() else "of another size"
+            raise StylelabError(f"{path}, which the model manifest lists, is {what} since the fetch: fetch the "
+                                f"model again (`{FETCH_COMMAND}`).")
+    pipe = _load_pipeline(str(folder), variant=manifest.variant if _has_variant(manifest) else None)
+    pipe.origin = Origin(manifest.model, str(folder), commit=manifest.commit, revision=manifest.revision,
+                         pinned=manifest.pinned, files=manifest.files)
+    return pipe
+
+
+def _has_variant(manifest: Manifest) -> bool:
+    return manifest.variant is not None and any(f".{manifest.variant}." in f["path"] for f in manifest.files)
 
 
 def _stand_in_kind(name: str) -> str:
@@ -184,27 +208,35 @@ def _stand_in_kind(name: str) -> str:
 
 
 def load_model(name: str = DEFAULT_SD, fallback: str = "embedded", seed: int = 0,
-               embedded_size: int | None = None) -> StyleGuidedStableDiffusionPipeline | StyleGuidedDDPMPipeline:
-    """Load `name` (hub id, folder, or embedded-sd/embedded-ddpm), falling back as `fallback` says."""
+               embedded_size: int | None = None,
+               revision: str | None = None) -> StyleGuidedStableDiffusionPipeline | StyleGuidedDDPMPipeline:
+    """Load `name` (hub id in the local cache at `revision`, folder, or embedded-sd/embedded-ddpm), falling
+    back as `fallback` says. (`load_from_manifest` loads exactly what `stylelab models fetch` fetched.)"""
     if fallback not in FALLBACKS:
         raise StylelabError(f"unknown fallback '{fallback}'; choose one of {', '.join(FALLBACKS)}.")
     sizes = {} if embedded_size is None else {"image_size": embedded_size}
     if name in STAND_INS:
         return STAND_INS[name](seed=seed, **sizes)
     try:
-        return _load_pipeline(name)
+        return _load_pipeline(name, revision)
     except Exception as exc:  # noqa: BLE001 - offline, missing files, wrong layout: all mean "not loadable"
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    return _stand_in(name, f"it could not be loaded: {reason}", fallback, seed, embedded_size)
+
+
+def _stand_in(name: str, reason: str, fallback: str, seed: int, embedded_size: int | None, kind: str | None = None):
+    """The stand-in of `name`'s kind, saying why; or, with fallback error, the one line that stops the run."""
     if fallback == "error":
-        raise StylelabError(
-            f"cannot load diffusion model '{name}' ({reason}). It is looked for as a local folder and in the "
-            f"Hugging Face cache {hub_cache()}. Download it where there is network (`huggingface-cli download "
-            f"{name}`) and copy the cache folder here (or set HF_HOME), pass a local folder in diffusers' "
-            f"layout, or set `fallback: embedded` to use the small stand-in model.")
-    kind = _stand_in_kind(name)
-    log.warning("cannot load diffusion model '%s' (%s); using the embedded stand-in embedded-%s (random weights)",
+        raise StylelabError(f"diffusion model '{name}' cannot be used ({reason}). It is looked for as a local folder "
+                            f"and in the Hugging Face cache {hub_cache()}. Fetch it where there is network "
+                            f"(`{FETCH_COMMAND}`, or `stylelab models fetch --model {name}`) and copy the cache "
+                            "folder here (or set HF_HOME), pass a local folder in diffusers' layout, or set "
+                            "`fallback: embedded` to use the small stand-in model.")
+    kind = kind or _stand_in_kind(name)
+    log.warning("diffusion model '%s' not used (%s); using the embedded stand-in embedded-%s (random weights)",
                 name, reason, kind)
+    sizes = {} if embedded_size is None else {"image_size": embedded_size}
     pipe = STAND_INS[f"embedded-{kind}"](seed=seed, **sizes)
     pipe.origin = Origin(name, f"embedded-{kind}", embedded=True,
-                         fallback_reason=f"'{name}' could not be loaded ({reason}); embedded-{kind} used instead")
+                         fallback_reason=f"'{name}' is not available ({reason}); embedded-{kind} used instead")
     return pipe

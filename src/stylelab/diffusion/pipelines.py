@@ -46,6 +46,10 @@ class Origin:
     source: str  # what was loaded: a hub id, a folder, or the stand-in's name
     embedded: bool = False  # a stand-in with random weights, built in memory
     fallback_reason: str | None = None  # why the stand-in is used instead of `name`
+    revision: str | None = None  # the revision asked for, and the commit it was (from the model manifest)
+    commit: str | None = None
+    pinned: bool = False  # the revision asked was the commit itself
+    files: list[dict] | None = None  # each file loaded: path, size, sha256
 
 
 @dataclass
