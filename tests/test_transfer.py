@@ -137,3 +137,72 @@ def test_initial_loss_is_the_loss_at_step_1_whatever_is_recorded(cat, picasso):
 def test_bad_settings_are_refused_before_any_work(cat, picasso, change, match):
     with pytest.raises(StylelabError, match=match):
         run_transfer(_settings(cat, picasso, **change), progress=False)
+
+
+def test_the_bf16_network_scores_and_differentiates_like_fp32(cat, picasso):
+    """The objective and its gradient for one image, with the network in bf16 (emulated where the CPU lacks it:
+    slower, the same numbers) against fp32: the losses and the image stay fp32 in both."""
+    from stylelab import images
+    from stylelab.losses import Objective
+    from stylelab.vgg import VGGFeatures
+
+    content = images.load_image(cat, 32)
+    style = images.load_image(picasso, tuple(content.shape[-2:]))
+    start = (content + 0.1 * torch.randn(content.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        vgg = VGGFeatures("caffe", precision=precision)
+        objective = Objective("gram", 1.0, 1e6, 0.0)
+        with torch.no_grad():
+            objective.set_content(vgg(content, ["conv_4"]))
+            objective.set_style(vgg(style, [f"conv_{i}" for i in range(1, 6)]))
+        image = start.clone().requires_grad_(True)
+        total, _ = objective(vgg(image, objective.layers), image)
+        assert total.dtype == torch.float32
+        total.backward()
+        results[precision] = (float(total), image.grad.flatten())
+    (loss32, grad32), (loss16, grad16) = results["fp32"], results["bf16"]
+    assert abs(loss16 / loss32 - 1) < 0.02
+    assert torch.nn.functional.cosine_similarity(grad32, grad16, dim=0) > 0.98
+    assert not torch.equal(grad32, grad16)  # the bf16 network did compute in bf16
+
+
+def test_a_bf16_run_ends_where_the_fp32_run_does_and_says_what_it_computed_in(cat, picasso):
+    """Adam (smooth, unlike L-BFGS without a line search, whose path rounding changes chaotically) for 40 steps
+    at 32 px: the final objectives within BF16_TOLERANCE. (L-BFGS at 64 px, 1000 steps, every default run:
+    the table in README, "Performance".)"""
+    runs = {p: run_transfer(_settings(cat, picasso, size=32, steps=(40,), optimizer="adam", lr=0.02,
+                                      precision=p), progress=False) for p in ("fp32", "bf16")}
+    fp32, bf16 = (runs[p].record for p in ("fp32", "bf16"))
+    assert (fp32.precision, fp32.precision_reason, bf16.precision) == ("fp32", "asked for", "bf16")
+    assert fp32.settings.precision == "fp32" and bf16.settings.precision == "bf16"
+    assert abs(bf16.final_losses["total"] / fp32.final_losses["total"] - 1) <= BF16_TOLERANCE
+
+
+BF16_TOLERANCE = 0.03
+
+
+def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    from stylelab import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "amx_bf16", "amx_tile"})
+    assert runtime.choose_precision("auto", cpu) == ("bf16", "auto: the CPU has amx_bf16")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
+    chosen, why = runtime.choose_precision("auto", cpu)
+    assert chosen == "fp32" and "no native bfloat16" in why
+    assert runtime.choose_precision("bf16", cpu) == ("bf16", "asked for")
+
+
+def test_device_auto_takes_cuda_then_mps_then_the_cpu(monkeypatch):
+    from stylelab import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert runtime.resolve_device("auto").type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert runtime.resolve_device("auto").type == "cpu"
+    with pytest.raises(StylelabError, match="no Apple Metal GPU"):
+        runtime.resolve_device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.resolve_device("auto").type == "cuda"

@@ -255,7 +255,8 @@ def test_preview_is_the_same_experiments_smaller(project):
 @pytest.mark.parametrize("overlay, message", [
     ("inversoin:\n  steps: 3\n",
      "config: unknown key 'inversoin' at the top level (did you mean 'inversion'?); the keys there are: "
-     "images, results, weights, device, size, optimizer, lr, bounds, jobs, inversion, texture, transfer, diffusion."),
+     "images, results, weights, device, precision, size, optimizer, lr, bounds, jobs, inversion, texture, transfer, "
+     "diffusion."),
     ("texture:\n  layers: [conv_1, conv_99]\n",
      "config: 'texture.layers[1]' is 'conv_99', but it must be one of conv_1, relu_1, conv_2,"),
     ("transfer:\n  steps: [300, -1000]\n",

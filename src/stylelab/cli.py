@@ -108,8 +108,8 @@ def _checkpointing() -> argparse.ArgumentParser:
 
 
 # The settings each command takes (beyond its images and layer), and its own defaults.
-PART1_COMMON = ("steps", "size", "init", "seed", "weights", "device", "optimizer", "lr", "bounds", "tv_weight",
-                "record_every")
+PART1_COMMON = ("steps", "size", "init", "seed", "weights", "device", "precision", "optimizer", "lr", "bounds",
+                "tv_weight", "record_every")
 PART1_COMMANDS = {
     "transfer": (("style_loss", "style_weight", "content_weight", "content_layers", "style_layers"), {}),
     "invert": (("content_weight",), ONE_LAYER_DEFAULTS),

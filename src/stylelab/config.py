@@ -20,7 +20,7 @@ from .settings import (LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettin
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 
 # Part 1 settings at the top level of the config: every Part 1 run shares them.
-NETWORK_SETTINGS = ("weights", "device", "size", "optimizer", "lr", "bounds")
+NETWORK_SETTINGS = ("weights", "device", "precision", "size", "optimizer", "lr", "bounds")
 # The settings each Part 1 section holds (beside its layers or runs), in the config's order.
 SECTION_SETTINGS = {
     "inversion": ("content_weight", "tv_weight", "init", "steps", "seed"),

@@ -74,6 +74,7 @@ class Record:
     device: str = "cpu"
     device_name: str = ""
     precision: str = "fp32"
+    precision_reason: str | None = None  # why: "asked for", or what `auto` found the hardware computes
     weights: str = "caffe"
     seed: int = 0
     versions: dict[str, str] = field(default_factory=dict)

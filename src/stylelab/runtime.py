@@ -15,22 +15,73 @@ from .errors import StylelabError
 from .settings import DEVICES
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(device: str = "auto") -> torch.device:
+    """auto: CUDA where PyTorch sees a GPU, else Apple's Metal (mps), else the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise StylelabError(f"device '{device}' asked for, but no CUDA GPU is visible to PyTorch. "
                                 "Use --device cpu (or device: auto in the config).")
         return torch.device(device)
+    if device == "mps":
+        if not _mps_available():
+            raise StylelabError("device 'mps' asked for, but PyTorch sees no Apple Metal GPU here. "
+                                "Use --device cpu (or device: auto in the config).")
+        return torch.device("mps")
     if device == "cpu":
         return torch.device("cpu")
     raise StylelabError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}.")
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (/proc/cpuinfo); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether `device` computes bfloat16 natively (not emulated in fp32, which is far slower), and why."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, f"{name} computes bfloat16"
+        return False, f"{name} has no native bfloat16"
+    if device.type == "cpu":
+        flags = cpu_flags()
+        found = sorted(flags & {"amx_bf16", "avx512_bf16"})
+        if not flags:  # not Linux: ask PyTorch's CPU capability check
+            checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported",
+                                                                   "_is_avx512_bf16_supported")]
+            found = [name for name, check in zip(("amx", "avx512_bf16"), checks) if check is not None and check()]
+        if found:
+            return True, f"the CPU has {' and '.join(found)}"
+        return False, "the CPU has no native bfloat16 (no amx_bf16 or avx512_bf16): it would be emulated, slowly"
+    return False, f"bfloat16 is not used on {device.type}"
+
+
+def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """(fp32 or bf16, why): what was asked for, or for auto, bf16 where the device computes it natively."""
+    if requested != "auto":
+        return requested, "asked for"
+    native, why = native_bf16(device)
+    return ("bf16" if native else "fp32"), f"auto: {why}"
+
+
 def auto_size(device: torch.device) -> int:
     """The tutorial's image size: short side 512 on a GPU, 128 on a CPU."""
-    return 512 if device.type == "cuda" else 128
+    return 128 if device.type == "cpu" else 512
 
 
 def seed_everything(seed: int) -> None:

@@ -31,8 +31,9 @@ OPTIMIZERS = ("lbfgs", "adam")
 BOUNDS = ("project", "clamp")
 INITS = ("content", "noise")
 WEIGHTS_SOURCES = ("caffe", "torchvision", "random")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")
+PART1_PRECISIONS = ("auto", "fp32", "bf16")  # of the VGG-19 network in Part 1 (stylelab.runtime.choose_precision)
 FALLBACKS = ("embedded", "error")
 DEFAULT_MAX_PIXELS = 40_000_000
 SEED_LIMIT = 2**63  # torch's generators take a signed 64-bit seed
@@ -185,7 +186,12 @@ class TransferSettings:
     weights: str = setting("caffe", "VGG-19 weights: caffe (original, embedded), torchvision (ImageNet, from the "
                                     "torch hub cache), random (tests only)", "choice", choices=WEIGHTS_SOURCES,
                            label="weights source")
-    device: str = setting("auto", "where to compute (auto: cuda when available)", "choice", choices=DEVICES)
+    device: str = setting("auto", "where to compute (auto: cuda, else Apple's mps, else cpu)", "choice",
+                          choices=DEVICES)
+    precision: str = setting("auto", "arithmetic of the VGG-19 network: bf16 (bfloat16 autocast, channels-last; "
+                                     "the losses, the image and the optimiser stay fp32) or fp32; auto: bf16 where "
+                                     "the hardware computes it natively, else fp32", "choice",
+                             choices=PART1_PRECISIONS)
     optimizer: str = setting("lbfgs", "optimiser; one step is one iteration", "choice", choices=OPTIMIZERS)
     lr: float | None = setting(None, "learning rate (default: 1 for lbfgs, 0.02 for adam)", "number", above=0,
                                nullable=True, label="the learning rate")
@@ -309,7 +315,8 @@ class ModelChoice:
                             metavar="REV")
     fallback: str = setting("embedded", "when the model cannot be loaded: use the stand-in of the same kind and "
                             "say so, or stop", "choice", choices=FALLBACKS)
-    device: str = setting("auto", "where to compute (auto: cuda when available)", "choice", choices=DEVICES)
+    device: str = setting("auto", "where to compute (auto: cuda, else Apple's mps, else cpu)", "choice",
+                          choices=DEVICES)
 
 
 # ------------------------------------------------------------------------------- the command line

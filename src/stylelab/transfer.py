@@ -34,6 +34,7 @@ from . import images, records, runner, runtime
 from .errors import StylelabError
 from .files import file_digest, write_bytes_atomic
 from .layers import LAYERS, resolve_layer
+from .lbfgs import CompactLBFGS
 from .losses import Objective, StyleDistances
 from .records import ImageEntry, Timing, TransferRecord
 from .settings import (BOUNDS, INITS, OPTIMIZERS, TransferSettings, feature_inversion,  # noqa: F401 (re-exported)
@@ -149,6 +150,8 @@ class StyleTransfer:
         inputs = {name: file_digest(path) for name, path in (("content", s.content), ("style", s.style),
                                                              ("init", s.init))
                   if path and (name != "init" or path not in INITS)}
+        # auto resolves by the machine: a checkpoint made in another precision is not resumed.
+        decisive["precision"] = runtime.choose_precision(s.precision, device)[0]
         return {"settings": decisive, "device": str(device), "inputs": inputs}
 
     def describe(self) -> str:
@@ -159,6 +162,7 @@ class StyleTransfer:
         """The inputs at the run's size, checked against the layers, then everything built from them."""
         s = self.settings
         self.device, self.size = device, self._size(device)
+        self.precision, self.precision_reason = runtime.choose_precision(s.precision, device)
         content, style = load_inputs(s, self.size)
         self.shape = tuple((content if content is not None else style).shape)
         self.content_layers = list(s.content_layers) if s.content_weight > 0 else []
@@ -170,7 +174,7 @@ class StyleTransfer:
         """The network, the objective's targets, the start image and the optimiser (the inputs are checked)."""
         s = self.settings
         runtime.seed_everything(s.seed)
-        self.vgg = VGGFeatures(s.weights, seed=s.seed).to(device)
+        self.vgg = VGGFeatures(s.weights, seed=s.seed, precision=self.precision).to(device)
         self.objective = Objective(s.style_loss, s.content_weight, s.style_weight, s.tv_weight)
         with torch.no_grad():
             if self.content_layers:
@@ -192,8 +196,9 @@ class StyleTransfer:
         self.image_distances: dict[int, dict] = {}
         self.initial_loss: float | None = None
         self.last: dict = {}
-        log.info("%s: %d steps, %s, size %dx%d, device %s, weights %s, layers %s", self.kind, self.total_steps,
-                 s.optimizer, self.shape[-1], self.shape[-2], device, s.weights, self.objective.layers)
+        log.info("%s: %d steps, %s, size %dx%d, device %s, %s (%s), weights %s, layers %s", self.kind,
+                 self.total_steps, s.optimizer, self.shape[-1], self.shape[-2], device, self.vgg.precision,
+                 self.precision_reason, s.weights, self.objective.layers)
 
     def _start(self, content: torch.Tensor | None) -> torch.Tensor:
         init = self.settings.init
@@ -207,8 +212,9 @@ class StyleTransfer:
     def _optimizer(self) -> torch.optim.Optimizer:
         if self.settings.optimizer == "lbfgs":
             # No early stop: a step count is a step count (see the module docstring on loss scale).
-            return torch.optim.LBFGS([self.image], lr=self.lr, max_iter=1, history_size=self.settings.history_size,
-                                     tolerance_grad=0.0, tolerance_change=0.0)
+            # torch.optim.LBFGS(max_iter=1, tolerance 0)'s iterates, its direction from the compact
+            # representation (a few matrix products) instead of the two-loop recursion (stylelab.lbfgs).
+            return CompactLBFGS([self.image], lr=self.lr, history_size=self.settings.history_size)
         return torch.optim.Adam([self.image], lr=self.lr)
 
     def _closure(self) -> torch.Tensor:
@@ -276,7 +282,7 @@ class StyleTransfer:
 
     def finish(self, run: runner.RunInfo) -> TransferResult:
         s, last = self.settings, self.total_steps
-        settings = dataclasses.replace(s, steps=self.save_steps, size=self.size, lr=self.lr,
+        settings = dataclasses.replace(s, steps=self.save_steps, size=self.size, lr=self.lr, precision=self.precision,
                                        content_layers=self.content_layers, style_layers=self.style_layers)
         record = TransferRecord(
             kind=s.kind, settings=settings, image_size=[int(self.shape[-2]), int(self.shape[-1])],
@@ -287,7 +293,8 @@ class StyleTransfer:
             optimizer_scale=self.scale[0] if self.scale else 1.0,
             timing=Timing(steps=last, time_per_step_s=round(run.time_per_step_s, 6), setup_s=round(run.setup_s, 4),
                           optimise_s=round(run.loop_s, 4)),
-            precision="fp32", weights=s.weights, seed=s.seed, **run.environment())
+            precision=self.vgg.precision, precision_reason=self.precision_reason, weights=s.weights,
+            seed=s.seed, **run.environment())
         return TransferResult(images=self.snapshots, record=record)
 
 

@@ -118,7 +118,7 @@ class VGGFeatures(nn.Module):
     by the names as given.
     """
 
-    def __init__(self, weights: str = "caffe", seed: int = 0):
+    def __init__(self, weights: str = "caffe", seed: int = 0, precision: str = "fp32"):
         super().__init__()
         if weights == "caffe":
             pairs = load_caffe_state()
@@ -149,6 +149,13 @@ class VGGFeatures(nn.Module):
             self.bgr = False
         self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
+        if precision not in ("fp32", "bf16"):
+            raise StylelabError(f"the VGG-19 network computes in fp32 or bf16, not '{precision}'.")
+        # bf16: the convolutions under bfloat16 autocast, in channels-last (the layout oneDNN and cuDNN run
+        # fastest); the features come back as fp32, so Grams and losses are computed in fp32.
+        self.precision = precision
+        if precision == "bf16":
+            self.to(memory_format=torch.channels_last)
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         if self.bgr:
@@ -164,14 +171,22 @@ class VGGFeatures(nn.Module):
         last = max(requested)
         out: dict[str, torch.Tensor] = {}
         x = self.normalize(image)
-        for layer in LAYERS[: last + 1]:
-            if layer.kind == "conv":
-                x = self.convs[layer.conv_index](x)
-            elif layer.kind == "relu":
-                # In place only when nobody keeps the convolution's output.
-                x = F.relu(x, inplace=(layer.index - 1) not in requested)
-            else:
-                x = F.max_pool2d(x, kernel_size=2, stride=2)
-            for name in requested.get(layer.index, ()):
-                out[name] = x * self.feature_scale if self.feature_scale != 1.0 else x
+        bf16 = self.precision == "bf16"
+        if bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            for layer in LAYERS[: last + 1]:
+                if layer.kind == "conv":
+                    x = self.convs[layer.conv_index](x)
+                elif layer.kind == "relu":
+                    # In place only when nobody keeps the convolution's output.
+                    x = F.relu(x, inplace=(layer.index - 1) not in requested)
+                else:
+                    x = F.max_pool2d(x, kernel_size=2, stride=2)
+                for name in requested.get(layer.index, ()):
+                    out[name] = x
+        for name, feature in out.items():
+            if bf16:
+                feature = feature.to(torch.float32, memory_format=torch.contiguous_format)
+            out[name] = feature * self.feature_scale if self.feature_scale != 1.0 else feature
         return out
