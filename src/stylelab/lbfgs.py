@@ -160,40 +160,12 @@ class CompactLBFGS(Optimizer):
         zero_grad = torch.linalg.vector_norm(g, float("inf")) <= TOLERANCE_GRAD
 
         if state["n_iter"] == 0:
-            # First step: d = -g, t = min(1, 1/|g|_1) * lr (torch's expression). One sync for both tests.
-            inv = 1.0 / g.abs().sum()
-            flags = torch.stack([zero_grad.to(inv.dtype), inv, inv * lr]).tolist()
-            if flags[0]:
-                return orig_loss
-            state["n_iter"] = 1
-            d = g.neg()
-            t: float | Tensor = flags[2] if flags[1] < 1.0 else 1.0 * lr
-            state["H_diag"] = 1
-            state["count"] = 0
-            state["head"] = 0
+            taken = self._first_direction(state, g, zero_grad, lr)
         else:
-            work = self._scratch(g)
-            s, y = work[0], work[1]
-            d = state["d"]
-            torch.mul(d, state["t"], out=s)  # s = t_prev d_prev
-            torch.sub(g, state["prev_flat_grad"], out=y)
-            ys = y.dot(s)
-            flags = torch.stack([zero_grad, ys > CURVATURE_EPS]).tolist()
-            if flags[0]:
-                return orig_loss
-            state["n_iter"] += 1
-            if flags[1]:
-                yy = y.dot(y)
-                state["H_diag"] = ys / yy
-                work[2].copy_(g)
-                a, b = self._add_pair(state, m, work, ys, yy)
-            elif state["count"]:
-                c = state["count"]
-                a, b = torch.mv(state["pairs"][:c].view(2 * c, -1), g).view(c, 2).unbind(1)
-            else:
-                a = b = None
-            self._direction(state, g, a, b, out=d)  # d_prev is spent (it is in s): reuse its memory
-            t = lr
+            taken = self._next_direction(state, g, zero_grad, lr, m)
+        if taken is None:  # an all-zero gradient: no move, the state as it was
+            return orig_loss
+        d, t = taken
 
         if state.get("prev_flat_grad") is None:
             state["prev_flat_grad"] = g.clone(memory_format=torch.contiguous_format)
@@ -207,6 +179,45 @@ class CompactLBFGS(Optimizer):
         state["d"] = d
         state["t"] = t
         return orig_loss
+
+    @staticmethod
+    def _first_direction(state: dict, g: Tensor, zero_grad: Tensor, lr):
+        """First step: d = -g, t = min(1, 1/|g|_1) * lr (torch's expression). One sync for both tests."""
+        inv = 1.0 / g.abs().sum()
+        flags = torch.stack([zero_grad.to(inv.dtype), inv, inv * lr]).tolist()
+        if flags[0]:
+            return None
+        state["n_iter"] = 1
+        state["H_diag"] = 1
+        state["count"] = 0
+        state["head"] = 0
+        t: float | Tensor = flags[2] if flags[1] < 1.0 else 1.0 * lr
+        return g.neg(), t
+
+    def _next_direction(self, state: dict, g: Tensor, zero_grad: Tensor, lr, m: int):
+        """A later step: the new pair (s, y) if it passes the curvature test, then d = -H g; t = lr."""
+        work = self._scratch(g)
+        s, y = work[0], work[1]
+        d = state["d"]
+        torch.mul(d, state["t"], out=s)  # s = t_prev d_prev
+        torch.sub(g, state["prev_flat_grad"], out=y)
+        ys = y.dot(s)
+        flags = torch.stack([zero_grad, ys > CURVATURE_EPS]).tolist()
+        if flags[0]:
+            return None
+        state["n_iter"] += 1
+        if flags[1]:
+            yy = y.dot(y)
+            state["H_diag"] = ys / yy
+            work[2].copy_(g)
+            a, b = self._add_pair(state, m, work, ys, yy)
+        elif state["count"]:
+            c = state["count"]
+            a, b = torch.mv(state["pairs"][:c].view(2 * c, -1), g).view(c, 2).unbind(1)
+        else:
+            a = b = None
+        self._direction(state, g, a, b, out=d)  # d_prev is spent (it is in s): reuse its memory
+        return d, lr
 
     @staticmethod
     def _add_pair(state: dict, m: int, work: Tensor, ys: Tensor, yy: Tensor) -> tuple[Tensor, Tensor]:
