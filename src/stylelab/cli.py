@@ -361,12 +361,12 @@ def _fetch(args: argparse.Namespace) -> None:
     model = getattr(args, "model", args.spec.get("model"))
     if model is not None and model != diffusion.get("model"):
         diffusion.pop("revision", None)  # the config's pin is of its own model
+    unknown = set(args.spec) - {n for group in FETCH_SETTINGS.values() for n in group}
+    if unknown:
+        raise StylelabError(f"spec: 'models fetch' takes no setting {', '.join(map(repr, sorted(unknown)))}.")
     values = {}
     for cls, names in FETCH_SETTINGS.items():
         spec = {k: v for k, v in args.spec.items() if k in names}
-        unknown = set(args.spec) - {n for group in FETCH_SETTINGS.values() for n in group}
-        if unknown:
-            raise StylelabError(f"spec: 'models fetch' takes no setting {', '.join(map(repr, sorted(unknown)))}.")
         given = resolve(cls, args, spec, {k: diffusion[k] for k in names if k in diffusion})
         values.update({k: given[k] for k in names if k in given})
     choice = ModelChoice(**{k: values[k] for k in FETCH_SETTINGS[ModelChoice] if k in values})

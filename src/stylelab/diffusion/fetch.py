@@ -372,8 +372,6 @@ def _from_hub(source: ModelSource) -> Manifest:
                 raise StylelabError(f"{source.model}: {', '.join(bad)} still differ from the hub's checksums after "
                                     "fetching them again; check the disk and the network, then run the fetch again.")
     except (httpx2.TransportError, OSError) as exc:
-        if isinstance(exc, StylelabError):
-            raise
         raise StylelabError(f"fetching {source.model} stopped ({_first_line(exc)}); run `{FETCH_COMMAND}` again: "
                             "it resumes where it stopped.") from None
     return _manifest(source, "hub", folder, files, kind=model_kind(index), commit=commit,
