@@ -23,6 +23,14 @@ height and width.
 
 Prints seconds per step (median over rounds), the ratio to the tutorial, and the peak memory, and writes
 the table as speed.json and speed.md. --quick (CI): 128 and 256 pixels, tutorial layers only, a few steps.
+
+    .venv/bin/python benchmarks/speed.py --estimate [--configfile config.yaml ...]
+
+Whole-configuration estimate: every compute job the configuration's workflow runs (each inversion and
+texture layer, each transfer run, each generation, each transfer onto the generated image), a few steps
+of each measured as the job runs them (its settings from stylelab.config, on this machine; a generation
+with the model `load_model` finds here, the stand-in offline), times its step count, plus the start-up of
+a job process measured once. Written as estimate.json and estimate.md.
 """
 
 from __future__ import annotations
@@ -227,6 +235,97 @@ class StylelabEngine:
         return statistics.median(b - a for a, b in zip(times, times[1:]))
 
 
+# ------------------------------------------------------------------ the whole configuration
+
+def config_jobs(config: dict) -> list[tuple[str, str, dict]]:
+    """(group, name, spec) of every compute job of the configuration, as the workflow's rules make them."""
+    from stylelab import config as cfg
+
+    jobs = []
+    for group in ("inversion", "texture"):
+        for layer in config[group]["layers"]:
+            jobs.append((group, layer, cfg.part1_spec(config, group)))
+    for run in config["transfer"]["runs"]:
+        jobs.append(("transfer", f"{run['style_loss']}_w{run['style_weight']:g}", cfg.part1_spec(config, "transfer", run)))
+    diffusion = config["diffusion"]
+    for run in diffusion["runs"]:
+        jobs.append(("generation", run["name"], cfg.generation_spec(config, run)))
+    for run in diffusion["transfer"]["runs"]:
+        spec = cfg.part1_spec(config, "transfer", run, steps=diffusion["transfer"]["steps"])
+        jobs.append(("generated transfer", f"{run['style_loss']}_w{run['style_weight']:g}", spec))
+    return jobs
+
+
+def _part1_settings(group: str, name: str, spec: dict, config: dict, steps: int) -> TransferSettings:
+    images_of = config["images"]
+    options = {k: v for k, v in spec.items() if k not in ("steps",)}
+    options["steps"] = (steps,)
+    if group == "inversion":
+        from stylelab.settings import feature_inversion
+        return feature_inversion(images_of["content"], name, **options)
+    if group == "texture":
+        from stylelab.settings import texture_synthesis
+        return texture_synthesis(images_of["style"], name, **options)
+    # A transfer onto the generated image is timed on the content image at the same size.
+    return TransferSettings(content=images_of["content"], style=images_of["style"], **options)
+
+
+def _time_generation(spec: dict, config: dict, steps: int) -> tuple[float, str]:
+    from stylelab.diffusion.guidance import sample
+    from stylelab.diffusion.models import load_model
+    from stylelab.settings import GuidanceSettings
+
+    fields = {f.name for f in dataclasses.fields(GuidanceSettings)}
+    settings = GuidanceSettings(**{k: v for k, v in spec.items() if k in fields},
+                                style=config["images"]["style"] if spec.get("guidance_factor") else None)
+    settings = dataclasses.replace(settings, steps=steps)
+    pipe = load_model(spec["model"], fallback="embedded", seed=settings.seed, revision=spec.get("revision"))
+    _, record = sample(pipe, settings, device=spec["device"], progress=False)
+    model = f"stand-in {spec['model']}" if record.model.embedded else record.model.name
+    return record.timing.time_per_step_s, f"{record.image_size[1]}x{record.image_size[0]}, {model}, {record.precision}"
+
+
+def _job_start_s() -> float:
+    """Seconds for a fresh process to import what a job imports (Python, torch, stylelab's engine)."""
+    import subprocess
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import stylelab.cli, stylelab.transfer, stylelab.diffusion.guidance"],
+                   check=True)
+    return time.perf_counter() - start
+
+
+def estimate(configfiles: list[str], steps: int) -> dict:
+    from stylelab import config as cfg
+
+    config = cfg.read_configs(configfiles)
+    rows = []
+    for group, name, spec in config_jobs(config):
+        total = max(spec["steps"]) if isinstance(spec["steps"], list) else spec["steps"]
+        if group == "generation":
+            per_step, how = _time_generation(spec, config, min(steps, total))
+        else:
+            settings = _part1_settings(group, name, spec, config, steps + 1)
+            record = run_transfer(settings, progress=False).record
+            times = record.history["time_s"]
+            per_step = statistics.median(b - a for a, b in zip(times, times[1:]))
+            how = f"{record.image_size[1]}x{record.image_size[0]}, {record.precision}"
+        rows.append({"job": f"{group} {name}", "steps": total, "s_per_step": round(per_step, 5),
+                     "estimate_s": round(per_step * total, 1), "how": how})
+        print(f"{group:>18} {name:<22} {per_step:.4f} s/step x {total} = {per_step * total:7.1f} s  ({how})",
+              flush=True)
+    start_s = _job_start_s()
+    compute = sum(r["estimate_s"] for r in rows)
+    return {"rows": rows, "job_start_s": round(start_s, 2), "compute_s": round(compute, 1),
+            "total_s": round(compute + start_s * len(rows), 1), "configfiles": configfiles}
+
+
+ESTIMATE_COLUMNS = (
+    ("job", "---", lambda r: r["job"]), ("steps", "---:", lambda r: str(r["steps"])),
+    ("s per step", "---:", lambda r: f"{r['s_per_step']:.4f}"), ("estimate (s)", "---:", lambda r: f"{r['estimate_s']:.0f}"),
+    ("image, precision", "---", lambda r: r["how"]),
+)
+
+
 # ------------------------------------------------------------------ measuring
 
 def _reset_peak(device) -> None:
@@ -313,7 +412,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="steps per engine per round")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    parser.add_argument("--estimate", action="store_true", help="estimate the whole configuration's compute time")
+    parser.add_argument("--configfile", nargs="+", default=[str(ROOT / "config.yaml")],
+                        help="with --estimate: the config files, laid over one another as snakemake does")
     args = parser.parse_args(argv)
+    if args.estimate:
+        return main_estimate(args)
     device = runtime.resolve_device(args.device)
     native, why = runtime.native_bf16(device)
     if args.engines is None:
@@ -338,6 +442,25 @@ def main(argv=None) -> dict:
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     (out / f"{name}.md").write_text(tables.markdown(title, COLUMNS, rows))
     print(f"wrote {out / name}.json and .md in {result['wall_s']} s")
+    return result
+
+
+def main_estimate(args) -> dict:
+    device = runtime.resolve_device("auto")
+    native, why = runtime.native_bf16(device)
+    steps = args.steps or 5
+    start = time.perf_counter()
+    result = estimate(args.configfile, steps)
+    result.update(machine=tables.machine(device), bf16=why, torch=torch.__version__,
+                  wall_s=round(time.perf_counter() - start, 1))
+    title = (f"{tables.machine(device)} (bf16: {why}), torch {torch.__version__}; {len(result['rows'])} jobs of "
+             f"{' + '.join(Path(c).name for c in args.configfile)}: compute {result['compute_s'] / 60:.1f} min + "
+             f"start-up {result['job_start_s']:.1f} s a job = {result['total_s'] / 60:.1f} min (one job at a time)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "estimate.json").write_text(json.dumps(result, indent=1))
+    (out / "estimate.md").write_text(tables.markdown(title, ESTIMATE_COLUMNS, result["rows"]))
+    print(title)
     return result
 
 

@@ -22,7 +22,7 @@ def tiny_ddpm():
 
 
 def _run(model, picasso, **kw):
-    base = dict(prompt="a cat", steps=6, seed=3, size=32, style=str(picasso))
+    base = dict(prompt="a cat", steps=6, seed=3, size=32, style=str(picasso), precision="fp32")
     return sample(model, GuidanceSettings(**{**base, **kw}), device="cpu", progress=False)
 
 
@@ -141,3 +141,37 @@ def test_a_diverging_sample_names_the_step_and_the_cause(tiny_sd, picasso):
 def test_guidance_without_style_is_refused():
     with pytest.raises(StylelabError, match="style image"):
         GuidanceSettings(guidance_factor=0.5).validate()
+
+
+def test_auto_precision_is_fp16_on_cuda_bf16_on_a_native_cpu_else_fp32(monkeypatch, tiny_sd, picasso):
+    """What `auto` resolves to, and a run that says what it took and why; the style loss's VGG-19 follows
+    Part 1's auto, and fp32 asked for is fp32 throughout."""
+    from stylelab import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert runtime.choose_diffusion_precision("auto", torch.device("cuda")) == ("fp16", "auto: fp16 on NVIDIA H200")
+    assert runtime.choose_diffusion_precision("bf16", cpu) == ("bf16", "asked for")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
+    assert runtime.choose_diffusion_precision("auto", cpu)[0] == "fp32"
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    assert runtime.choose_diffusion_precision("auto", cpu) == ("bf16", "auto: the CPU has amx_bf16 and avx512_bf16")
+    image, record = _run(tiny_sd, picasso, precision="auto", guidance_factor=0.5, steps=3)
+    assert (record.precision, record.settings.precision) == ("bf16", "bf16")
+    assert record.precision_reason == "auto: the CPU has amx_bf16 and avx512_bf16"
+    assert torch.isfinite(image).all() and record.style_distances["gram"] > 0
+    task = guidance.GuidedSampling(tiny_sd, GuidanceSettings(prompt="a cat", steps=2, size=32, style=str(picasso)))
+    assert task.precisions(cpu) == ("bf16", "auto: the CPU has amx_bf16 and avx512_bf16", "bf16")
+    fp32 = guidance.GuidedSampling(tiny_sd, GuidanceSettings(prompt="a cat", steps=2, size=32, precision="fp32"))
+    assert fp32.precisions(cpu) == ("fp32", "asked for", "fp32")
+
+
+def test_the_model_fetch_takes_fp16_files_for_auto_on_cuda_and_full_ones_elsewhere():
+    from stylelab.config import model_spec
+    from stylelab.diffusion.fetch import variant_of
+
+    config = {"device": "cuda", "diffusion": {"model": "m", "revision": "r", "precision": "auto"}}
+    assert model_spec(config)["precision"] == "fp16"
+    for device in ("auto", "cpu", "mps"):
+        assert model_spec({**config, "device": device})["precision"] == "auto"
+    assert variant_of("auto") is None and variant_of("fp16") == "fp16"

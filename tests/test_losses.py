@@ -77,3 +77,34 @@ def test_gram_backward_matches_autograd_of_the_plain_product():
     (expected,) = torch.autograd.grad(plain, features)
     (got,) = torch.autograd.grad(torch.nn.functional.mse_loss(gram_matrix(features), target), features)
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 9, 7), (3, 5, 4, 6)])
+def test_channels_last_features_give_the_same_losses_and_gradients(shape):
+    """The bf16 network hands back channels-last features, which the Gram, MeanVar and content losses read in
+    that layout (own kernels): values and gradients as for the same features laid out plainly (float64)."""
+    torch.manual_seed(0)
+    plain = torch.randn(*shape, dtype=torch.float64)
+    last = plain.contiguous(memory_format=torch.channels_last)
+    target = torch.randn(*shape, dtype=torch.float64)
+    target_last = target.contiguous(memory_format=torch.channels_last)
+    assert not last.is_contiguous()  # the layout really differs
+    gram_target, mean_target, var_target = torch.randn(shape[0], shape[1], shape[1]), torch.randn(shape[:2]), torch.rand(shape[:2])
+    terms = {
+        "gram": lambda f, t: gram_loss(f, gram_target.double()),
+        "meanvar": lambda f, t: mean_var_loss(f, mean_target.double(), var_target.double()),
+        "content": lambda f, t: content_loss(f, t),
+    }
+    for name, term in terms.items():
+        a = plain.clone().requires_grad_(True)
+        b = last.clone().requires_grad_(True)
+        value_a, value_b = term(a, target), term(b, target_last)
+        value_a.backward()
+        value_b.backward()
+        assert torch.allclose(value_a, value_b, rtol=1e-12, atol=0), name
+        assert torch.allclose(a.grad, b.grad, rtol=1e-10, atol=1e-14), name
+        assert torch.autograd.gradcheck(lambda f: term(f, target_last), (last.clone().requires_grad_(True),)), name
+    mean, var = channel_mean_var(last)
+    var_ref, mean_ref = torch.var_mean(plain, dim=(2, 3), correction=1)
+    assert torch.allclose(mean, mean_ref, rtol=1e-12) and torch.allclose(var, var_ref, rtol=1e-12)
+    assert torch.allclose(gram_matrix(last), gram_matrix(plain), rtol=1e-12)

@@ -74,9 +74,15 @@ def generation_spec(config: dict, run: dict) -> dict:
 
 def model_spec(config: dict) -> dict:
     """What the `models` rule fetches (`stylelab models fetch --spec`): the model at its revision, for the runs'
-    precision. (The fallback decides only whether a missing model stops the run: no part of the manifest.)"""
+    precision. (The fallback decides only whether a missing model stops the run: no part of the manifest.)
+
+    Precision auto resolves where the runs sample; with device cuda that is fp16 (the fp16 files, half the
+    bytes), elsewhere the full-precision files, which load in any precision."""
     diffusion = config["diffusion"]
-    return {name: diffusion[name] for name in ("model", "revision", "precision")}
+    spec = {name: diffusion[name] for name in ("model", "revision", "precision")}
+    if spec["precision"] == "auto" and str(config["device"]).startswith("cuda"):
+        spec["precision"] = "fp16"
+    return spec
 
 
 def read_configs(paths) -> dict:

@@ -37,22 +37,98 @@ class _Gram(torch.autograd.Function):
         return torch.bmm(grad + grad.transpose(1, 2), flat) / ctx.n, None
 
 
+class _GramChannelsLast(torch.autograd.Function):
+    """`_Gram` for features stored channels-last: the (B, H*W, C) view X is read as it lies, G = X^T X / n.
+
+    The bf16 network hands its features back in this layout; reshaping them to (B, C, H*W) would copy each
+    map and, in the backward, add gradients of the two layouts (a strided add many times slower)."""
+
+    @staticmethod
+    def forward(ctx, flat_t: torch.Tensor, n: int) -> torch.Tensor:
+        ctx.save_for_backward(flat_t)
+        ctx.n = n
+        return torch.bmm(flat_t.transpose(1, 2), flat_t).div_(n)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (flat_t,) = ctx.saved_tensors
+        sym = (grad + grad.transpose(1, 2)).div_(ctx.n)
+        if flat_t.shape[0] == 1:  # one image: mm writes the large (H*W, C) result faster than bmm
+            return torch.mm(flat_t[0], sym[0]).unsqueeze(0), None
+        return torch.bmm(flat_t, sym), None
+
+
+def is_channels_last(features: torch.Tensor) -> bool:
+    """A (B, C, H, W) tensor laid out channels-last and not also plainly contiguous (C or H*W of 1)."""
+    return (features.dim() == 4 and not features.is_contiguous()
+            and features.is_contiguous(memory_format=torch.channels_last))
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C) Gram matrices, each divided by C*H*W."""
     b, c, h, w = features.shape
+    if is_channels_last(features):
+        flat_t = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: no copy
+        if features.requires_grad:
+            return _GramChannelsLast.apply(flat_t, c * h * w)
+        return torch.bmm(flat_t.transpose(1, 2), flat_t).div_(c * h * w)
     flat = features.reshape(b, c, h * w)
     if features.requires_grad:
         return _Gram.apply(flat, c * h * w)
     return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
+class _MeanVarChannelsLast(torch.autograd.Function):
+    """Per-channel mean and unbiased variance of a (B, H*W, C) view, two passes, with a backward of one.
+
+    torch.var_mean and its backward take about five times as long on these maps (either layout)."""
+
+    @staticmethod
+    def forward(ctx, flat_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = flat_t.shape[1]
+        mean = flat_t.sum(1, keepdim=True) / n
+        diff = flat_t - mean
+        ctx.save_for_backward(diff)
+        return mean.squeeze(1), (diff * diff).sum(1) / (n - 1)
+
+    @staticmethod
+    def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor):
+        (diff,) = ctx.saved_tensors
+        n = diff.shape[1]
+        return (grad_mean / n).unsqueeze(1) + diff * (2 * grad_var / (n - 1)).unsqueeze(1)
+
+
 def channel_mean_var(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and unbiased variance over H and W: two (B, C) tensors."""
+    if is_channels_last(features):
+        b, c, h, w = features.shape
+        return _MeanVarChannelsLast.apply(features.permute(0, 2, 3, 1).reshape(b, h * w, c))
     var, mean = torch.var_mean(features, dim=(2, 3), correction=1)
     return mean, var
 
 
+class _MeanSquaredError(torch.autograd.Function):
+    """mean((a - b)^2) over same-layout tensors as one difference, one dot product, and one scaled copy back.
+
+    For channels-last features torch's MSE is several times slower (its backward walks the strides); this
+    reads each tensor once forward and the saved difference once backward."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        diff = (a - b).permute(0, 2, 3, 1)  # plainly contiguous for channels-last inputs: a flat view
+        ctx.save_for_backward(diff)
+        flat = diff.reshape(-1)
+        return torch.dot(flat, flat) / flat.numel()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (diff,) = ctx.saved_tensors
+        return (diff * (2 * grad / diff.numel())).permute(0, 3, 1, 2), None
+
+
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if is_channels_last(features) and is_channels_last(target):
+        return _MeanSquaredError.apply(features, target)
     return F.mse_loss(features, target)
 
 

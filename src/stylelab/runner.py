@@ -96,6 +96,8 @@ def run_task(task: Task, device: str = "auto", progress: bool = True,
     t_start = time.perf_counter()
     resolved = runtime.resolve_device(device)
     determinism = runtime.configure_determinism(resolved)
+    if resolved.type == "cpu":
+        runtime.keep_freed_memory()
     run = RunInfo(resolved, determinism, task.total_steps)
     store = checkpoints.open({"kind": task.kind, **task.identity(resolved)}) if checkpoints is not None else None
     with runtime.explain_out_of_memory(resolved, task.describe, task.oom_advice):

@@ -32,7 +32,10 @@ BOUNDS = ("project", "clamp")
 INITS = ("content", "noise")
 WEIGHTS_SOURCES = ("caffe", "torchvision", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16")  # the dtypes of a diffusion model
+# Of a Part 2 run; auto: fp16 on CUDA, bf16 on a CPU that computes it natively, fp32 elsewhere
+# (stylelab.runtime.choose_diffusion_precision).
+DIFFUSION_PRECISIONS = ("auto", *PRECISIONS)
 PART1_PRECISIONS = ("auto", "fp32", "bf16")  # of the VGG-19 network in Part 1 (stylelab.runtime.choose_precision)
 FALLBACKS = ("embedded", "error")
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -276,7 +279,9 @@ class GuidanceSettings:
                                             metavar="LAYER", cli=False)
     weights: str = setting("caffe", "VGG-19 weights of the style loss", "choice", choices=WEIGHTS_SOURCES,
                            label="weights source")
-    precision: str = setting("fp32", "precision of the diffusion model", "choice", choices=PRECISIONS)
+    precision: str = setting("auto", "precision of the diffusion model (auto: fp16 on CUDA, bf16 on a CPU that "
+                             "computes it natively, else fp32); the VGG-19 style loss follows Part 1's auto unless "
+                             "fp32", "choice", choices=DIFFUSION_PRECISIONS)
     track_every: int = setting(1, "record the style loss of x0 every K-th unguided step", "count", minimum=1,
                                metavar="K")
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # a style image above this is refused (None: no limit)

@@ -147,13 +147,21 @@ class VGGFeatures(nn.Module):
             scale = tuple(1.0 / s for s in IMAGENET_STD)
             shift = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
             self.bgr = False
-        self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
         if precision not in ("fp32", "bf16"):
             raise StylelabError(f"the VGG-19 network computes in fp32 or bf16, not '{precision}'.")
         # bf16: the convolutions under bfloat16 autocast, in channels-last (the layout oneDNN and cuDNN run
-        # fastest); the features come back as fp32, so Grams and losses are computed in fp32.
+        # fastest); the features come back as fp32 in that layout, so Grams and losses are computed in fp32.
+        # The feature scale is folded into the input normalisation and every bias (ReLU and max pooling
+        # commute with a positive factor, so each activation comes out scaled): no multiply per feature in
+        # the forward or the backward.
         self.precision = precision
+        if precision == "bf16" and self.feature_scale != 1.0:
+            scale, shift = tuple(v * self.feature_scale for v in scale), tuple(v * self.feature_scale for v in shift)
+            for conv in self.convs:
+                conv.bias.data.mul_(self.feature_scale)
+            self.feature_scale = 1.0
+        self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
         if precision == "bf16":
             self.to(memory_format=torch.channels_last)
 
@@ -186,7 +194,8 @@ class VGGFeatures(nn.Module):
                 for name in requested.get(layer.index, ()):
                     out[name] = x
         for name, feature in out.items():
-            if bf16:
-                feature = feature.to(torch.float32, memory_format=torch.contiguous_format)
-            out[name] = feature * self.feature_scale if self.feature_scale != 1.0 else feature
+            if bf16:  # fp32 in the same (channels-last) layout: a relayout would cost more than the Gram
+                out[name] = feature.to(torch.float32)
+            else:
+                out[name] = feature * self.feature_scale if self.feature_scale != 1.0 else feature
         return out

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..errors import StylelabError
 from ..files import write_bytes_atomic
-from ..settings import PRECISIONS, ModelChoice, check_fields
+from ..settings import DIFFUSION_PRECISIONS, ModelChoice, check_fields
 
 log = logging.getLogger("stylelab.models")
 
@@ -74,12 +74,14 @@ class ModelSource:
 
     def validate(self) -> None:
         check_fields(ModelChoice(model=self.model, revision=self.revision, fallback=self.fallback))
-        if self.precision not in PRECISIONS:
-            raise StylelabError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        if self.precision not in DIFFUSION_PRECISIONS:
+            raise StylelabError(f"precision must be one of {', '.join(DIFFUSION_PRECISIONS)}, got "
+                                f"{self.precision!r}.")
 
 
 def variant_of(precision: str) -> str | None:
-    """The weights' variant a precision loads: fp16 files for fp16, the full-precision ones for fp32 and bf16."""
+    """The weights' variant a precision loads: fp16 files for fp16, the full-precision ones for fp32, bf16 and auto
+    (which resolves on the machine that samples; full-precision files load in any precision)."""
     return "fp16" if precision == "fp16" else None
 
 

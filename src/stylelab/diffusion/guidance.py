@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from PIL import Image
 
-from .. import images, runner
+from .. import images, runner, runtime
 from ..checkpoint import CheckpointPolicy
 from ..errors import StylelabError
 from ..files import file_digest
@@ -64,8 +64,8 @@ class StyleScorer:
     """The Part 1 style loss of an image in [0, 1] against one style image, at its own size."""
 
     def __init__(self, style: str | Image.Image, style_loss: str, layers, weights: str, device: torch.device,
-                 size: int, max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
-        self.vgg = VGGFeatures(weights).to(device)
+                 size: int, max_pixels: int | None = images.DEFAULT_MAX_PIXELS, precision: str = "fp32"):
+        self.vgg = VGGFeatures(weights, precision=precision).to(device)
         self.layers = list(layers)
         self.style_loss = style_loss
         target = style_tensor(style, size, max_pixels).to(device)
@@ -166,6 +166,8 @@ class GuidedSampling:
     def identity(self, device: torch.device) -> dict:
         decisive = {**asdict(self.settings), "size": self.size}
         decisive.pop("max_pixels")  # refuses inputs, changes no result
+        # auto resolves by the machine: a checkpoint made in another precision is not resumed.
+        decisive["precision"] = list(self.precisions(device)[::2])
         origin = self.pipe.origin
         return {"settings": decisive, "inputs": {"style": file_digest(self.settings.style)}, "device": str(device),
                 "model": {"name": origin.name, "source": origin.source, "embedded": origin.embedded,
@@ -175,9 +177,17 @@ class GuidedSampling:
     def describe(self) -> str:
         return f"for a {self.size} x {self.size} image ({self.pipe.origin.name})"
 
+    def precisions(self, device: torch.device) -> tuple[str, str, str]:
+        """(the model's precision, why, the style loss's VGG-19 precision): auto as
+        runtime.choose_diffusion_precision says; the VGG-19 network as Part 1's auto, fp32 when fp32 is asked."""
+        precision, why = runtime.choose_diffusion_precision(self.settings.precision, device)
+        vgg = "fp32" if self.settings.precision == "fp32" else runtime.choose_precision("auto", device)[0]
+        return precision, why, vgg
+
     def setup(self, device: torch.device) -> None:
         s, pipe = self.settings, self.pipe
-        self.device, self.dtype = device, DTYPES[s.precision]
+        self.precision, self.precision_reason, vgg_precision = self.precisions(device)
+        self.device, self.dtype = device, DTYPES[self.precision]
         if device.type == "cpu" and self.dtype == torch.float16:
             raise StylelabError("fp16 needs a GPU; use --precision fp32 or bf16 on the CPU.")
         # Each model in the run's precision: a loaded one may come in its config's dtype (transformers loads
@@ -189,7 +199,7 @@ class GuidedSampling:
         self.scorer = None
         if self.style_image is not None:
             self.scorer = StyleScorer(self.style_image, s.style_loss, s.style_layers, s.weights, device, self.size,
-                                      s.max_pixels)
+                                      s.max_pixels, vgg_precision)
         pipe.scheduler.set_timesteps(s.steps, device=device)
         if self.generator is None:
             self.generator = torch.Generator("cpu").manual_seed(s.seed)
@@ -264,12 +274,14 @@ class GuidedSampling:
                           revision=origin.revision, commit=origin.commit, pinned=origin.pinned,
                           files=list(origin.files or []))
         return GenerationRecord(
-            kind="generation", settings=replace(s, size=self.size), image_size=[self.size, self.size],
+            kind="generation", settings=replace(s, size=self.size, precision=self.precision),
+            image_size=[self.size, self.size],
             history=self.history, timing=Timing(**timing), model=model, style_distances=distances,
             style_size=self.scorer.style_size if self.scorer is not None else None,
             # The same shape as Part 1 records, so figures and the report read both alike.
             images={str(self.total_steps): ImageEntry(file="image.png", losses=distances, distances=distances)},
-            precision=s.precision, weights=s.weights, seed=s.seed, **run.environment())
+            precision=self.precision, precision_reason=self.precision_reason, weights=s.weights, seed=s.seed,
+            **run.environment())
 
 
 def sample(pipe: Pipeline, settings: GuidanceSettings, device: str = "auto", progress: bool = True,
