@@ -43,7 +43,23 @@ PREVIEW_ROOT = yaml.safe_load((ROOT / PREVIEW).read_text())["results"]  # where 
 # The Part 1 runs of the assignment (PARAMETERS.md), and the jobs that turn them into figures and a report.
 ASSIGNMENT_LAYERS = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10", "pool_2", "pool_8", "pool_16"]
 PART2_JOBS = {"models": 1, "generate": 6, "transfer_on_generated": 2, "generation_grid": 1, "guidance_curves": 1, "comparison": 1}
-DEFAULT_JOBS = {**PART2_JOBS, "inversion": 9, "texture": 9, "transfer": 4, "layer_grid": 2, "transfer_grid": 1,
+
+
+def layer_job_counts(config: dict) -> dict[str, int]:
+    """The inversion and texture jobs of a config: one per layer, or (jobs.batch on here) one per batch of
+    the layers that reach the same convolution (rule <group>_batch_<first layer>)."""
+    from stylelab.config import batching, layer_batches
+
+    on, _ = batching(config)
+    counts: dict[str, int] = {}
+    for group in ("inversion", "texture"):
+        for batch in (layer_batches(config[group]["layers"]) if on else [[l] for l in config[group]["layers"]]):
+            rule = group if len(batch) == 1 else f"{group}_batch_{batch[0]}"
+            counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+DEFAULT_JOBS = {**PART2_JOBS, **layer_job_counts(CONFIG), "transfer": 4, "layer_grid": 2, "transfer_grid": 1,
                 "loss_curves": 3, "report": 1, "all": 1}
 
 
@@ -348,6 +364,32 @@ def _files(workdir: Path) -> dict[str, tuple[bytes, int]]:
     """Every file of a project copy (bytes and mtime), but Snakemake's own records in .snakemake/."""
     return {str(path.relative_to(workdir)): (path.read_bytes(), path.stat().st_mtime_ns)
             for path in workdir.rglob("*") if path.is_file() and path.relative_to(workdir).parts[0] != ".snakemake"}
+
+
+def test_batched_layers_run_as_one_job_and_a_deleted_image_is_rebuilt_by_naming_it(tmp_path):
+    """jobs.batch true: the layers reaching one convolution are one job whose outputs are each layer's image
+    and record; a layer alone keeps its own job. Delete one image of a batch and name it: its batch reruns."""
+    workdir = copy_project(tmp_path / "project")
+    overlay = workdir.parent / "batch.yaml"
+    overlay.write_text(_tiny(steps=2).replace("[conv_1, relu_1]", "[conv_1, relu_1, pool_2]")
+                       .replace("max_pixels: 40000000}", "max_pixels: 40000000, batch: true}"))
+    dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--",
+                    *(f"results/part1/inversion/{layer}.png" for layer in ("conv_1", "relu_1", "pool_2")))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert job_counts(dry.stdout) == {"inversion_batch_conv_1": 1, "inversion": 1}
+    assert "--layer conv_1 relu_1 " in dry.stdout
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(overlay), "--", "results/part1/inversion/relu_1.png")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    record = json.loads((workdir / "results/part1/inversion/relu_1.json").read_text())
+    assert record["batch"] == ["conv_1", "relu_1"] and record["settings"]["content_layers"] == ["relu_1"]
+    assert (workdir / "results/part1/inversion/conv_1.png").is_file()
+    (workdir / "results/part1/inversion/conv_1.png").unlink()
+    again = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--",
+                      "results/part1/inversion/conv_1.png")
+    assert job_counts(again.stdout) == {"inversion_batch_conv_1": 1}, again.stdout[-3000:]
+    nothing = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--",
+                        "results/part1/inversion/relu_1.png")
+    assert job_counts(nothing.stdout) == {}
 
 
 @pytest.fixture(scope="module")

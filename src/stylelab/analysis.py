@@ -14,12 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import images
 from .errors import StylelabError
 from .names import format_number
 from .runs import STYLE_LOSS_NAMES, Run
 from .settings import STYLE_LOSSES
-from .vgg import resolve_layer
+from .layers import resolve_layer
 
 
 def g(value: float | None, digits: int = 3) -> str:
@@ -81,6 +80,8 @@ def pixel_rmse(run: Run) -> float | None:
         return None
     h, w = run.record.image_size
     try:
+        from . import images  # torch: only where a reference image is compared
+
         reference = images.load_image(content, (h, w))[0].permute(1, 2, 0).numpy()
     except StylelabError:
         return None

@@ -30,7 +30,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .checkpoint import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm
+from .stopping import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm
 from .errors import StylelabError
 from .settings import (DEFAULT_MAX_PIXELS, ONE_LAYER_DEFAULTS, GuidanceSettings, ModelChoice, TransferSettings,
                        _number, add_options, resolve, rules_of)
@@ -126,7 +126,9 @@ def _part1(sub, name: str, help: str, description: str, images: dict[str, bool],
         g.add_argument(f"--{image}", metavar="IMG", required=required,
                        help=rules_of(TransferSettings)[image].help)
     if layer:
-        g.add_argument("--layer", required=True, help=layer)
+        g.add_argument("--layer", required=True, nargs="+", metavar="LAYER",
+                       help=f"{layer}; several layers run as one batch (stylelab.batch), their image and "
+                            "record names then need {layer}")
     add_options(g, TransferSettings, [*own, *PART1_COMMON], defaults)
     g.add_argument("--image-name", default="step_{step}.png", metavar="TEMPLATE",
                    help="file name of each saved image inside DIR; {step} is replaced by the step "
@@ -238,8 +240,9 @@ def _output_parsers(sub) -> None:
                                                                 const="workflow/schemas/config.schema.yaml")
 
 
-def _settings(args: argparse.Namespace) -> TransferSettings:
-    """The run's settings: the command line's, else --spec's, else the command's defaults."""
+def _settings(args: argparse.Namespace, layer: str | None = None) -> TransferSettings:
+    """The run's settings (of `layer`, for invert and texture): the command line's, else --spec's, else the
+    command's defaults."""
     own, defaults = PART1_COMMANDS[args.command]
     names = {*own, *PART1_COMMON}
     unknown = sorted(set(args.spec) - names)
@@ -250,10 +253,10 @@ def _settings(args: argparse.Namespace) -> TransferSettings:
     values = {k: v for k, v in values.items() if k in names}
     values["max_pixels"] = args.max_pixels
     if args.command == "invert":
-        values.update(content=args.content, style=None, content_layers=[args.layer], style_layers=[],
+        values.update(content=args.content, style=None, content_layers=[layer], style_layers=[],
                       style_weight=0.0, kind="inversion")
     elif args.command == "texture":
-        values.update(content=None, style=args.style, content_layers=[], style_layers=[args.layer],
+        values.update(content=None, style=args.style, content_layers=[], style_layers=[layer],
                       content_weight=0.0, kind="texture")
     else:
         values.update(content=args.content, style=args.style)
@@ -336,15 +339,35 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "models":
         _fetch(args)
         return
+    _part1_run(args)
+
+
+def _part1_run(args: argparse.Namespace) -> None:
+    """invert, texture (one layer, or several as one batch) and transfer: run, then write images and records."""
     from .transfer import check_image_name, check_output_name, run_transfer, write_outputs
 
-    settings = _settings(args)
-    check_image_name(args.image_name, len(set(settings.steps)))  # before the run, not after it
-    check_output_name(args.record_name, "record name")
-    policy = _policy(args, args.image_name, args.record_name)
-    result = run_transfer(settings, progress=not args.quiet, checkpoints=policy)
-    for path in write_outputs(result, args.out, args.image_name, args.record_name):
-        log.info("wrote %s", path)
+    from .layers import tutorial_name
+
+    # The tutorial's names ({layer} in file names), whichever form was given.
+    layers = [tutorial_name(layer) for layer in args.layer] if getattr(args, "layer", None) else [None]
+    if len(layers) > 1 and not all("{layer}" in name for name in (args.image_name, args.record_name)):
+        raise StylelabError(f"{len(layers)} layers run as one batch, so --image-name and --record-name need "
+                            "{layer} in them (e.g. --image-name {layer}.png --record-name {layer}.json).")
+    members = [_settings(args, layer) for layer in layers]
+    names = [(args.image_name.replace("{layer}", layer or ""), args.record_name.replace("{layer}", layer or ""))
+             for layer in layers]
+    for (image_name, record_name), settings in zip(names, members):  # before the run, not after it
+        check_image_name(image_name, len(set(settings.steps)))
+        check_output_name(record_name, "record name")
+    policy = _policy(args, *(name for pair in names for name in pair))
+    if len(members) == 1:
+        results = [run_transfer(members[0], progress=not args.quiet, checkpoints=policy)]
+    else:
+        from .batch import run_batch
+        results = run_batch(members, progress=not args.quiet, checkpoints=policy)
+    for result, (image_name, record_name) in zip(results, names):
+        for path in write_outputs(result, args.out, image_name, record_name):
+            log.info("wrote %s", path)
     policy.outputs_written()
 
 

@@ -85,6 +85,38 @@ def model_spec(config: dict) -> dict:
     return spec
 
 
+def layer_batches(layers) -> list[list[str]]:
+    """One-layer runs grouped by the convolution they reach (conv_k, relu_k and pool_k run the network to the
+    same place), in the order the layers are listed: the batches `stylelab.batch` runs as one job each."""
+    from .layers import resolve_layer
+
+    groups: dict[int, list[str]] = {}
+    for name in layers:
+        groups.setdefault(resolve_layer(name).conv_index, []).append(name)
+    return list(groups.values())
+
+
+def batching(config: dict) -> tuple[bool, str]:
+    """Whether the workflow runs one-layer runs of one depth as one batch job (jobs.batch), and why.
+
+    auto: on a GPU (device cuda), or in bf16 (precision bf16 or auto) on a CPU that computes bf16 natively:
+    where benchmarks/speed.py measured a batch to pay. A CPU in fp32 gains nothing from it."""
+    from .hardware import NATIVE_BF16_FLAGS, cpu_flags
+
+    mode = config["jobs"].get("batch", "auto")
+    if isinstance(mode, bool):
+        return mode, f"jobs.batch: {str(mode).lower()}"
+    device, precision = str(config["device"]), config["precision"]
+    if device.startswith("cuda"):
+        return True, "auto: device cuda"
+    if precision == "fp32":
+        return False, "auto: precision fp32"
+    native = sorted(cpu_flags() & set(NATIVE_BF16_FLAGS))
+    if device in ("auto", "cpu") and native:
+        return True, f"auto: bf16 on a CPU with {' and '.join(native)}"
+    return False, "auto: no native bf16 here"
+
+
 def read_configs(paths) -> dict:
     """Config files laid over each other in order (a mapping merged key by key, as Snakemake does)."""
     import yaml
@@ -204,6 +236,9 @@ def config_schema() -> dict:
         "mem_mb": {"type": "integer", "minimum": 100},
         "max_pixels": {"description": "an input image above this many pixels is refused before it is decoded "
                                       "(stylelab --max-pixels)", "type": "integer", "minimum": 1},
+        "batch": {"description": "run the one-layer inversions and textures that reach the same convolution as "
+                                 "one batch job: true, false, or auto (on a GPU, or in bf16 on a CPU that "
+                                 "computes it natively)", "enum": ["auto", True, False]},
     })
     properties = {
         "images": _closed({

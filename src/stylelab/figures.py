@@ -30,7 +30,7 @@ from PIL import Image
 
 from .runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
 from .settings import STYLE_LOSSES
-from .vgg import resolve_layer
+from .layers import resolve_layer
 
 LAYER_TYPES = ("conv", "relu", "pool")
 CELL_INCHES = 2.4

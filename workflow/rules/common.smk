@@ -17,7 +17,9 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 # File names and the report's labels write weights alike; the config's messages and each run's spec come
 # from the library (stylelab.config), which imports nothing heavy.
 from stylelab.config import (
+    batching,
     config_message,
+    layer_batches,
     generation_spec,
     model_spec,
     part1_spec,
@@ -125,6 +127,21 @@ TRANSFER_STEPS = whole_steps(config["transfer"]["steps"])
 # Experiments whose runs are one per layer.
 LAYER_GROUPS = ("inversion", "texture")
 GROUPS = LAYER_GROUPS + ("transfer",)
+
+# With batching (jobs.batch; stylelab.config.batching says when auto turns it on), the layers of a group
+# that reach the same convolution run as one job: its name joins theirs (conv_10+relu_10).
+BATCHING, BATCHING_WHY = batching(config)
+
+
+def layer_jobs(group):
+    """{job name: its layers} of an inversion or texture group: one layer a job, or its batches."""
+    layers = config[group]["layers"]
+    batches = layer_batches(layers) if BATCHING else [[layer] for layer in layers]
+    return {"+".join(batch): batch for batch in batches}
+
+
+def solo_layers(group):
+    return [batch[0] for batch in layer_jobs(group).values() if len(batch) == 1]
 
 
 def alternatives(names):
@@ -319,9 +336,9 @@ REPORT_CODE = [
 
 def part1_benchmarks():
     return [
-        benchmark_file(part1_job(group, layer))
+        benchmark_file(part1_job(group, job))
         for group in LAYER_GROUPS
-        for layer in config[group]["layers"]
+        for job in layer_jobs(group)
     ] + [benchmark_file(part1_job("transfer", run_id)) for run_id in TRANSFER_RUNS]
 
 

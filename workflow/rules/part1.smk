@@ -17,7 +17,7 @@ rule inversion:
     benchmark:
         benchmark_file(part1_job("inversion", "{layer}"))
     wildcard_constraints:
-        layer=alternatives(config["inversion"]["layers"]),
+        layer=alternatives(solo_layers("inversion")),
     conda:
         SOFTWARE
     threads: JOB_THREADS
@@ -44,7 +44,7 @@ rule texture:
     benchmark:
         benchmark_file(part1_job("texture", "{layer}"))
     wildcard_constraints:
-        layer=alternatives(config["texture"]["layers"]),
+        layer=alternatives(solo_layers("texture")),
     conda:
         SOFTWARE
     threads: JOB_THREADS
@@ -58,6 +58,45 @@ rule texture:
         "{params.stylelab} texture --spec {params.spec:q} --style {input.style:q} --layer {wildcards.layer}"
         " --out {params.out_dir} --image-name {wildcards.layer}.png --record-name {wildcards.layer}.json"
         " --quiet > {log:q} 2>&1"
+
+
+# With batching on (common.smk: BATCHING), the layers that reach the same convolution run as one job and one
+# batch; its outputs are each layer's image and record, so deleting one and asking for it reruns its batch.
+for _group, _command, _image in (
+    ("inversion", "invert", "content"),
+    ("texture", "texture", "style"),
+):
+    for _job, _layers in layer_jobs(_group).items():
+        if len(_layers) == 1:
+            continue
+
+        rule:
+            name:
+                f"{_group}_batch_{_layers[0]}"
+            input:
+                image=config["images"][_image],
+            output:
+                images=[layer_image(_group, layer) for layer in _layers],
+                records=[layer_record(_group, layer) for layer in _layers],
+            log:
+                log_file(part1_job(_group, _job)),
+            benchmark:
+                benchmark_file(part1_job(_group, _job))
+            conda:
+                SOFTWARE
+            threads: JOB_THREADS
+            resources:
+                **EXPERIMENT_RESOURCES,
+            params:
+                stylelab=STYLELAB,
+                command=f"{_command} --{_image}",
+                spec=part1_run_spec(_group),
+                layers=" ".join(_layers),
+                out_dir=str(Path(layer_record(_group, _layers[0])).parent),
+            shell:
+                "{params.stylelab} {params.command} {input.image:q} --spec {params.spec:q} --layer {params.layers}"
+                " --out {params.out_dir} --image-name '{{layer}}.png' --record-name '{{layer}}.json'"
+                " --quiet > {log:q} 2>&1"
 
 
 # One job per run writes the image of every listed step (300 and 1000 come from one 1000-step run).

@@ -194,7 +194,11 @@ class GuidedSampling:
         # the text encoder so), whatever the others have. Only what differs is cast.
         for component in pipe.components.values():
             if isinstance(component, torch.nn.Module) and component.dtype != self.dtype:
-                component.to(dtype=self.dtype)
+                if getattr(component, "_keep_in_fp32_modules", None) == []:
+                    # diffusers warns about modules to keep in fp32 whenever the list exists, even empty
+                    torch.nn.Module.to(component, dtype=self.dtype)
+                else:
+                    component.to(dtype=self.dtype)
         pipe.to(device=device)
         self.scorer = None
         if self.style_image is not None:

@@ -1,0 +1,93 @@
+"""One-layer runs as one batch (stylelab.batch): each image what its solo run gives, and clear refusals."""
+
+import json
+
+import pytest
+import torch
+
+from stylelab import runner
+from stylelab.batch import BatchedTransfer, run_batch
+from stylelab.errors import StylelabError
+from stylelab.settings import feature_inversion, texture_synthesis
+from stylelab.transfer import run_transfer
+
+STEPS = 6
+
+
+def _members(kind, image, layers, **options):
+    make = feature_inversion if kind == "inversion" else texture_synthesis
+    return [make(str(image), layer, size=32, steps=(3, STEPS), device="cpu", precision="fp32", **options)
+            for layer in layers]
+
+
+@pytest.mark.parametrize("kind, layers", [("inversion", ["conv_5", "relu_5", "pool_4"]),
+                                          ("texture", ["conv_3", "relu_3"])])
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_each_image_of_a_batch_is_what_its_solo_run_gives(cat, picasso, kind, layers, optimizer):
+    """Same start, same objective, own optimiser state: after several steps every image (each saved step) and
+    loss is its solo run's, up to the rounding of a batched convolution."""
+    image = cat if kind == "inversion" else picasso
+    members = _members(kind, image, layers, optimizer=optimizer)
+    solo = [run_transfer(m, progress=False) for m in members]
+    batch = run_batch(members, progress=False)
+    assert len(batch) == len(layers)
+    for layer, alone, together in zip(layers, solo, batch):
+        assert together.record.batch == layers and alone.record.batch is None
+        assert together.record.settings.content_layers == alone.record.settings.content_layers
+        # Rounding grows with the steps (L-BFGS without a line search amplifies it, and a pixel that lands on a
+        # bound in one run and just inside it in the other is then moved differently): every pixel at step 3,
+        # the mean at the last step, and the losses.
+        assert torch.allclose(together.images[3], alone.images[3], atol=2e-5, rtol=0), layer
+        assert (together.images[STEPS] - alone.images[STEPS]).abs().mean() < 1e-4, layer
+        assert together.record.final_losses["total"] == pytest.approx(alone.record.final_losses["total"], rel=1e-3)
+        assert together.record.optimizer_scale == pytest.approx(alone.record.optimizer_scale, rel=1e-5)
+        assert together.record.history["step"] == alone.record.history["step"]
+
+
+def test_a_batch_checkpoint_resumes_where_it_stopped(cat):
+    """The batch's state is its runs' states: taken at step 3 and loaded into a fresh task, the remaining steps
+    give the uninterrupted images bit for bit."""
+    members = _members("inversion", cat, ["conv_5", "relu_5"])
+    whole = run_batch(members, progress=False)
+    first = BatchedTransfer(members)
+    first.setup(torch.device("cpu"))
+    for n in (1, 2, 3):
+        first.step(n, lambda: 0.0)
+    saved = first.state()
+    second = BatchedTransfer(members)
+    second.setup(torch.device("cpu"))
+    second.load_state(saved)
+    for n in range(4, STEPS + 1):
+        second.step(n, lambda: 0.0)
+    info = runner.RunInfo(torch.device("cpu"), {}, STEPS)
+    for resumed, uninterrupted in zip(second.finish(info), whole):
+        assert torch.equal(resumed.images[STEPS], uninterrupted.images[STEPS])
+
+
+def test_runs_that_cannot_share_a_batch_are_refused_in_one_line(cat, picasso):
+    with pytest.raises(StylelabError, match="names a layer twice"):
+        BatchedTransfer(_members("inversion", cat, ["conv_5", "conv_5"]))
+    other_size = _members("inversion", cat, ["conv_5"]) + [feature_inversion(str(cat), "relu_5", size=48, steps=(3, STEPS),
+                                                                             device="cpu", precision="fp32")]
+    with pytest.raises(StylelabError, match="size differs: 32 .conv_5. and 48 .relu_5."):
+        BatchedTransfer(other_size)
+    with pytest.raises(StylelabError, match="kind differs"):
+        BatchedTransfer(_members("inversion", cat, ["conv_5"]) + _members("texture", picasso, ["relu_5"]))
+    with pytest.raises(StylelabError, match="only one-layer inversions and textures"):
+        from stylelab.settings import TransferSettings
+        BatchedTransfer([TransferSettings(content=str(cat), style=str(picasso), size=32)])
+
+
+def test_the_cli_runs_several_layers_as_one_batch(run_cli, cat, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli("invert", "--content", cat, "--layer", "conv_5", "relu3_1", "--size", "32", "--steps", "3",
+                           "--device", "cpu", "--precision", "fp32", "--out", out, "--image-name", "{layer}.png",
+                           "--record-name", "{layer}.json", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["conv_5.json", "conv_5.png", "relu_5.json", "relu_5.png"]
+    record = json.loads((out / "relu_5.json").read_text())
+    assert record["batch"] == ["conv_5", "relu_5"] and record["outputs"] == ["relu_5.png", "relu_5.json"]
+    code, _, err = run_cli("invert", "--content", cat, "--layer", "conv_5", "relu_5", "--size", "32", "--steps", "3",
+                           "--out", tmp_path / "none", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "need {layer}" in err
+    assert not (tmp_path / "none").exists()
