@@ -91,3 +91,19 @@ def test_the_cli_runs_several_layers_as_one_batch(run_cli, cat, tmp_path):
                            "--out", tmp_path / "none", "--quiet")
     assert code == 2 and err.count("\n") == 1 and "need {layer}" in err
     assert not (tmp_path / "none").exists()
+
+
+def test_the_workflow_batches_as_jobs_batch_says():
+    """jobs.batch true (by the convolution reached), all (one job per experiment), false; auto is off (no batch
+    measured faster)."""
+    from stylelab.config import batching, layer_batches
+
+    config = {"jobs": {"batch": "auto"}, "device": "cuda", "precision": "bf16"}
+    assert batching({**config, "jobs": {"batch": True}}) == (True, "jobs.batch: true")
+    assert batching({**config, "jobs": {"batch": "all"}}) == ("all", "jobs.batch: all")
+    assert batching({**config, "jobs": {"batch": False}})[0] is False
+    assert batching(config)[0] is False
+    layers = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10", "pool_2", "pool_8", "pool_16"]
+    assert layer_batches(layers) == [["conv_1", "relu_1"], ["conv_5", "relu_5"], ["conv_10", "relu_10"],
+                                     ["pool_2"], ["pool_8"], ["pool_16"]]
+    assert layer_batches(layers, "all") == [layers]

@@ -188,6 +188,12 @@ def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "amx_bf16", "amx_tile"})
     assert runtime.choose_precision("auto", cpu) == ("bf16", "auto: the CPU has amx_bf16")
+    assert runtime.choose_precision("auto", cpu, "transfer") == ("bf16", "auto: the CPU has amx_bf16")
+    # One-layer runs stay fp32 under auto (their objective falls towards zero); asked for, bf16 is bf16.
+    for kind in ("inversion", "texture"):
+        chosen, why = runtime.choose_precision("auto", cpu, kind)
+        assert chosen == "fp32" and f"fp32 for an {kind}" in why or f"fp32 for a {kind}" in why
+        assert runtime.choose_precision("bf16", cpu, kind) == ("bf16", "asked for")
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
     chosen, why = runtime.choose_precision("auto", cpu)
     assert chosen == "fp32" and "no native bfloat16" in why

@@ -45,15 +45,21 @@ ASSIGNMENT_LAYERS = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10
 PART2_JOBS = {"models": 1, "generate": 6, "transfer_on_generated": 2, "generation_grid": 1, "guidance_curves": 1, "comparison": 1}
 
 
-def layer_job_counts(config: dict) -> dict[str, int]:
-    """The inversion and texture jobs of a config: one per layer, or (jobs.batch on here) one per batch of
-    the layers that reach the same convolution (rule <group>_batch_<first layer>)."""
+def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
+    """{job name: its layers} of an inversion or texture group as jobs.batch makes them (common.smk)."""
     from stylelab.config import batching, layer_batches
 
     on, _ = batching(config)
+    layers = config[group]["layers"]
+    return {"+".join(batch): batch for batch in (layer_batches(layers, on) if on else [[l] for l in layers])}
+
+
+def layer_job_counts(config: dict) -> dict[str, int]:
+    """The inversion and texture jobs of a config: one per layer, or one per batch (rule
+    <group>_batch_<first layer>)."""
     counts: dict[str, int] = {}
     for group in ("inversion", "texture"):
-        for batch in (layer_batches(config[group]["layers"]) if on else [[l] for l in config[group]["layers"]]):
+        for batch in layer_jobs(config, group).values():
             rule = group if len(batch) == 1 else f"{group}_batch_{batch[0]}"
             counts[rule] = counts.get(rule, 0) + 1
     return counts
@@ -260,9 +266,14 @@ def test_plain_snakemake_report_uses_the_default_profile(project):
 def test_preview_is_the_same_experiments_smaller(project):
     run = snakemake(project, "-n", "--cores", "2", "--configfile", PREVIEW, "--", "report")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert job_counts(run.stdout) == {job: n for job, n in DEFAULT_JOBS.items() if job != "all"}
+    preview = _preview_config()
+    expected = {job: n for job, n in DEFAULT_JOBS.items() if job not in ("all", "inversion", "texture")}
+    assert job_counts(run.stdout) == {**expected, **layer_job_counts(preview)}
+    # The preview's short runs are batched, every layer of an experiment in one job (their time is start-up).
+    assert [list(layer_jobs(preview, group).values()) for group in ("inversion", "texture")] == \
+        [[ASSIGNMENT_LAYERS], [ASSIGNMENT_LAYERS]]
     specs = [spec for command in ("invert", "texture", "transfer") for spec, _ in command_specs(run.stdout, command)]
-    assert len(specs) == 9 + 9 + 4 + 2
+    assert len(specs) == 1 + 1 + 4 + 2
     assert all(spec["size"] == 64 and spec["device"] == "cpu" and 1000 not in spec["steps"] for spec in specs)
     # On the CPU an experiment needs no GPU slot, so two run side by side on two cores.
     assert not re.search(r"gpu=1", run.stdout)
@@ -486,8 +497,11 @@ def test_preview_makes_every_target(preview):
         for step in steps:
             image = preview / f"{PREVIEW_ROOT}/part1/{group}" / record["images"][str(step)]["file"]
             assert image.is_file() and image.stat().st_size > 0
-        assert (preview / f"{PREVIEW_ROOT}/logs/part1/{name}.log").is_file()
-        assert (preview / f"{PREVIEW_ROOT}/benchmarks/part1/{name}.tsv").is_file()
+        job = name
+        if group != "transfer":  # a batch job's log and benchmark are named by its layers
+            job = group + "/" + next(n for n, batch in layer_jobs(config, group).items() if name.split("/")[1] in batch)
+        assert (preview / f"{PREVIEW_ROOT}/logs/part1/{job}.log").is_file()
+        assert (preview / f"{PREVIEW_ROOT}/benchmarks/part1/{job}.tsv").is_file()
     for group in ("inversion", "texture"):
         for layer in config[group]["layers"]:
             assert (preview / f"{PREVIEW_ROOT}/part1/{group}/{layer}.png").is_file()

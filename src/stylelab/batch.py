@@ -81,17 +81,19 @@ class BatchedTransfer:
             run.vgg = first.vgg  # one network for the batch
             run.setup(device)
         self.vgg = first.vgg
-        # The union of the runs' layers, in network order: one forward reaches the deepest.
-        self.feature_layers = sorted({name for run in self.runs for name in run.objective.layers},
-                                     key=lambda name: resolve_layer(name).index)
+        # The batch's rows deepest first: the network drops each image after its own deepest layer.
+        depth = [max(resolve_layer(name).index for name in run.objective.layers) for run in self.runs]
+        self.order = sorted(range(len(self.runs)), key=lambda i: -depth[i])
 
     def step(self, n: int, clock) -> dict[str, float]:
         for run in self.runs:
             run.prepare()
-        features = self.vgg(torch.cat([run.image for run in self.runs]), self.feature_layers)
-        per_image = {name: feature.split(1) for name, feature in features.items()}
-        evaluated = [run.objective({name: per_image[name][i] for name in run.objective.layers}, run.image)
-                     for i, run in enumerate(self.runs)]
+        ordered = [self.runs[i] for i in self.order]
+        features = self.vgg.forward_each(torch.cat([run.image for run in ordered]),
+                                         [run.objective.layers for run in ordered])
+        evaluated = [None] * len(self.runs)
+        for i, run, own in zip(self.order, ordered, features):
+            evaluated[i] = run.objective(own, run.image)
         torch.stack([total for total, _ in evaluated]).sum().backward()
         shown = {}
         for run, layer, (total, parts) in zip(self.runs, self.layers, evaluated):

@@ -85,36 +85,31 @@ def model_spec(config: dict) -> dict:
     return spec
 
 
-def layer_batches(layers) -> list[list[str]]:
-    """One-layer runs grouped by the convolution they reach (conv_k, relu_k and pool_k run the network to the
-    same place), in the order the layers are listed: the batches `stylelab.batch` runs as one job each."""
+def layer_batches(layers, mode: str | bool = True) -> list[list[str]]:
+    """The batches `stylelab.batch` runs as one job each, in the order the layers are listed: by the
+    convolution each layer reaches (conv_k, relu_k and pool_k run the network to the same place), or with
+    mode "all" every layer in one (for short runs, whose time is the start-up of their processes)."""
     from .layers import resolve_layer
 
+    if mode == "all":
+        return [list(layers)]
     groups: dict[int, list[str]] = {}
     for name in layers:
         groups.setdefault(resolve_layer(name).conv_index, []).append(name)
     return list(groups.values())
 
 
-def batching(config: dict) -> tuple[bool, str]:
-    """Whether the workflow runs one-layer runs of one depth as one batch job (jobs.batch), and why.
+def batching(config: dict) -> tuple[bool | str, str]:
+    """How the workflow batches one-layer runs (jobs.batch): False, True (by the convolution reached) or
+    "all" (every layer of a group in one job), and why.
 
-    auto: on a GPU (device cuda), or in bf16 (precision bf16 or auto) on a CPU that computes bf16 natively:
-    where benchmarks/speed.py measured a batch to pay. A CPU in fp32 gains nothing from it."""
-    from .hardware import NATIVE_BF16_FLAGS, cpu_flags
-
+    auto is off: `benchmarks/speed.py --batch` found no overall gain on a CPU (README, "Performance": in bf16
+    a batch was faster deep in the network and slower at conv_5; in fp32 about level), and none has been
+    measured on a GPU yet. true or all turn it on."""
     mode = config["jobs"].get("batch", "auto")
-    if isinstance(mode, bool):
+    if mode != "auto":
         return mode, f"jobs.batch: {str(mode).lower()}"
-    device, precision = str(config["device"]), config["precision"]
-    if device.startswith("cuda"):
-        return True, "auto: device cuda"
-    if precision == "fp32":
-        return False, "auto: precision fp32"
-    native = sorted(cpu_flags() & set(NATIVE_BF16_FLAGS))
-    if device in ("auto", "cpu") and native:
-        return True, f"auto: bf16 on a CPU with {' and '.join(native)}"
-    return False, "auto: no native bf16 here"
+    return False, "auto: off (no batch measured faster; README, Performance)"
 
 
 def read_configs(paths) -> dict:
@@ -237,8 +232,9 @@ def config_schema() -> dict:
         "max_pixels": {"description": "an input image above this many pixels is refused before it is decoded "
                                       "(stylelab --max-pixels)", "type": "integer", "minimum": 1},
         "batch": {"description": "run the one-layer inversions and textures that reach the same convolution as "
-                                 "one batch job: true, false, or auto (on a GPU, or in bf16 on a CPU that "
-                                 "computes it natively)", "enum": ["auto", True, False]},
+                                 "one batch job (true), every layer of an experiment in one job (all: for short "
+                                 "runs, whose time is their start-up), or not (false; auto: off until a batch "
+                                 "is measured faster)", "enum": ["auto", True, False, "all"]},
     })
     properties = {
         "images": _closed({

@@ -60,10 +60,20 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
     return False, f"bfloat16 is not used on {device.type}"
 
 
-def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """(fp32 or bf16, why): what was asked for, or for auto, bf16 where the device computes it natively."""
+# Runs whose objective falls towards zero (one layer, no second term to balance): bf16's rounding of the
+# features sets a floor under it (README, "Performance": 2 to 40 times fp32's final objective at 64 px,
+# where fp32 with another thread count stays within 3% on the shallow layers), so auto keeps them fp32.
+FP32_KINDS = ("inversion", "texture")
+
+
+def choose_precision(requested: str, device: torch.device, kind: str | None = None) -> tuple[str, str]:
+    """(fp32 or bf16, why): what was asked for; for auto, bf16 where the device computes it natively, but
+    fp32 for a run of FP32_KINDS."""
     if requested != "auto":
         return requested, "asked for"
+    if kind in FP32_KINDS:
+        return "fp32", (f"auto: fp32 for {'an' if kind[0] in 'aeiou' else 'a'} {kind}, whose objective falls "
+                        "towards zero, where bf16's rounding would hold it higher")
     native, why = native_bf16(device)
     return ("bf16" if native else "fp32"), f"auto: {why}"
 

@@ -152,7 +152,7 @@ class StyleTransfer:
                                                              ("init", s.init))
                   if path and (name != "init" or path not in INITS)}
         # auto resolves by the machine: a checkpoint made in another precision is not resumed.
-        decisive["precision"] = runtime.choose_precision(s.precision, device)[0]
+        decisive["precision"] = runtime.choose_precision(s.precision, device, s.kind)[0]
         return {"settings": decisive, "device": str(device), "inputs": inputs}
 
     def describe(self) -> str:
@@ -163,7 +163,7 @@ class StyleTransfer:
         """The inputs at the run's size, checked against the layers, then everything built from them."""
         s = self.settings
         self.device, self.size = device, self._size(device)
-        self.precision, self.precision_reason = runtime.choose_precision(s.precision, device)
+        self.precision, self.precision_reason = runtime.choose_precision(s.precision, device, s.kind)
         content, style = load_inputs(s, self.size)
         self.shape = tuple((content if content is not None else style).shape)
         self.content_layers = list(s.content_layers) if s.content_weight > 0 else []

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -171,19 +171,37 @@ class VGGFeatures(nn.Module):
         return image * self.scale + self.shift
 
     def forward(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-        requested = {}
-        for name in layers:
-            requested.setdefault(resolve_layer(name).index, []).append(name)
+        layers = list(layers)
+        return self._walk(image, [layers], [None])[0]
+
+    def forward_each(self, images: torch.Tensor, layers: Sequence[Sequence[str]]) -> list[dict[str, torch.Tensor]]:
+        """One forward for a batch whose images want different layers: image i gets {name: (1, C, H, W)} for
+        each name of `layers[i]`. The images must come deepest first: the batch drops each one after the
+        deepest layer it wants, so the network runs no image further than its own run would."""
+        return self._walk(images, [list(names) for names in layers], list(range(len(layers))))
+
+    def _walk(self, x: torch.Tensor, wanted: list[list[str]], rows: list[int | None]) -> list[dict[str, torch.Tensor]]:
+        """The network up to the deepest layer wanted; `rows[i]` is image i's row of the batch (None: the whole
+        batch is one request)."""
+        requested: dict[int, list[tuple[int, str]]] = {}
+        for i, names in enumerate(wanted):
+            for name in names:
+                requested.setdefault(resolve_layer(name).index, []).append((i, name))
+        out: list[dict[str, torch.Tensor]] = [{} for _ in wanted]
         if not requested:
-            return {}
-        last = max(requested)
-        out: dict[str, torch.Tensor] = {}
-        x = self.normalize(image)
+            return out
+        deepest = [max((resolve_layer(n).index for n in names), default=-1) for names in wanted]
+        if rows[0] is not None and deepest != sorted(deepest, reverse=True):
+            raise ValueError(f"forward_each takes the images deepest first; their deepest layers are {deepest}")
+        x = self.normalize(x)
         bf16 = self.precision == "bf16"
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            for layer in LAYERS[: last + 1]:
+            for layer in LAYERS[: max(deepest) + 1]:
+                if rows[0] is not None:  # rows past their deepest layer leave the batch (a view: no copy)
+                    active = sum(1 for d in deepest if d >= layer.index)
+                    x = x[:active] if active < x.shape[0] else x
                 if layer.kind == "conv":
                     x = self.convs[layer.conv_index](x)
                 elif layer.kind == "relu":
@@ -191,11 +209,12 @@ class VGGFeatures(nn.Module):
                     x = F.relu(x, inplace=(layer.index - 1) not in requested)
                 else:
                     x = F.max_pool2d(x, kernel_size=2, stride=2)
-                for name in requested.get(layer.index, ()):
-                    out[name] = x
-        for name, feature in out.items():
-            if bf16:  # fp32 in the same (channels-last) layout: a relayout would cost more than the Gram
-                out[name] = feature.to(torch.float32)
-            else:
-                out[name] = feature * self.feature_scale if self.feature_scale != 1.0 else feature
+                for i, name in requested.get(layer.index, ()):
+                    out[i][name] = x if rows[i] is None else x[rows[i]:rows[i] + 1]
+        for features in out:
+            for name, feature in features.items():
+                if bf16:  # fp32 in the same (channels-last) layout: a relayout would cost more than the Gram
+                    features[name] = feature.to(torch.float32)
+                else:
+                    features[name] = feature * self.feature_scale if self.feature_scale != 1.0 else feature
         return out

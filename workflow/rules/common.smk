@@ -136,7 +136,9 @@ BATCHING, BATCHING_WHY = batching(config)
 def layer_jobs(group):
     """{job name: its layers} of an inversion or texture group: one layer a job, or its batches."""
     layers = config[group]["layers"]
-    batches = layer_batches(layers) if BATCHING else [[layer] for layer in layers]
+    batches = (
+        layer_batches(layers, BATCHING) if BATCHING else [[layer] for layer in layers]
+    )
     return {"+".join(batch): batch for batch in batches}
 
 

@@ -89,12 +89,14 @@ for _group, _command, _image in (
                 **EXPERIMENT_RESOURCES,
             params:
                 stylelab=STYLELAB,
-                command=f"{_command} --{_image}",
+                command=_command,
+                image_option=f"--{_image}",
                 spec=part1_run_spec(_group),
                 layers=" ".join(_layers),
                 out_dir=str(Path(layer_record(_group, _layers[0])).parent),
             shell:
-                "{params.stylelab} {params.command} {input.image:q} --spec {params.spec:q} --layer {params.layers}"
+                "{params.stylelab} {params.command} --spec {params.spec:q} {params.image_option} {input.image:q}"
+                " --layer {params.layers}"
                 " --out {params.out_dir} --image-name '{{layer}}.png' --record-name '{{layer}}.json'"
                 " --quiet > {log:q} 2>&1"
 
