@@ -84,7 +84,7 @@ def test_a_rule_spec_gives_the_settings_the_old_command_line_gave(tmp_path):
         "transfer", "--content", "c.png", "--style", "s.png", "--style-loss", "meanvar", "--style-weight", "1",
         "--content-weight", "1", "--content-layers", "conv_4", "--style-layers", "conv_1", "conv_2", "conv_3",
         "conv_4", "conv_5", "--init", "content", "--steps", "300", "1000", "--seed", "0", "--size", "auto",
-        "--weights", "caffe", "--device", "auto", "--precision", "fp32", "--optimizer", "lbfgs", "--bounds",
+        "--weights", "caffe", "--device", "auto", "--precision", "auto", "--optimizer", "lbfgs", "--bounds",
         "project", "--out", str(tmp_path)])
     assert _settings(by_spec) == _settings(by_hand)
 
