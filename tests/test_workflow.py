@@ -27,6 +27,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from stylelab.config import layer_jobs
 from stylelab.losses import STYLE_LOSSES
 from stylelab.runs import format_number
 from stylelab.runtime import DEVICES
@@ -43,15 +44,6 @@ PREVIEW_ROOT = yaml.safe_load((ROOT / PREVIEW).read_text())["results"]  # where 
 # The Part 1 runs of the assignment (PARAMETERS.md), and the jobs that turn them into figures and a report.
 ASSIGNMENT_LAYERS = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10", "pool_2", "pool_8", "pool_16"]
 PART2_JOBS = {"models": 1, "generate": 6, "transfer_on_generated": 2, "generation_grid": 1, "guidance_curves": 1, "comparison": 1}
-
-
-def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
-    """{job name: its layers} of an inversion or texture group as jobs.batch makes them (common.smk)."""
-    from stylelab.config import batching, layer_batches
-
-    on, _ = batching(config)
-    layers = config[group]["layers"]
-    return {"+".join(batch): batch for batch in (layer_batches(layers, on) if on else [[l] for l in layers])}
 
 
 def layer_job_counts(config: dict) -> dict[str, int]:

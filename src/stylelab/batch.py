@@ -1,9 +1,9 @@
 """Several one-layer runs as one batch: one network forward and backward per step for all their images.
 
-Feature inversions (or texture syntheses) of one image at layers of about the same depth run the network
-to nearly the same place; stacked as one batch, the convolutions see B images at once, which pays where the
-network is deep and the hardware is wide (bf16 on an AMX CPU, a GPU: `benchmarks/speed.py` has the batch
-rows, and the workflow batches only there, `jobs.batch: auto`). Everything else stays per run: each image
+Feature inversions (or texture syntheses) of one image stacked as one batch: the convolutions see B images
+at once, and each image leaves the batch after its own deepest layer. That pays deep in the network in bf16
+and saves process start-ups for short runs (`benchmarks/speed.py --batch`; the workflow batches as
+`jobs.batch` says, and its auto batches nowhere yet, README "Performance"). Everything else stays per run: each image
 has its own objective, its own optimiser (one L-BFGS state per image) with its own loss scale, its own
 bounds projection, history, saved images and record. The objectives are independent, so the gradient of
 their sum with respect to one image is that image's own gradient: each run takes the steps its solo run

@@ -99,6 +99,15 @@ def layer_batches(layers, mode: str | bool = True) -> list[list[str]]:
     return list(groups.values())
 
 
+def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
+    """{job name: its layers} of the inversion or texture group as the workflow runs it: one layer a job, or
+    (jobs.batch) its batches, each named by its layers joined with + (conv_10+relu_10)."""
+    mode, _ = batching(config)
+    layers = config[group]["layers"]
+    batches = layer_batches(layers, mode) if mode else [[layer] for layer in layers]
+    return {"+".join(batch): batch for batch in batches}
+
+
 def batching(config: dict) -> tuple[bool | str, str]:
     """How the workflow batches one-layer runs (jobs.batch): False, True (by the convolution reached) or
     "all" (every layer of a group in one job), and why.

@@ -17,10 +17,9 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 # File names and the report's labels write weights alike; the config's messages and each run's spec come
 # from the library (stylelab.config), which imports nothing heavy.
 from stylelab.config import (
-    batching,
     config_message,
-    layer_batches,
     generation_spec,
+    layer_jobs as config_layer_jobs,
     model_spec,
     part1_spec,
     spec_text,
@@ -128,18 +127,13 @@ TRANSFER_STEPS = whole_steps(config["transfer"]["steps"])
 LAYER_GROUPS = ("inversion", "texture")
 GROUPS = LAYER_GROUPS + ("transfer",)
 
-# With batching (jobs.batch; stylelab.config.batching says when auto turns it on), the layers of a group
-# that reach the same convolution run as one job: its name joins theirs (conv_10+relu_10).
-BATCHING, BATCHING_WHY = batching(config)
+# With batching (jobs.batch; stylelab.config.batching), the layers of a group that reach the same
+# convolution (or all of them) run as one job: its name joins theirs (conv_10+relu_10).
 
 
 def layer_jobs(group):
-    """{job name: its layers} of an inversion or texture group: one layer a job, or its batches."""
-    layers = config[group]["layers"]
-    batches = (
-        layer_batches(layers, BATCHING) if BATCHING else [[layer] for layer in layers]
-    )
-    return {"+".join(batch): batch for batch in batches}
+    """{job name: its layers} of an inversion or texture group (stylelab.config.layer_jobs)."""
+    return config_layer_jobs(config, group)
 
 
 def solo_layers(group):

@@ -60,7 +60,7 @@ rule texture:
         " --quiet > {log:q} 2>&1"
 
 
-# With batching on (common.smk: BATCHING), the layers that reach the same convolution run as one job and one
+# With batching on (config.yaml jobs.batch), the layers that reach the same convolution run as one job and one
 # batch; its outputs are each layer's image and record, so deleting one and asking for it reruns its batch.
 for _group, _command, _image in (
     ("inversion", "invert", "content"),
