@@ -28,7 +28,7 @@ from .transfer import OOM_ADVICE, StyleTransfer, TransferResult
 # Settings that must agree for runs to share a batch (the layer and the kind's image are what differ).
 SHARED = ("kind", "content", "style", "steps", "size", "style_loss", "style_weight", "content_weight", "tv_weight", "init",
           "seed", "weights", "device", "precision", "optimizer", "lr", "history_size", "bounds", "record_every",
-          "max_pixels")
+          "max_pixels", "style_blend", "preserve_colors", "scales", "scale_steps")
 
 
 def run_layer(settings: TransferSettings) -> str:
@@ -45,6 +45,8 @@ def check_batch(members: Sequence[TransferSettings]) -> None:
     if not members:
         raise StylelabError("a batch needs at least one run.")
     layers = [run_layer(m) for m in members]
+    if members[0].scales:
+        raise StylelabError("coarse-to-fine runs (scales) do not run as a batch; run them one at a time.")
     if len(set(layers)) != len(layers):
         raise StylelabError(f"a batch names a layer twice: {layers}.")
     first = members[0]

@@ -111,7 +111,8 @@ def _checkpointing() -> argparse.ArgumentParser:
 PART1_COMMON = ("steps", "size", "init", "seed", "weights", "device", "precision", "optimizer", "lr", "bounds",
                 "tv_weight", "record_every")
 PART1_COMMANDS = {
-    "transfer": (("style_loss", "style_weight", "content_weight", "content_layers", "style_layers"), {}),
+    "transfer": (("style_loss", "style_weight", "content_weight", "content_layers", "style_layers", "style_blend",
+                  "preserve_colors", "scales", "scale_steps"), {}),
     "invert": (("content_weight",), ONE_LAYER_DEFAULTS),
     "texture": (("style_loss", "style_weight"), ONE_LAYER_DEFAULTS),
 }
@@ -123,8 +124,10 @@ def _part1(sub, name: str, help: str, description: str, images: dict[str, bool],
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, metavar="DIR", help="output folder for step_<N>.png and record.json")
     for image, required in images.items():
-        g.add_argument(f"--{image}", metavar="IMG", required=required,
-                       help=rules_of(TransferSettings)[image].help)
+        several = image == "style" and name == "transfer"  # a transfer blends several styles (--style-blend)
+        g.add_argument(f"--{image}", metavar="IMG", required=required, nargs="+" if several else None,
+                       help=rules_of(TransferSettings)[image].help if several else
+                       rules_of(TransferSettings)[image].help.split(";")[0])
     if layer:
         g.add_argument("--layer", required=True, nargs="+", metavar="LAYER",
                        help=f"{layer}; several layers run as one batch (stylelab.batch), their image and "

@@ -158,6 +158,18 @@ def style_target(features: torch.Tensor, style_loss: str):
     raise ValueError(f"unknown style loss {style_loss!r}; choose one of {STYLE_LOSSES}")
 
 
+def blend_targets(targets: list[dict[str, tuple]], weights: list[float]) -> dict[str, tuple]:
+    """Style targets of several images mixed per layer: each statistic sum_i w_i t_i (Gram matrices, or means
+    and variances). One image of weight 1 is its own targets, untouched."""
+    if len(targets) == 1 and weights[0] == 1.0:
+        return targets[0]
+    blended = {}
+    for name in targets[0]:
+        parts = zip(*(t[name] for t in targets))  # per statistic: its value for each image
+        blended[name] = tuple(sum(w * value for w, value in zip(weights, values)) for values in parts)
+    return blended
+
+
 def style_distance(features: torch.Tensor, target: tuple, style_loss: str) -> torch.Tensor:
     if style_loss == "gram":
         return gram_loss(features, *target)
@@ -188,8 +200,13 @@ class Objective:
     def set_content(self, features: dict[str, torch.Tensor]) -> None:
         self.content_targets = {name: f.detach() for name, f in features.items()}
 
-    def set_style(self, features: dict[str, torch.Tensor]) -> None:
-        self.style_targets = {name: style_target(f, self.style_loss) for name, f in features.items()}
+    def set_style(self, features: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+                  weights: list[float] | None = None) -> None:
+        """The style targets from one style image's features, or from several blended with `weights`."""
+        if isinstance(features, dict):
+            features, weights = [features], [1.0]
+        per_image = [{name: style_target(f, self.style_loss) for name, f in own.items()} for own in features]
+        self.style_targets = blend_targets(per_image, list(weights))
 
     def __call__(self, features: dict[str, torch.Tensor], image: torch.Tensor | None = None):
         content = {name: content_loss(features[name], t) for name, t in self.content_targets.items()}
@@ -209,15 +226,17 @@ class Objective:
 class StyleDistances:
     """Gram and MeanVar distances (unweighted, summed over layers) to one style image's features.
 
-    Both come from the same features, so one VGG forward scores an image by both losses whichever one a
+    Several style images: the distances to their blended statistics (Objective.set_style). Both come from
+    the same features, so one VGG forward scores an image by both losses whichever one a
     run optimised or guided on.
     """
 
-    def __init__(self, style_features: dict[str, torch.Tensor]):
+    def __init__(self, style_features: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+                 weights: list[float] | None = None):
         self.objectives = {}
         for loss in STYLE_LOSSES:
             self.objectives[loss] = Objective(loss, content_weight=0.0, style_weight=1.0)
-            self.objectives[loss].set_style(style_features)
+            self.objectives[loss].set_style(style_features, weights)
 
     def __call__(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {loss: objective(features)[0] for loss, objective in self.objectives.items()}

@@ -94,6 +94,10 @@ class TransferRecord(Record):
     initial_loss: float = math.nan  # the loss at step 1
     optimizer_scale: float = 1.0
     batch: list[str] | None = None  # the layers run with it as one batch (stylelab.batch); None: alone
+    # Coarse to fine (settings.scales): each scale before the last, in order: {"size", "image_size", "steps",
+    # "history" (as `history`, its own steps), "final_loss", "time_s" (the run's clock when it ended)}. The
+    # last scale is the record itself (history, images). Empty for a run at one scale.
+    scale_history: list[dict] = field(default_factory=list)
 
 
 @dataclass

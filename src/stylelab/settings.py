@@ -30,6 +30,9 @@ STYLE_LOSSES = ("gram", "meanvar")
 OPTIMIZERS = ("lbfgs", "adam")
 BOUNDS = ("project", "clamp")
 INITS = ("content", "noise")
+# Colour preservation (stylelab.colour): none | luminance (transfer on luminance, the content's colours put
+# back) | match (the style image given the content's colour mean and covariance first).
+COLOR_MODES = ("none", "luminance", "match")
 WEIGHTS_SOURCES = ("caffe", "torchvision", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")  # the dtypes of a diffusion model
@@ -70,7 +73,8 @@ def _real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-KINDS = ("count", "counts", "number", "seed", "choice", "layers", "text", "path", "size", "init")
+KINDS = ("count", "counts", "number", "numbers", "seed", "choice", "layers", "text", "path", "paths", "size",
+         "init")
 
 
 def setting(default, help: str, kind: str, **rule) -> Any:
@@ -78,7 +82,7 @@ def setting(default, help: str, kind: str, **rule) -> Any:
     if kind not in KINDS:
         raise ValueError(f"unknown setting kind {kind!r}")
     meta = {"rule": Rule(kind, help, **rule)}
-    if isinstance(default, (list, tuple)) and kind in ("counts", "layers"):
+    if isinstance(default, (list, tuple)) and kind in ("counts", "layers", "numbers", "paths"):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
@@ -104,6 +108,10 @@ def coerce(rule: Rule, value):
         return float(value)  # a weight of 1 (JSON, YAML) is the 1.0 the command line gives
     if rule.kind == "counts" and isinstance(value, (list, tuple)):
         return [whole(v) for v in value]
+    if rule.kind == "numbers" and isinstance(value, (list, tuple)) and all(_real(v) for v in value):
+        return [float(v) for v in value]
+    if rule.kind == "paths" and isinstance(value, (list, tuple)) and len(value) == 1:
+        return value[0]  # one image is the plain path it always was (records and identities unchanged)
     return value
 
 
@@ -112,14 +120,27 @@ def check_value(name: str, rule: Rule, value) -> str | None:
     value = coerce(rule, value)
     label = _label(name, rule)
     if value is None:
-        return None if rule.nullable or rule.kind == "path" else f"{label} must be given."
+        return None if rule.nullable or rule.kind in ("path", "paths") else f"{label} must be given."
     kind = rule.kind
     if kind == "choice":
         return None if value in rule.choices else f"unknown {label} '{value}'; choose one of {', '.join(rule.choices)}."
     if kind == "counts":
         items = list(value) if isinstance(value, (list, tuple)) else None
-        if not items or any(not _whole(s) or s < 1 for s in items):
-            return f"{label} must be positive whole numbers, got {value}."
+        low = rule.minimum if rule.minimum is not None else 1
+        if not items or any(not _whole(s) or s < low for s in items):
+            what = "positive whole numbers" if low == 1 else f"whole numbers >= {low:g}"
+            return f"{label} must be {what}, got {value}."
+        return None
+    if kind == "numbers":
+        items = list(value) if isinstance(value, (list, tuple)) else None
+        low = rule.minimum if rule.minimum is not None else 0
+        if not items or any(not _real(v) or not math.isfinite(v) or v < low for v in items):
+            return f"{label} must be finite numbers >= {low:g}, got {value}."
+        return None
+    if kind == "paths":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) and v for v in items):
+            return f"{label} must be one file or a list of files, got {value!r}."
         return None
     if kind in ("count", "seed"):
         low = rule.minimum if rule.minimum is not None else 0
@@ -168,7 +189,8 @@ class TransferSettings:
     """Everything that decides a Part 1 run's result. `kind` only names the experiment in records."""
 
     content: str | None = setting(None, "content image (PNG or JPEG)", "path", metavar="IMG")
-    style: str | None = setting(None, "style image, resized to the content image's size", "path", metavar="IMG")
+    style: str | list[str] | None = setting(None, "style image, resized to the content image's size; several are "
+                                                  "blended (--style-blend)", "paths", metavar="IMG")
     steps: Sequence[int] = setting((300,), "optimiser iterations; an image is saved at each listed step", "counts",
                                    metavar="N")
     size: int | str = setting("auto", "short side of the image in pixels, or 'auto' (512 on a GPU, 128 on a CPU)",
@@ -205,6 +227,21 @@ class TransferSettings:
                           label="bounds mode")
     record_every: int = setting(1, "keep the losses of every K-th step in the record", "count", minimum=1,
                                 label="record_every", metavar="K")
+    style_blend: Sequence[float] | None = setting(None, "blend weights of the style images, one per style "
+                                                        "(their style statistics are mixed per layer in these "
+                                                        "proportions; default: equal)", "numbers",
+                                                  nullable=True, label="style blend weights", metavar="W")
+    preserve_colors: str = setting("none", "keep the content's colours: luminance (transfer on luminance, the "
+                                           "content's colours put back) or match (the style image given the "
+                                           "content's colour mean and covariance first)", "choice",
+                                   choices=COLOR_MODES, label="colour preservation mode")
+    scales: Sequence[int] | None = setting(None, "coarse to fine: the short sides optimised in turn, each started "
+                                                 "from the one before resized; the last is the output size "
+                                                 "(default: one scale, --size)", "counts", minimum=8,
+                                           nullable=True, metavar="PX")
+    scale_steps: Sequence[int] | None = setting(None, "steps at each scale before the last, which takes --steps "
+                                                      "(default: the last scale's step count at each)", "counts",
+                                                nullable=True, label="scale steps", metavar="N")
     kind: str = "transfer"
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # input images above this are refused (None: no limit)
 
@@ -225,6 +262,52 @@ class TransferSettings:
             raise StylelabError("init 'content' needs a content image; use --init noise.")
         self.content_layers = [tutorial_name(n) for n in self.content_layers]
         self.style_layers = [tutorial_name(n) for n in self.style_layers]
+        self._validate_beyond()
+
+    def _validate_beyond(self) -> None:
+        """Blends, colour preservation and scales (Part 3)."""
+        styles = self.style_paths
+        if self.style_blend is not None:
+            if len(self.style_blend) != len(styles):
+                raise StylelabError(f"{len(self.style_blend)} style blend weight(s) for {len(styles)} style "
+                                    "image(s): give one weight per style image (--style A B --style-blend 0.7 0.3).")
+            if not any(w > 0 for w in self.style_blend):
+                raise StylelabError("the style blend weights are all 0: give at least one style image a weight "
+                                    "above 0.")
+        if len(styles) > 1 and self.style_weight == 0:
+            raise StylelabError("several style images but a style weight of 0: there is nothing to blend.")
+        if self.preserve_colors != "none" and not (self.content and styles and self.style_weight > 0):
+            raise StylelabError(f"colour preservation '{self.preserve_colors}' needs a content image and a style "
+                                "image with a style weight above 0 (a style transfer).")
+        if self.scales is None:
+            if self.scale_steps is not None:
+                raise StylelabError("scale steps given without scales: list the scales too (--scales 128 181 256).")
+            return
+        scales = list(self.scales)
+        if any(b <= a for a, b in zip(scales, scales[1:])):
+            raise StylelabError(f"the scales must increase from coarse to fine, each larger than the one before; "
+                                f"got {' '.join(map(str, scales))}.")
+        if self.size != "auto" and self.size != scales[-1]:
+            raise StylelabError(f"size {self.size} and the last scale {scales[-1]} differ: the last scale is the "
+                                "output size, so give one of them (or make them equal).")
+        if self.scale_steps is not None and len(self.scale_steps) != len(scales) - 1:
+            raise StylelabError(f"{len(self.scale_steps)} scale step count(s) for {len(scales) - 1} scale(s) before "
+                                "the last: give one per coarser scale (the last one takes --steps).")
+
+    @property
+    def style_paths(self) -> list[str]:
+        """The style images as a list (one, several, or none)."""
+        if not self.style:
+            return []
+        return [self.style] if isinstance(self.style, str) else list(self.style)
+
+    @property
+    def blend_weights(self) -> list[float]:
+        """Each style image's share of the blended statistics, summing to 1 (equal unless style_blend says)."""
+        styles = self.style_paths
+        raw = list(self.style_blend) if self.style_blend is not None else [1.0] * len(styles)
+        total = sum(raw)
+        return [w / total for w in raw]
 
     @property
     def learning_rate(self) -> float:
@@ -367,7 +450,7 @@ def converter(rule: Rule) -> Callable[[str], Any] | None:
     if kind == "size":
         return lambda text: "auto" if text == "auto" else _number(text, int, rule.minimum or 8,
                                                                   "'auto' or a whole number of pixels")
-    if kind == "number":
+    if kind in ("number", "numbers"):
         if rule.above is not None:
             return _above(rule.above)
         return lambda text: _number(text, float, rule.minimum or 0.0, "a finite number")
@@ -387,8 +470,8 @@ def add_options(group, cls, names: Sequence[str] | None = None, defaults: dict |
                        help=f"{rule.help} (default: {_shown(shown)})" if shown not in (None, "") else rule.help)
         if rule.kind == "choice":
             options.update(choices=rule.choices, metavar=None)
-        elif rule.kind in ("counts", "layers"):
-            options.update(nargs="+" if rule.kind == "counts" else "*")
+        elif rule.kind in ("counts", "layers", "numbers", "paths"):
+            options.update(nargs="*" if rule.kind == "layers" else "+")
         if converter(rule) is not None:
             options["type"] = converter(rule)
         if name in required:
@@ -445,7 +528,13 @@ def schema_of(cls, name: str, **narrow) -> dict:
         if kind == "seed":
             node["maximum"] = SEED_LIMIT - 1
     elif kind == "counts":
-        node = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "uniqueItems": True}
+        node = {"type": "array", "items": {"type": "integer", "minimum": int(rule.minimum or 1)}, "minItems": 1,
+                "uniqueItems": True}
+    elif kind == "numbers":
+        node = {"type": "array", "items": {"type": "number", "minimum": rule.minimum or 0}, "minItems": 1}
+    elif kind == "paths":
+        node = {"anyOf": [{"type": "string", "minLength": 1},
+                          {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}]}
     elif kind == "number":
         node = {"type": "number"}
         for key, value in (("minimum", rule.minimum), ("exclusiveMinimum", rule.above), ("maximum", rule.maximum)):

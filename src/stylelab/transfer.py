@@ -30,7 +30,9 @@ from typing import Sequence
 
 import torch
 
-from . import images, records, runner, runtime
+import torch.nn.functional as F
+
+from . import colour, images, records, runner, runtime
 from .errors import StylelabError
 from .files import file_digest, write_bytes_atomic
 from .layers import LAYERS, resolve_layer
@@ -81,14 +83,39 @@ def project_gradient_(image: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return grad.masked_fill_(((image <= 0) & (grad > 0)) | ((image >= 1) & (grad < 0)), 0.0)
 
 
-def load_inputs(settings: TransferSettings, size: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Content at `size` (short side); style at the content's exact size, or at `size` when there is no content."""
+def load_inputs(settings: TransferSettings, size: int) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """Content at `size` (short side); each style image at the content's exact size, or at `size` when there
+    is no content (none when the style weight is 0)."""
     limit = settings.max_pixels
     content = images.load_image(settings.content, size, limit) if settings.content else None
-    style = None
-    if settings.style and settings.style_weight > 0:
-        style = images.load_image(settings.style, tuple(content.shape[-2:]) if content is not None else size, limit)
-    return content, style
+    styles = []
+    if settings.style_weight > 0:
+        shape = tuple(content.shape[-2:]) if content is not None else size
+        styles = [images.load_image(path, shape, limit) for path in settings.style_paths]
+    return content, styles
+
+
+def colour_inputs(content: torch.Tensor | None, styles: list[torch.Tensor], mode: str):
+    """What the network sees of the content and style images under a colour preservation mode
+    (stylelab.colour): as they are; the styles with the content's colour statistics (match); or the
+    luminance of both, the styles' matched to the content's (luminance: one channel each)."""
+    if mode == "match":
+        return content, [colour.match_colours(style, content) for style in styles]
+    if mode == "luminance":
+        content_y = colour.luminance(content)
+        return content_y, [colour.match_luminance(colour.luminance(style), content_y) for style in styles]
+    return content, styles
+
+
+def network_input(image: torch.Tensor) -> torch.Tensor:
+    """A one-channel (luminance) image is shown to the network as grey RGB; others as they are."""
+    return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
+
+
+def resize_start(image: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The previous scale's result at the next scale's size (bicubic), in [0, 1]: where that scale starts."""
+    with torch.no_grad():
+        return F.interpolate(image.detach(), size=tuple(shape[-2:]), mode="bicubic", align_corners=False).clamp_(0, 1)
 
 
 def check_fits_layers(height: int, width: int, layers: Sequence[str]) -> None:
@@ -136,21 +163,30 @@ class StyleTransfer:
         self.settings = settings
         self.kind = settings.kind
         self.save_steps = sorted(set(int(s) for s in settings.steps))
-        self.total_steps = self.save_steps[-1]
+        # Coarse to fine: the steps of each scale before the last (none at one scale), then the last's.
+        coarse = len(settings.scales) - 1 if settings.scales else 0
+        self.coarse_steps = (list(settings.scale_steps) if settings.scale_steps is not None
+                             else [self.save_steps[-1]] * coarse)
+        self.starts = [sum(self.coarse_steps[:i]) for i in range(coarse + 1)]  # steps taken before each scale
+        self.total_steps = self.starts[-1] + self.save_steps[-1]
         self.lr = settings.learning_rate
         self.shape: tuple[int, ...] | None = None
         self.vgg: VGGFeatures | None = None
 
     def _size(self, device: torch.device) -> int:
+        if self.settings.scales:
+            return self.settings.scales[-1]
         return runtime.auto_size(device) if self.settings.size == "auto" else self.settings.size
 
     def identity(self, device: torch.device) -> dict:
         s = self.settings
         decisive = {**dataclasses.asdict(s), "size": self._size(device), "lr": self.lr, "steps": self.save_steps}
         decisive.pop("max_pixels")  # refuses inputs, changes no result
-        inputs = {name: file_digest(path) for name, path in (("content", s.content), ("style", s.style),
-                                                             ("init", s.init))
+        inputs = {name: file_digest(path) for name, path in (("content", s.content), ("init", s.init))
                   if path and (name != "init" or path not in INITS)}
+        if s.style:
+            inputs["style"] = (file_digest(s.style) if isinstance(s.style, str)
+                               else [file_digest(path) for path in s.style])
         # auto resolves by the machine: a checkpoint made in another precision is not resumed.
         decisive["precision"] = runtime.choose_precision(s.precision, device, s.kind)[0]
         return {"settings": decisive, "device": str(device), "inputs": inputs}
@@ -160,36 +196,53 @@ class StyleTransfer:
         return f"for {size} ({self.kind}, {self.settings.optimizer})"
 
     def setup(self, device: torch.device) -> None:
-        """The inputs at the run's size, checked against the layers, then everything built from them."""
+        """The inputs at the run's (first) size, checked against the layers, then everything built from them."""
         s = self.settings
-        self.device, self.size = device, self._size(device)
+        self.device = device
+        self.sizes = list(s.scales) if s.scales else [self._size(device)]
         self.precision, self.precision_reason = runtime.choose_precision(s.precision, device, s.kind)
-        content, style = load_inputs(s, self.size)
-        self.shape = tuple((content if content is not None else style).shape)
         self.content_layers = list(s.content_layers) if s.content_weight > 0 else []
         self.style_layers = list(s.style_layers) if s.style_weight > 0 else []
-        check_fits_layers(self.shape[-2], self.shape[-1], [*self.content_layers, *self.style_layers])
-        self._networks(device, content, style)
+        self.scale_history: list[dict] = []
+        self._enter_scale(0)
 
-    def _networks(self, device: torch.device, content, style) -> None:
+    def _enter_scale(self, index: int, start: torch.Tensor | None = None) -> None:
+        """Scale `index` of the run (the only one, unless coarse to fine): its inputs, targets, image and a
+        fresh optimiser; `start`, the previous scale's image, is resized to be its first image."""
+        self.scale_index, self.size = index, self.sizes[index]
+        content, styles = load_inputs(self.settings, self.size)
+        self.shape = tuple((content if content is not None else styles[0]).shape)
+        # The first scale is the smallest: if the layers fit it, they fit every one.
+        check_fits_layers(self.shape[-2], self.shape[-1], [*self.content_layers, *self.style_layers])
+        self._networks(self.device, content, styles, start)
+
+    def _networks(self, device: torch.device, content, styles, start=None) -> None:
         """The network, the objective's targets, the start image and the optimiser (the inputs are checked)."""
         s = self.settings
         runtime.seed_everything(s.seed)
         if self.vgg is None:  # a batch's runs share one network (stylelab.batch)
             self.vgg = VGGFeatures(s.weights, seed=s.seed, precision=self.precision).to(device)
         self.objective = Objective(s.style_loss, s.content_weight, s.style_weight, s.tv_weight)
+        self.colour_content = content  # the content's colours, put back on a luminance result
+        content, styles = colour_inputs(content, styles, s.preserve_colors)
         with torch.no_grad():
             if self.content_layers:
-                self.objective.set_content(self.vgg(content.to(device), self.content_layers))
+                self.objective.set_content(self.vgg(network_input(content.to(device)), self.content_layers))
+            # Styles of weight 0 in a blend add nothing and are not run.
+            used = [(style, w) for style, w in zip(styles, s.blend_weights) if w > 0]
+            style_features = [self.vgg(network_input(style.to(device)), s.style_layers) for style, _ in used]
+            weights = [w for _, w in used]
             if self.style_layers:
-                self.objective.set_style(self.vgg(style.to(device), self.style_layers))
-            # Gram and MeanVar distances of each saved image to the style image, whatever loss the run
-            # used, so results of either loss can be judged by both (unweighted sums over the style layers).
-            self.distances = (StyleDistances(self.vgg(style.to(device), s.style_layers))
-                              if style is not None and s.style_layers else None)
+                self.objective.set_style(style_features, weights)
+            # Gram and MeanVar distances of each saved image to the style image (to the blend of the style
+            # images), whatever loss the run used, so results of either loss can be judged by both
+            # (unweighted sums over the style layers).
+            self.distances = StyleDistances(style_features, weights) if used and s.style_layers else None
         self.scored_layers = list(dict.fromkeys([*self.objective.layers,
                                                  *(s.style_layers if self.distances else [])]))
-        self.image = self._start(content).to(device).contiguous().requires_grad_(True)
+        first = self._start(content) if start is None else resize_start(start, content.shape if content is not None
+                                                                         else styles[0].shape)
+        self.image = first.to(device).contiguous().requires_grad_(True)
         self.optimizer = self._optimizer()
         self.scale: list[float] = []  # the optimiser's loss factor, fixed at the first evaluation
         self.history: dict[str, list] = {"step": [], "time_s": []}
@@ -198,8 +251,10 @@ class StyleTransfer:
         self.image_distances: dict[int, dict] = {}
         self.initial_loss: float | None = None
         self.last: dict = {}
-        log.info("%s: %d steps, %s, size %dx%d, device %s, %s (%s), weights %s, layers %s", self.kind,
-                 self.total_steps, s.optimizer, self.shape[-1], self.shape[-2], device, self.vgg.precision,
+        scale = (f" (scale {self.scale_index + 1} of {len(self.sizes)}: {self.scale_steps} steps)"
+                 if len(self.sizes) > 1 else "")
+        log.info("%s: %d steps%s, %s, size %dx%d, device %s, %s (%s), weights %s, layers %s", self.kind,
+                 self.total_steps, scale, s.optimizer, self.shape[-1], self.shape[-2], device, self.vgg.precision,
                  self.precision_reason, s.weights, self.objective.layers)
 
     def _start(self, content: torch.Tensor | None) -> torch.Tensor:
@@ -208,8 +263,10 @@ class StyleTransfer:
             return content.clone()
         if init == "noise":
             # Seeded on the CPU, so the start is the same whatever the device.
-            return torch.randn(self.shape, generator=torch.Generator().manual_seed(self.settings.seed))
-        return images.load_image(init, tuple(self.shape[-2:]), self.settings.max_pixels)
+            shape = (self.shape[0], content.shape[1] if content is not None else 3, *self.shape[2:])
+            return torch.randn(shape, generator=torch.Generator().manual_seed(self.settings.seed))
+        image = images.load_image(init, tuple(self.shape[-2:]), self.settings.max_pixels)
+        return colour.luminance(image) if self.settings.preserve_colors == "luminance" else image
 
     def _optimizer(self) -> torch.optim.Optimizer:
         if self.settings.optimizer == "lbfgs":
@@ -221,7 +278,7 @@ class StyleTransfer:
 
     def _closure(self) -> torch.Tensor:
         self.prepare()
-        total, parts = self.objective(self.vgg(self.image, self.objective.layers), self.image)
+        total, parts = self.objective(self.vgg(network_input(self.image), self.objective.layers), self.image)
         total.backward()
         return self.after_backward(total, parts)
 
@@ -243,21 +300,39 @@ class StyleTransfer:
         self.last["total"], self.last["parts"] = total, parts
         return total.detach() * self.scale[0]
 
+    @property
+    def scale_steps(self) -> int:
+        """The steps of the current scale (the last scale's are the run's --steps)."""
+        i = self.scale_index
+        return self.coarse_steps[i] if i < len(self.coarse_steps) else self.save_steps[-1]
+
     def step(self, n: int, clock) -> dict[str, float]:
+        if n > self.starts[self.scale_index] + self.scale_steps:  # the next scale begins
+            self._next_scale(clock)
         self.optimizer.step(self._closure)
         return self.stepped(n, clock)
+
+    def _next_scale(self, clock) -> None:
+        """Keep the finished scale's history; start the next from its image, resized."""
+        self.scale_history.append({
+            "size": self.size, "image_size": [int(self.shape[-2]), int(self.shape[-1])], "steps": self.scale_steps,
+            "history": self.history, "final_loss": self.history["total"][-1], "time_s": round(clock(), 6)})
+        self._enter_scale(self.scale_index + 1, self.image.detach().clamp(0, 1))
 
     def stepped(self, n: int, clock) -> dict[str, float]:
         """After the optimiser's step n: the divergence check, the history, and the image at a saved step.
 
         One host sync for all of it: the step's losses come to the host together (on a recorded step), or the
-        total alone."""
-        recorded = n % self.settings.record_every == 0 or n == self.total_steps or n in self.save_steps
+        total alone. The history counts each scale's own steps; images are saved at the last scale's."""
+        n_run, n = n, n - self.starts[self.scale_index]
+        last_scale = self.scale_index == len(self.sizes) - 1
+        saved = last_scale and n in self.save_steps
+        recorded = n % self.settings.record_every == 0 or n == self.scale_steps or saved
         values = _losses_dict(self.last["total"], self.last["parts"]) if recorded else None
         total = values["total"] if recorded else float(self.last["total"].detach())
         if not math.isfinite(total):
             values = values or _losses_dict(self.last["total"], self.last["parts"])
-            raise runner.Diverged(_divergence_message(self.settings, n, values, self.lr))
+            raise runner.Diverged(_divergence_message(self.settings, n_run, values, self.lr))
         if self.initial_loss is None:
             self.initial_loss = total
         if recorded:
@@ -265,11 +340,19 @@ class StyleTransfer:
             self.history["time_s"].append(round(clock(), 6))
             for key, value in values.items():
                 self.history.setdefault(key, []).append(value)
-        if n in self.save_steps:
+        if saved:
             with torch.no_grad():
-                self.snapshots[n] = self.image.detach().clamp(0, 1).to("cpu", copy=True)
-            self.image_losses[n], self.image_distances[n] = self._score(self.snapshots[n].to(self.device))
+                optimised = self.image.detach().clamp(0, 1)
+                self.snapshots[n] = self._output(optimised).to("cpu", copy=True)
+            self.image_losses[n], self.image_distances[n] = self._score(optimised)
         return {"loss": total}
+
+    def _output(self, optimised: torch.Tensor) -> torch.Tensor:
+        """The image a saved step shows: the optimised one, or (luminance) its luminance in the content's colours.
+        Its losses and distances are those of the optimised image, as the objective saw it."""
+        if self.settings.preserve_colors == "luminance":
+            return colour.with_content_colour(optimised, self.colour_content.to(optimised.device))
+        return optimised
 
     def _score(self, img: torch.Tensor) -> tuple[dict, dict]:
         """A saved image's losses and its distances to the style image, from one forward pass."""
@@ -287,9 +370,14 @@ class StyleTransfer:
             return None
         return {"image": self.image.detach(), "optimizer": self.optimizer.state_dict(), "scale": list(self.scale),
                 "history": self.history, "snapshots": self.snapshots, "image_losses": self.image_losses,
-                "image_distances": self.image_distances, "initial_loss": self.initial_loss}
+                "image_distances": self.image_distances, "initial_loss": self.initial_loss,
+                "scale_index": self.scale_index, "scale_history": self.scale_history}
 
     def load_state(self, saved: dict) -> None:
+        index = saved.get("scale_index", 0)
+        if index != self.scale_index:  # saved at a later scale: build that scale first
+            self._enter_scale(index, saved["image"])
+        self.scale_history = list(saved.get("scale_history", []))
         with torch.no_grad():
             self.image.copy_(saved["image"].to(self.device))
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -299,9 +387,10 @@ class StyleTransfer:
         self.initial_loss = saved["initial_loss"]
 
     def finish(self, run: runner.RunInfo) -> TransferResult:
-        s, last = self.settings, self.total_steps
+        s, last = self.settings, self.save_steps[-1]
         settings = dataclasses.replace(s, steps=self.save_steps, size=self.size, lr=self.lr, precision=self.precision,
-                                       content_layers=self.content_layers, style_layers=self.style_layers)
+                                       content_layers=self.content_layers, style_layers=self.style_layers,
+                                       scale_steps=self.coarse_steps if s.scales else None)
         record = TransferRecord(
             kind=s.kind, settings=settings, image_size=[int(self.shape[-2]), int(self.shape[-1])],
             history=self.history,
@@ -309,7 +398,8 @@ class StyleTransfer:
                     for k in self.save_steps},
             final_losses=self.image_losses[last], initial_loss=self.initial_loss,
             optimizer_scale=self.scale[0] if self.scale else 1.0,
-            timing=Timing(steps=last, time_per_step_s=round(run.time_per_step_s, 6), setup_s=round(run.setup_s, 4),
+            scale_history=self.scale_history,
+            timing=Timing(steps=self.total_steps, time_per_step_s=round(run.time_per_step_s, 6), setup_s=round(run.setup_s, 4),
                           optimise_s=round(run.loop_s, 4)),
             precision=self.vgg.precision, precision_reason=self.precision_reason, weights=s.weights,
             seed=s.seed, **run.environment())
