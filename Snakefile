@@ -12,6 +12,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/part1.smk"
 include: "workflow/rules/part2.smk"
+include: "workflow/rules/part3.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
@@ -23,4 +24,6 @@ rule all:
         FIGURE_FILES,
         part2_targets(),
         PART2_FIGURE_FILES,
+        part3_targets(),
+        PART3_FIGURE_FILES,
         REPORT_HTML,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from .errors import StylelabError
 from .names import format_number
@@ -281,3 +282,82 @@ def generation_findings(runs: Sequence[Run], transfers: Sequence[Run] = ()) -> l
         text.append("These samples come from a stand-in model with random weights: the numbers show what the "
                     "guidance does to the style distances, not what the real model would draw.")
     return text
+
+
+# ------------------------------------------------------------------------ Part 3, beyond the assignment
+
+
+def _mean_colour_gap(run: Run) -> float | None:
+    """How far the image's mean colour is from the content image's: the largest per-channel gap of the RGB
+    means, in 0..255 units (None when the content image cannot be read)."""
+    try:
+        with Image.open(run.record.settings.content) as img:
+            content = np.asarray(img.convert("RGB").resize(tuple(run.image().shape[1::-1])), dtype=float)
+    except (OSError, TypeError):
+        return None
+    return float(np.abs(run.image().astype(float).mean((0, 1)) - content.mean((0, 1))).max())
+
+
+def colour_findings(runs: Sequence[Run]) -> list[str]:
+    """Per style loss: how far each mode's mean colour is from the content's, against the plain transfer."""
+    text = []
+    for label in dict.fromkeys(_weight_label(run) for run in runs):
+        row = {run.record.settings.preserve_colors: run for run in runs if _weight_label(run) == label}
+        gaps = {mode: _mean_colour_gap(run) for mode, run in row.items()}
+        if gaps.get("none") is None or len(gaps) < 2:
+            continue
+        others = ", ".join(f"{mode} {gaps[mode]:.1f}" for mode in gaps if mode != "none" and gaps[mode] is not None)
+        text.append(f"{label}: the image's mean colour is {gaps['none']:.1f} (of 255) from the content's in the "
+                    f"plain transfer; {others} with colour preservation.")
+    return text
+
+
+def _weight_label(run: Run) -> str:
+    settings = run.record.settings
+    return f"{STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)} at style weight " \
+           f"{format_number(settings.style_weight)}"
+
+
+def time_to_reach(run: Run, objective: float) -> float | None:
+    """The run's clock (s) when its last scale's objective first reached `objective`; None if it never did."""
+    history = run.record.history
+    for t, total in zip(history["time_s"], history["total"]):
+        if total <= objective:
+            return float(t)
+    return None
+
+
+def scales_findings(runs: Sequence[Run]) -> list[str]:
+    """Coarse to fine against one scale: time, final objective, and when it reached the single scale's."""
+    single = [run for run in runs if len(run.record.settings.scales or [1]) == 1]
+    multi = [run for run in runs if len(run.record.settings.scales or [1]) > 1]
+    if not single or not multi:
+        return []
+    base = single[0]
+    base_time, base_loss = float(base.record.timing.optimise_s), base.image_loss()
+    text = []
+    for run in multi:
+        time, loss = float(run.record.timing.optimise_s), run.image_loss()
+        reached = time_to_reach(run, base_loss)
+        sizes = " > ".join(map(str, run.record.settings.scales))
+        sentence = (f"Coarse to fine ({sizes} px) took {time:.1f} s against {base_time:.1f} s at one scale "
+                    f"({time / base_time:.2f}x) and ended at objective {loss:.3g} against {base_loss:.3g} "
+                    f"({loss / base_loss:.2f}x); ")
+        sentence += (f"it reached the single scale's final objective after {reached:.1f} s "
+                     f"({reached / base_time:.2f}x its time)." if reached is not None
+                     else "it did not reach the single scale's final objective.")
+        text.append(sentence)
+    return text
+
+
+def blend_findings(runs: Sequence[Run]) -> list[str]:
+    """Blended styles: the final objective of each blend, and which style the blended target lies closer to."""
+    if len(runs) < 2:
+        return []
+    parts = []
+    for run in runs:
+        weights = run.record.settings.style_blend or [1.0]
+        total = sum(weights)
+        parts.append(f"{' / '.join(format_number(round(w / total, 3)) for w in weights)}: {run.image_loss():.3g}")
+    return [f"Final objective against each blended target (weights in the order of the style images): "
+            f"{'; '.join(parts)}."]

@@ -5,7 +5,7 @@
     stylelab texture  --style IMG --layer L --out DIR [options]       (texture synthesis)
     stylelab generate --style IMG --out DIR [options]                 (style-guided diffusion)
     stylelab models fetch [--model ID] [--revision REV] [--manifest JSON] (the diffusion model's files)
-    stylelab figure   layer-grid|step-grid|curves|gallery|guidance-curves RECORD... --out PNG
+    stylelab figure   layer-grid|step-grid|curves|gallery|guidance-curves|colour|scales|blend RECORD... --out PNG
     stylelab report   --manifest JSON --html HTML [--pdf PDF]
     stylelab small-png PNG... --out-dir DIR                              (README pictures)
     stylelab config-schema [--write]                                     (the workflow config's schema)
@@ -215,7 +215,8 @@ def _output_parsers(sub) -> None:
                                    "recomputed). layer-grid: one-layer runs (inversion, texture) by layer type "
                                    "and depth; step-grid: a row per run, a column per saved step; curves: the "
                                    "loss history of every run, log scale.")
-    f.add_argument("figure", choices=("layer-grid", "step-grid", "curves", "gallery", "guidance-curves"),
+    f.add_argument("figure", choices=("layer-grid", "step-grid", "curves", "gallery", "guidance-curves",
+                                        "colour", "scales", "blend"),
                    help="which figure")
     f.add_argument("records", nargs="+", metavar="RECORD", help="record JSON files, in the order to show them")
     f.add_argument("--out", required=True, metavar="PNG", help="the figure file to write")

@@ -34,6 +34,11 @@ DIFFUSION_MODEL = ("model", "revision", "fallback")
 DIFFUSION_SETTINGS = ("steps", "seed", "size", "cfg_scale", "precision")
 GUIDANCE_WINDOW = {"start": "guidance_start", "end": "guidance_end", "every": "guidance_every"}
 GENERATION_RUN_SETTINGS = ("prompt", "style_loss", "guidance_factor")
+# Part 3 (beyond the assignment): every run is a style transfer with these settings of the transfer section;
+# its experiments, in the report's order, and what each of their runs may set.
+PART3_FROM_TRANSFER = ("content_layers", "style_layers", "content_weight", "tv_weight", "init", "seed")
+PART3_EXPERIMENTS = ("colour", "scales", "blend")
+SCALE_RUN_SETTINGS = ("scales", "scale_steps", "steps")
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -54,6 +59,53 @@ def part1_spec(config: dict, group: str, run: dict | None = None, steps: list[in
     if run is not None:
         spec.update({name: run[name] for name in TRANSFER_RUN_SETTINGS})
     return spec
+
+
+def transfer_run_id(run: dict) -> str:
+    """A transfer run's name in file names and labels: its style loss and weight (gram_w1e6)."""
+    from .names import format_number
+
+    return f"{run['style_loss']}_w{format_number(run['style_weight'])}"
+
+
+def blend_run_id(weights) -> str:
+    """A blend run's name: its weights (w0.7-0.3)."""
+    from .names import format_number
+
+    return "w" + "-".join(format_number(w) for w in weights)
+
+
+def part3_runs(config: dict) -> dict[str, dict[str, dict]]:
+    """{experiment: {run name: what the run sets beside the shared settings}} of Part 3, in the config's order.
+
+    colour: each mode of colour.modes for each of colour.runs (mode none is the plain transfer); scales: each
+    of scales.runs with scales.style_loss and style_weight; blend: blend.styles at each of blend.weights."""
+    part3 = config["part3"]
+    colour = {f"{mode}_{transfer_run_id(run)}": {**run, "preserve_colors": mode}
+              for mode in part3["colour"]["modes"] for run in part3["colour"]["runs"]}
+    loss = {name: part3["scales"][name] for name in TRANSFER_RUN_SETTINGS}
+    scales = {run["name"]: {**loss, **{k: run[k] for k in SCALE_RUN_SETTINGS if k in run}}
+              for run in part3["scales"]["runs"]}
+    blend = {blend_run_id(weights): {name: part3["blend"][name] for name in TRANSFER_RUN_SETTINGS}
+             | {"style_blend": list(weights)} for weights in part3["blend"]["weights"]}
+    return {"colour": colour, "scales": scales, "blend": blend}
+
+
+def part3_spec(config: dict, experiment: str, name: str) -> dict:
+    """The settings of one Part 3 run, as `stylelab transfer --spec` takes them (the images beside it)."""
+    spec: dict[str, Any] = {key: config[key] for key in NETWORK_SETTINGS}
+    spec.update({key: config["transfer"][key] for key in PART3_FROM_TRANSFER})
+    run = dict(part3_runs(config)[experiment][name])
+    spec["steps"] = whole_steps([run.pop("steps", config["part3"]["steps"])])
+    if "scales" in run:
+        spec["size"] = run["scales"][-1]  # the last scale is the output size
+    spec.update(run)
+    return spec
+
+
+def part3_styles(config: dict, experiment: str) -> list[str]:
+    """The style images of a Part 3 experiment's runs: the blend's own, else the config's style image."""
+    return list(config["part3"]["blend"]["styles"]) if experiment == "blend" else [config["images"]["style"]]
 
 
 def whole_steps(steps) -> list:
@@ -233,6 +285,43 @@ def _diffusion_section() -> dict:
             **_closed(properties)}
 
 
+def _part3_section() -> dict:
+    loss = {name: _setting(TransferSettings, name, **({"exclusiveMinimum": 0} if name == "style_weight" else {}))
+            for name in TRANSFER_RUN_SETTINGS}
+    colour = _closed({
+        "modes": {"description": "colour preservation modes, side by side (none: the plain transfer)",
+                  "type": "array", "items": _bare(schema_of(TransferSettings, "preserve_colors")), "minItems": 1,
+                  "uniqueItems": True},
+        "runs": _transfer_runs(),
+    })
+    scale_run = _closed({
+        "name": {"description": "the run's name in file names and the report", "type": "string",
+                 "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+        "scales": _setting(TransferSettings, "scales"),
+        "scale_steps": _setting(TransferSettings, "scale_steps", uniqueItems=False),
+        "steps": {"description": "steps at the last scale", "$ref": "#/$defs/steps"},
+    }, required=["name", "scales", "steps"])
+    scales = _closed({**loss, "runs": {"description": "coarse to fine against one scale at the same last size",
+                                      "type": "array", "minItems": 1, "uniqueItems": True, "items": scale_run}})
+    blend = _closed({
+        "styles": {"description": "the style images blended", "type": "array", "minItems": 2,
+                   "items": {"type": "string", "minLength": 1}},
+        **loss,
+        "weights": {"description": "blend weights, one list per run, one weight per style image",
+                    "type": "array", "minItems": 1, "uniqueItems": True,
+                    "items": _bare(schema_of(TransferSettings, "style_blend"))["anyOf"][1]},
+    })
+    properties = {
+        "steps": {"description": "steps of the colour and blend runs (each keeps its final image)",
+                  "$ref": "#/$defs/steps"},
+        "colour": {"description": "colour preservation: each mode for each run", **colour},
+        "scales": {"description": "coarse-to-fine optimisation against a single scale", **scales},
+        "blend": {"description": "several style images, their statistics blended per layer", **blend},
+    }
+    return {"description": "Part 3, beyond the assignment: style transfers with the transfer section's layers, "
+                           "content weight, init and seed", **_closed(properties)}
+
+
 def config_schema() -> dict:
     """The JSON schema of the workflow's config. Every object is closed and every key required."""
     jobs = _closed({
@@ -261,6 +350,7 @@ def config_schema() -> dict:
         "transfer": _part1_section("transfer", "style transfer, one run per entry of runs, each saving an image "
                                                "at every listed step"),
         "diffusion": _diffusion_section(),
+        "part3": _part3_section(),
     }
     layers = {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1, "uniqueItems": True}
     return {

@@ -5,6 +5,9 @@
     curves           the loss history of every run of one experiment, on a log scale
     gallery          the style image, then the final image of each run (Part 2 generations and transfers)
     guidance-curves  the style losses of the clean estimate x0 along the denoising schedule (Part 2)
+    colour           colour preservation: inputs, then each mode per style loss (Part 3)
+    scales           coarse to fine against one scale: images, and the objective against time (Part 3)
+    blend            blended styles between their style images (Part 3)
 
 Each draws a matplotlib Figure from runs (stylelab.runs); write_figure saves one as a PNG.
 """
@@ -28,6 +31,7 @@ from .errors import StylelabError
 from .files import write_bytes_atomic
 from PIL import Image
 
+from .names import format_number
 from .runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
 from .settings import STYLE_LOSSES
 from .layers import resolve_layer
@@ -238,8 +242,130 @@ def guidance_curves_figure(runs: Sequence[Run]) -> Figure:
     return fig
 
 
+# ------------------------------------------------------------------ Part 3, beyond the assignment
+
+COLOUR_MODE_TITLES = {"none": "plain transfer", "luminance": "luminance only", "match": "colours matched"}
+
+
+def _input_image(path: str, what: str) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except OSError as exc:
+        raise StylelabError(f"cannot read the {what} image {path} that the records name ({exc}); the figure is "
+                            "made where the workflow runs, with its data/ folder.") from None
+
+
+def _loss_label(run: Run) -> str:
+    settings = run.record.settings
+    return f"{STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)}, w {format_number(settings.style_weight)}"
+
+
+def colour_figure(runs: Sequence[Run]) -> Figure:
+    """Colour preservation: a row per style loss and weight, the content and style images, then one column per
+    mode (plain, luminance only, colours matched)."""
+    _one_kind(runs, ("transfer",))
+    modes = list(dict.fromkeys(run.record.settings.preserve_colors for run in runs))
+    rows = list(dict.fromkeys(_loss_label(run) for run in runs))
+    by_cell = {(_loss_label(run), run.record.settings.preserve_colors): run for run in runs}
+    first = runs[0].record.settings
+    inputs = [("content", _input_image(first.content, "content")), ("style", _input_image(first.style, "style"))]
+    h, w = runs[0].record.image_size
+    n_cols = len(inputs) + len(modes)
+    fig = Figure(figsize=(CELL_INCHES * n_cols, CELL_INCHES * h / w * len(rows) + 1.3), layout="constrained")
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            _blank(ax)
+            if c < len(inputs):
+                title, image = inputs[c]
+                ax.imshow(image, interpolation="antialiased")
+                if r == 0:
+                    ax.set_title(f"{title} image", fontsize=11)
+                if c == 0:
+                    ax.set_ylabel(row, fontsize=10)
+                continue
+            mode = modes[c - len(inputs)]
+            if r == 0:
+                ax.set_title(COLOUR_MODE_TITLES.get(mode, mode), fontsize=11, fontweight="bold")
+            run = by_cell.get((row, mode))
+            if run is not None:
+                ax.imshow(run.image(), interpolation="antialiased")
+                ax.set_xlabel(f"loss {run.image_loss():.3g}", fontsize=8)
+    fig.suptitle(f"Colour preservation, {runs[0].steps[-1]} steps ({_subtitle(runs[0])})", fontsize=12)
+    return fig
+
+
+def _scale_trace(run: Run) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(size, time in s, total loss) of each scale of a run, coarse to fine, on the run's one clock."""
+    record = run.record
+    scales = [(entry["size"], entry["history"]) for entry in getattr(record, "scale_history", [])]
+    scales.append((record.settings.size, record.history))
+    return [(size, np.asarray(h["time_s"], dtype=float), np.asarray(h["total"], dtype=float)) for size, h in scales]
+
+
+def scales_figure(runs: Sequence[Run]) -> Figure:
+    """Coarse to fine against one scale: each run's final image (time, final objective), and the objective
+    against time, each scale of a run in its own shade."""
+    _one_kind(runs, ("transfer",))
+    h, w = runs[0].record.image_size
+    fig = Figure(figsize=(CELL_INCHES * 1.3 * len(runs) + 5.2, CELL_INCHES * 1.3 * h / w + 1.4), layout="constrained")
+    grid = fig.add_gridspec(1, len(runs) + 2)
+    colours = matplotlib.colormaps["tab10"].colors
+    plot = fig.add_subplot(grid[0, len(runs):])
+    for i, (run, colour) in enumerate(zip(runs, colours)):
+        ax = fig.add_subplot(grid[0, i])
+        _blank(ax)
+        ax.imshow(run.image(), interpolation="antialiased")
+        sizes = " > ".join(str(size) for size, _, _ in _scale_trace(run))
+        ax.set_title(f"{Path(run.path).stem.replace('_', ' ')}
+{sizes} px", fontsize=9.5)
+        ax.set_xlabel(f"{run.record.timing.optimise_s:.1f} s, final objective {run.image_loss():.3g}", fontsize=8)
+        for k, (size, times, totals) in enumerate(_scale_trace(run)):
+            last = k == len(_scale_trace(run)) - 1
+            plot.plot(times, np.where(totals > 0, totals, np.nan), color=colour, linewidth=1.4 if last else 1.0,
+                      alpha=1.0 if last else 0.55, linestyle="-" if last else "--",
+                      label=f"{Path(run.path).stem.replace('_', ' ')}, {size} px")
+    plot.set_yscale("log")
+    plot.set_xlabel("time (s, optimisation only)")
+    plot.set_title("objective at each scale", fontsize=10)
+    plot.grid(True, which="major", alpha=0.3)
+    plot.legend(fontsize=7.5, frameon=False)
+    fig.suptitle(f"Coarse to fine against one scale ({_subtitle(runs[0])})", fontsize=12)
+    return fig
+
+
+def blend_figure(runs: Sequence[Run]) -> Figure:
+    """Blended styles: the style images at either end, each blend's image between them, by weight."""
+    _one_kind(runs, ("transfer",))
+    styles = runs[0].record.settings.style
+    styles = [styles] if isinstance(styles, str) else list(styles)
+    ordered = sorted(runs, key=lambda run: [-w for w in run.record.settings.style_blend or [1.0]])
+    cells = [(f"style: {Path(styles[0]).stem}", _input_image(styles[0], "style"), None)]
+    for run in ordered:
+        weights = run.record.settings.style_blend or [1.0]
+        total = sum(weights)
+        cells.append((" / ".join(format_number(round(w / total, 3)) for w in weights), run.image(),
+                      f"loss {run.image_loss():.3g}"))
+    cells += [(f"style: {Path(path).stem}", _input_image(path, "style"), None) for path in styles[1:]]
+    h, w = runs[0].record.image_size
+    fig = Figure(figsize=(CELL_INCHES * len(cells), CELL_INCHES * h / w + 1.3), layout="constrained")
+    axes = fig.subplots(1, len(cells), squeeze=False)[0]
+    for ax, (title, image, xlabel) in zip(axes, cells):
+        _blank(ax)
+        ax.imshow(image, interpolation="antialiased")
+        ax.set_title(title, fontsize=10)
+        if xlabel:
+            ax.set_xlabel(xlabel, fontsize=8)
+    fig.suptitle(f"Blended styles, weights {' / '.join(Path(p).stem for p in styles)}, {runs[0].steps[-1]} steps "
+                 f"({_loss_label(runs[0])}; {_subtitle(runs[0])})", fontsize=11)
+    return fig
+
+
 FIGURES = {"layer-grid": layer_grid_figure, "step-grid": step_grid_figure, "curves": loss_curves_figure,
-           "gallery": gallery_figure, "guidance-curves": guidance_curves_figure}
+           "gallery": gallery_figure, "guidance-curves": guidance_curves_figure,
+           "colour": colour_figure, "scales": scales_figure, "blend": blend_figure}
 
 
 def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:

@@ -50,7 +50,12 @@ SECTIONS = {
                  "kind": "generation"},
     "prompt": {"part": "Part 2", "letter": "B", "title": "Style guidance versus the style named in the prompt",
                "kind": "generation"},
+    "colour": {"part": "Part 3", "letter": "A", "title": "Keeping the content's colours", "kind": "transfer"},
+    "scales": {"part": "Part 3", "letter": "B", "title": "Coarse to fine", "kind": "transfer"},
+    "blend": {"part": "Part 3", "letter": "C", "title": "Blended styles", "kind": "transfer"},
 }
+# What a Part 3 section's runs set beside a transfer's settings (shown in its "what was run" table).
+PART3_SETTINGS = ("preserve_colors", "style_blend", "scales", "scale_steps")
 
 # What each figure shows, by file name (the workflow's figure targets).
 CAPTIONS = {
@@ -65,6 +70,13 @@ CAPTIONS = {
     "transfer_curves": "Total, content and style losses of each transfer run along the optimisation (log scale).",
     "generation_grid": "The style image, then each diffusion sample of the same seed, guided or not.",
     "guidance_curves": "Gram and MeanVar distance of the clean-image estimate x0 at each denoising step.",
+    "colour": "Colour preservation: the content and style images, then for each style loss the plain transfer, "
+              "the transfer of luminance alone with the content's colours put back, and the transfer to a style "
+              "image first given the content's colour statistics.",
+    "scales": "Coarse to fine against a single scale at the same final size: each run's final image, its "
+              "optimisation time and final objective, and the objective against time, each coarser scale dashed.",
+    "blend": "Two style images and transfers to blends of their style statistics, from all of the first to all "
+             "of the second.",
     "comparison": "Side by side: the unguided sample, style guidance, the style named in the prompt, and Part 1 "
                   "style transfer applied to the unguided sample.",
 }
@@ -84,7 +96,8 @@ def settings_shown(kind: str) -> tuple[str, ...]:
     """The settings the "what was run" table of a section of this kind of record shows, in order."""
     if kind == "generation":
         return GENERATION_SETTINGS_SHOWN
-    names = _PART1_INPUTS + SECTION_SETTINGS[kind] + (TRANSFER_RUN_SETTINGS if kind == "transfer" else ())
+    names = _PART1_INPUTS + SECTION_SETTINGS[kind] + (TRANSFER_RUN_SETTINGS + PART3_SETTINGS if kind == "transfer"
+                                                      else ())
     names += tuple(name for name in NETWORK_SETTINGS if name not in _MEASURED)
     return tuple(dict.fromkeys(names))  # each once, first place kept
 
@@ -180,6 +193,10 @@ def build_section(spec: dict) -> dict:
     elif section_id == "texture":
         context["runs"] = _run_rows("texture", runs)
         context["findings"] = analysis.texture_findings(runs)
+    elif meta["part"] == "Part 3":
+        context["runs"] = _run_rows("transfer", runs)
+        context["findings"] = {"colour": analysis.colour_findings, "scales": analysis.scales_findings,
+                               "blend": analysis.blend_findings}[section_id](runs)
     elif section_id == "transfer":
         context["runs"] = _run_rows("transfer", runs)
         context["metrics"] = _metrics(runs)

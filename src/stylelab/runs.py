@@ -62,7 +62,18 @@ class Run:
             layer = resolve_layer(self.layer)
             return f"{layer.name} ({layer.canonical})"
         loss = STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)
-        return f"{loss}, style weight {format_number(settings.style_weight)}"
+        label = f"{loss}, style weight {format_number(settings.style_weight)}"
+        # Part 3's settings, where a run has them (records made before Part 3 have none).
+        mode = getattr(settings, "preserve_colors", "none")
+        if mode != "none":
+            label += f", colours: {mode}"
+        blend = getattr(settings, "style_blend", None)
+        if blend:
+            label += ", blend " + " / ".join(format_number(round(w / sum(blend), 3)) for w in blend)
+        scales = getattr(settings, "scales", None)
+        if scales:
+            label += ", scales " + " > ".join(map(str, scales)) + " px"
+        return label
 
     @property
     def steps(self) -> list[int]:

@@ -190,7 +190,8 @@ class TransferSettings:
 
     content: str | None = setting(None, "content image (PNG or JPEG)", "path", metavar="IMG")
     style: str | list[str] | None = setting(None, "style image, resized to the content image's size; several are "
-                                                  "blended (--style-blend)", "paths", metavar="IMG")
+                                                  "blended (--style-blend)", "paths", nullable=True,
+                                                  metavar="IMG")
     steps: Sequence[int] = setting((300,), "optimiser iterations; an image is saved at each listed step", "counts",
                                    metavar="N")
     size: int | str = setting("auto", "short side of the image in pixels, or 'auto' (512 on a GPU, 128 on a CPU)",

@@ -22,7 +22,12 @@ from stylelab.config import (
     layer_jobs as config_layer_jobs,
     model_spec,
     part1_spec,
+    part3_runs,
+    part3_spec,
+    part3_styles,
+    PART3_EXPERIMENTS,
     spec_text,
+    transfer_run_id,
     whole_steps,
 )
 from stylelab.names import format_number
@@ -109,10 +114,6 @@ GPU_SLOTS = 0 if config["device"] == "cpu" else 1
 JOB_THREADS = config["jobs"]["threads"]
 JOB_MEM_MB = config["jobs"]["mem_mb"]
 EXPERIMENT_RESOURCES = {"gpu": GPU_SLOTS, "mem_mb": JOB_MEM_MB}
-
-
-def transfer_run_id(run):
-    return f"{run['style_loss']}_w{format_number(run['style_weight'])}"
 
 
 TRANSFER_RUNS = {transfer_run_id(run): run for run in config["transfer"]["runs"]}
@@ -310,6 +311,51 @@ def part2_transfer_spec(run_id):
     return spec_text(part1_spec(config, "transfer", run, steps=PART2_TRANSFER_STEPS))
 
 
+# Part 3, beyond the assignment: style transfers of the content image, one job per run, in a folder per
+# experiment (colour, scales, blend); every name comes from stylelab.config.part3_runs.
+PART3 = f"{RESULTS}/part3"
+PART3_FIGURES = f"{PART3}/figures"
+PART3_RUNS = part3_runs(config)
+
+
+def part3_record(experiment, name):
+    return f"{PART3}/{experiment}/{name}.json"
+
+
+def part3_image(experiment, name):
+    """A Part 3 run keeps its final image only."""
+    return f"{PART3}/{experiment}/{name}.png"
+
+
+def part3_records(experiment):
+    return [part3_record(experiment, name) for name in PART3_RUNS[experiment]]
+
+
+def part3_targets():
+    return [
+        path
+        for experiment, runs in PART3_RUNS.items()
+        for name in runs
+        for path in (part3_image(experiment, name), part3_record(experiment, name))
+    ]
+
+
+def part3_job(experiment, name):
+    return f"part3/{experiment}/{name}"
+
+
+def part3_figure(experiment):
+    """A Part 3 figure: one per experiment (colour, scales, blend)."""
+    return f"{PART3_FIGURES}/{experiment}.png"
+
+
+PART3_FIGURE_FILES = [part3_figure(experiment) for experiment in PART3_EXPERIMENTS]
+
+
+def part3_run_spec(experiment, name):
+    return spec_text(part3_spec(config, experiment, name))
+
+
 # The report. Its template, its style sheet and the code that renders them are inputs of its job, so
 # editing any of them renders the report again (and nothing else).
 REPORT_TEMPLATE = "report/templates/report.html.j2"
@@ -344,10 +390,18 @@ def part2_benchmarks():
     ]
 
 
+def part3_benchmarks():
+    return [
+        benchmark_file(part3_job(experiment, name))
+        for experiment, runs in PART3_RUNS.items()
+        for name in runs
+    ]
+
+
 def figure_benchmarks():
     return [
         benchmark_file(figure_job(figure))
-        for figure in FIGURE_FILES + PART2_FIGURE_FILES
+        for figure in FIGURE_FILES + PART2_FIGURE_FILES + PART3_FIGURE_FILES
     ]
 
 
@@ -356,6 +410,7 @@ def report_records():
         [record for group in GROUPS for record in group_records(group)]
         + [generation_record(name) for name in GENERATION_RUNS]
         + [part2_transfer_record(run_id) for run_id in PART2_TRANSFER_RUNS]
+        + [record for experiment in PART3_RUNS for record in part3_records(experiment)]
     )
 
 
@@ -384,10 +439,18 @@ def report_manifest():
             "figures": [part2_figure("comparison")],
             "records": [generation_record(name) for name in DIFFUSION["comparison"]],
         },
+    ] + [
+        {
+            "id": experiment,
+            "figures": [part3_figure(experiment)],
+            "records": part3_records(experiment),
+        }
+        for experiment in PART3_EXPERIMENTS
     ]
     benchmarks = {
         "Part 1": part1_benchmarks(),
         "Part 2": part2_benchmarks(),
+        "Part 3": part3_benchmarks(),
         "Figures": figure_benchmarks(),
     }
     # Scheduling settings (jobs:) and where the files go (results:) change no result, so they neither

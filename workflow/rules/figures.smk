@@ -69,3 +69,31 @@ rule loss_curves:
         stylelab=STYLELAB,
     shell:
         "{params.stylelab} figure curves --out {output:q} {input.records:q} > {log:q} 2>&1"
+
+
+# Part 3: one figure per experiment (colour, scales, blend), the figure command of the same name.
+rule part3_figure:
+    input:
+        records=lambda wildcards: part3_records(wildcards.experiment),
+        images=lambda wildcards: [
+            part3_image(wildcards.experiment, name)
+            for name in PART3_RUNS[wildcards.experiment]
+        ],
+    output:
+        report(
+            part3_figure("{experiment}"),
+            category="Part 3",
+            labels={"experiment": "{experiment}", "figure": "{experiment}"},
+        ),
+    log:
+        log_file(figure_job(part3_figure("{experiment}"))),
+    benchmark:
+        benchmark_file(figure_job(part3_figure("{experiment}")))
+    wildcard_constraints:
+        experiment=alternatives(PART3_EXPERIMENTS),
+    conda:
+        SOFTWARE
+    params:
+        stylelab=STYLELAB,
+    shell:
+        "{params.stylelab} figure {wildcards.experiment} --out {output:q} {input.records:q} > {log:q} 2>&1"

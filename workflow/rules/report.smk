@@ -5,9 +5,12 @@
 
 rule report:
     input:
-        figures=FIGURE_FILES + PART2_FIGURE_FILES,
+        figures=FIGURE_FILES + PART2_FIGURE_FILES + PART3_FIGURE_FILES,
         records=report_records(),
-        benchmarks=part1_benchmarks() + part2_benchmarks() + figure_benchmarks(),
+        benchmarks=part1_benchmarks()
+        + part2_benchmarks()
+        + part3_benchmarks()
+        + figure_benchmarks(),
         template=REPORT_TEMPLATE,
         css=REPORT_CSS,
         code=REPORT_CODE,
