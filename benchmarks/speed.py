@@ -32,6 +32,13 @@ Batch rows: one-layer inversions that reach the same convolution (conv_k, relu_k
 and then all of them as one batch (stylelab.batch), in fp32 and, where native, bf16: the seconds per step
 of the batch against the sum of the solo runs' (medians of rounds, interleaved). Written as batch.json/.md.
 
+    .venv/bin/python benchmarks/speed.py --scales [--sizes 256] [--steps 500]
+
+Coarse to fine: a Gram transfer at 256 px in 500 steps at one scale, then at scales 128, 181, 256 (300
+and 150 steps at the coarser ones, then up to 500 at the last): the time coarse to fine takes to reach the
+single scale's final objective against the single scale's time (each run's own clock: optimisation only).
+Written as scales.json and scales.md.
+
 Whole-configuration estimate: every compute job the configuration's workflow runs (each inversion and
 texture layer, each transfer run, each generation, each transfer onto the generated image), a few steps
 of each measured as the job runs them (its settings from stylelab.config, on this machine; a generation
@@ -302,6 +309,10 @@ def config_jobs(config: dict) -> list[tuple[str, str, dict]]:
     for run in diffusion["transfer"]["runs"]:
         spec = cfg.part1_spec(config, "transfer", run, steps=diffusion["transfer"]["steps"])
         jobs.append(("generated transfer", f"{run['style_loss']}_w{run['style_weight']:g}", spec))
+    if "part3" in config:
+        for experiment, runs in cfg.part3_runs(config).items():
+            for name in runs:
+                jobs.append((f"part3 {experiment}", name, cfg.part3_spec(config, experiment, name)))
     return jobs
 
 
@@ -315,8 +326,43 @@ def _part1_settings(group: str, name: str, spec: dict, config: dict, steps: int)
     if group == "texture":
         from stylelab.settings import texture_synthesis
         return texture_synthesis(images_of["style"], name, **options)
+    if group.startswith("part3"):
+        from stylelab import config as cfg
+        styles = cfg.part3_styles(config, group.split()[1])
+        return TransferSettings(content=images_of["content"], style=styles if len(styles) > 1 else styles[0],
+                                **options)
     # A transfer onto the generated image is timed on the content image at the same size.
     return TransferSettings(content=images_of["content"], style=images_of["style"], **options)
+
+
+def _time_part1(group: str, name: str, spec: dict, config: dict, steps: int) -> tuple[float, str]:
+    """Seconds per step of a Part 1 (or Part 3) job; coarse to fine: the step-weighted mean over its scales,
+    each timed as a run of its own size."""
+    scales = spec.get("scales") or []
+    if len(scales) > 1:
+        counts = [*spec["scale_steps"], max(spec["steps"])] if spec.get("scale_steps") else \
+            [max(spec["steps"])] * len(scales)
+        total, hows = 0.0, []
+        for size, count in zip(scales, counts):
+            one = {k: v for k, v in spec.items() if k not in ("scales", "scale_steps")}
+            per_step, how = _time_part1(group, name, {**one, "size": size}, config, steps)
+            total += per_step * count
+            hows.append(how)
+        return total / sum(counts), " > ".join(hows)
+    settings = _part1_settings(group, name, spec, config, steps + 1)
+    record = run_transfer(settings, progress=False).record
+    times = record.history["time_s"]
+    per_step = statistics.median(b - a for a, b in zip(times, times[1:]))
+    return per_step, f"{record.image_size[1]}x{record.image_size[0]}, {record.precision}"
+
+
+def job_steps(spec: dict) -> int:
+    """Every step a job takes: its steps, and a coarse-to-fine run's coarser scales' too."""
+    total = max(spec["steps"]) if isinstance(spec["steps"], list) else spec["steps"]
+    scales = spec.get("scales") or []
+    if len(scales) > 1:
+        total += sum(spec["scale_steps"]) if spec.get("scale_steps") else total * (len(scales) - 1)
+    return total
 
 
 def _time_generation(spec: dict, config: dict, steps: int) -> tuple[float, str]:
@@ -349,22 +395,23 @@ def estimate(configfiles: list[str], steps: int) -> dict:
     config = cfg.read_configs(configfiles)
     rows = []
     for group, name, spec in config_jobs(config):
-        total = max(spec["steps"]) if isinstance(spec["steps"], list) else spec["steps"]
+        total = job_steps(spec)
         if group == "generation":
             per_step, how = _time_generation(spec, config, min(steps, total))
         else:
-            settings = _part1_settings(group, name, spec, config, steps + 1)
-            record = run_transfer(settings, progress=False).record
-            times = record.history["time_s"]
-            per_step = statistics.median(b - a for a, b in zip(times, times[1:]))
-            how = f"{record.image_size[1]}x{record.image_size[0]}, {record.precision}"
+            per_step, how = _time_part1(group, name, spec, config, steps)
         rows.append({"job": f"{group} {name}", "steps": total, "s_per_step": round(per_step, 5),
                      "estimate_s": round(per_step * total, 1), "how": how})
         print(f"{group:>18} {name:<22} {per_step:.4f} s/step x {total} = {per_step * total:7.1f} s  ({how})",
               flush=True)
     start_s = _job_start_s()
     compute = sum(r["estimate_s"] for r in rows)
-    return {"rows": rows, "job_start_s": round(start_s, 2), "compute_s": round(compute, 1),
+    parts: dict[str, float] = {}
+    for row in rows:
+        group = row["job"].split()[0]
+        part = "Part 3" if group == "part3" else "Part 2" if group in ("generation", "generated") else "Part 1"
+        parts[part] = round(parts.get(part, 0.0) + row["estimate_s"] + start_s, 1)
+    return {"rows": rows, "parts": parts, "job_start_s": round(start_s, 2), "compute_s": round(compute, 1),
             "total_s": round(compute + start_s * len(rows), 1), "configfiles": configfiles}
 
 
@@ -463,6 +510,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     parser.add_argument("--estimate", action="store_true", help="estimate the whole configuration's compute time")
     parser.add_argument("--batch", action="store_true", help="batch rows: runs alone against one batch")
+    parser.add_argument("--scales", action="store_true", help="coarse to fine against one scale (256 px)")
     parser.add_argument("--configfile", nargs="+", default=[str(ROOT / "config.yaml")],
                         help="with --estimate: the config files, laid over one another as snakemake does")
     args = parser.parse_args(argv)
@@ -470,6 +518,8 @@ def main(argv=None) -> dict:
         return main_estimate(args)
     if args.batch:
         return main_batch(args)
+    if args.scales:
+        return main_scales(args)
     device = runtime.resolve_device(args.device)
     native, why = runtime.native_bf16(device)
     if args.engines is None:
@@ -514,6 +564,61 @@ def main_batch(args) -> dict:
     return result
 
 
+# ------------------------------------------------------------------ coarse to fine
+
+SCALES_COLUMNS = (
+    ("run", "---", lambda r: r["run"]), ("scales (px)", "---", lambda r: r["scales"]),
+    ("steps", "---", lambda r: r["steps"]), ("time (s)", "---:", lambda r: f"{r['time_s']:.1f}"),
+    ("final objective", "---:", lambda r: f"{r['final']:.4g}"),
+    ("reached single scale's final objective after (s)", "---:",
+     lambda r: "-" if r["reach_s"] is None else f"{r['reach_s']:.1f}"),
+    ("x single scale's time", "---:", lambda r: "-" if r["reach_s"] is None else f"{r['reach_ratio']:.2f}"),
+)
+
+
+def measure_scales(size: int, steps: int, scales: list[int], scale_steps: list[int], final_steps: int,
+                   precision: str) -> list[dict]:
+    """A Gram transfer (the tutorial's layers) at `size` in `steps` steps, then coarse to fine up to `size`,
+    long enough at the last scale to reach the single scale's final objective: when it first did (the run's
+    clock: optimisation only, every scale counted)."""
+    from stylelab.analysis import time_to_reach
+    from stylelab.runs import Run
+
+    base = dict(content=str(CONTENT), style=str(STYLE), style_weight=STYLE_WEIGHT, device="cpu", precision=precision)
+    single = run_transfer(TransferSettings(**base, size=size, steps=(steps,)), progress=False).record
+    target = single.final_losses["total"]
+    multi = run_transfer(TransferSettings(**base, scales=scales, scale_steps=scale_steps, steps=(final_steps,)),
+                         progress=False).record
+    reach = time_to_reach(Run(Path("coarse_to_fine.json"), multi), target)
+    rows = [{"run": "single scale", "scales": str(size), "steps": str(steps), "time_s": single.timing.optimise_s,
+             "final": target, "reach_s": single.timing.optimise_s, "reach_ratio": 1.0},
+            {"run": "coarse to fine", "scales": " > ".join(map(str, scales)),
+             "steps": " + ".join(map(str, [*scale_steps, final_steps])), "time_s": multi.timing.optimise_s,
+             "final": multi.final_losses["total"], "reach_s": reach,
+             "reach_ratio": None if reach is None else reach / single.timing.optimise_s}]
+    return rows
+
+
+def main_scales(args) -> dict:
+    device = torch.device("cpu")
+    native, why = runtime.native_bf16(device)
+    precision = "bf16" if native else "fp32"
+    size = (args.sizes or [256])[0]
+    steps = args.steps or 500
+    start = time.perf_counter()
+    rows = measure_scales(size, steps, [128, 181, size], [300, 150], steps, precision)
+    result = {"machine": tables.machine(device), "bf16": why, "precision": precision, "torch": torch.__version__,
+              "wall_s": round(time.perf_counter() - start, 1), "rows": rows}
+    title = (f"{tables.machine(device)} ({precision}; bf16: {why}), torch {torch.__version__}: Gram transfer, "
+             f"tutorial layers, style weight {STYLE_WEIGHT:g}, at {size} px")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scales.json").write_text(json.dumps(result, indent=1))
+    (out / "scales.md").write_text(tables.markdown(title, SCALES_COLUMNS, rows))
+    print(tables.markdown(title, SCALES_COLUMNS, rows))
+    return result
+
+
 def main_estimate(args) -> dict:
     device = runtime.resolve_device("auto")
     native, why = runtime.native_bf16(device)
@@ -524,7 +629,8 @@ def main_estimate(args) -> dict:
                   wall_s=round(time.perf_counter() - start, 1))
     title = (f"{tables.machine(device)} (bf16: {why}), torch {torch.__version__}; {len(result['rows'])} jobs of "
              f"{' + '.join(Path(c).name for c in args.configfile)}: compute {result['compute_s'] / 60:.1f} min + "
-             f"start-up {result['job_start_s']:.1f} s a job = {result['total_s'] / 60:.1f} min (one job at a time)")
+             f"start-up {result['job_start_s']:.1f} s a job = {result['total_s'] / 60:.1f} min (one job at a time; "
+             + ", ".join(f"{part} {seconds / 60:.1f} min" for part, seconds in result["parts"].items()) + ")")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "estimate.json").write_text(json.dumps(result, indent=1))

@@ -57,8 +57,10 @@ def layer_job_counts(config: dict) -> dict[str, int]:
     return counts
 
 
-DEFAULT_JOBS = {**PART2_JOBS, **layer_job_counts(CONFIG), "transfer": 4, "layer_grid": 2, "transfer_grid": 1,
-                "loss_curves": 3, "report": 1, "all": 1}
+# Part 3: colour (3 modes x 2 runs), scales (2 runs), blend (4 weights), and a figure each.
+PART3_JOBS = {"part3_transfer": 12, "part3_figure": 3}
+DEFAULT_JOBS = {**PART2_JOBS, **PART3_JOBS, **layer_job_counts(CONFIG), "transfer": 4, "layer_grid": 2,
+                "transfer_grid": 1, "loss_curves": 3, "report": 1, "all": 1}
 
 
 def copy_project(dest: Path) -> Path:
@@ -265,7 +267,7 @@ def test_preview_is_the_same_experiments_smaller(project):
     assert [list(layer_jobs(preview, group).values()) for group in ("inversion", "texture")] == \
         [[ASSIGNMENT_LAYERS], [ASSIGNMENT_LAYERS]]
     specs = [spec for command in ("invert", "texture", "transfer") for spec, _ in command_specs(run.stdout, command)]
-    assert len(specs) == 1 + 1 + 4 + 2
+    assert len(specs) == 1 + 1 + 4 + 2 + PART3_JOBS["part3_transfer"]
     assert all(spec["size"] == 64 and spec["device"] == "cpu" and 1000 not in spec["steps"] for spec in specs)
     # On the CPU an experiment needs no GPU slot, so two run side by side on two cores.
     assert not re.search(r"gpu=1", run.stdout)
@@ -275,7 +277,7 @@ def test_preview_is_the_same_experiments_smaller(project):
     ("inversoin:\n  steps: 3\n",
      "config: unknown key 'inversoin' at the top level (did you mean 'inversion'?); the keys there are: "
      "images, results, weights, device, precision, size, optimizer, lr, bounds, jobs, inversion, texture, transfer, "
-     "diffusion."),
+     "diffusion, part3."),
     ("texture:\n  layers: [conv_1, conv_99]\n",
      "config: 'texture.layers[1]' is 'conv_99', but it must be one of conv_1, relu_1, conv_2,"),
     ("transfer:\n  steps: [300, -1000]\n",
@@ -360,6 +362,14 @@ diffusion:
     - {{name: gram_s0.6, prompt: a cat, style_loss: gram, guidance_factor: 0.6}}
   transfer: {{content: unguided, steps: [1, {steps}], runs: [{{style_loss: gram, style_weight: 1.0e+6}}]}}
   comparison: [unguided, gram_s0.6]
+part3:
+  steps: {steps}
+  colour: {{modes: [none, luminance], runs: [{{style_loss: gram, style_weight: 1.0e+6}}]}}
+  scales:
+    runs:
+      - {{name: single_scale, scales: [32], steps: {steps}}}
+      - {{name: coarse_to_fine, scales: [16, 32], scale_steps: [{steps}], steps: {steps}}}
+  blend: {{weights: [[1, 0], [0.5, 0.5]]}}
 """
 
 
@@ -501,7 +511,7 @@ def test_preview_makes_every_target(preview):
                    "inversion_curves", "texture_curves", "transfer_curves"):
         assert (preview / f"{PREVIEW_ROOT}/part1/figures/{figure}.png").stat().st_size > 10_000
     html = (preview / f"{PREVIEW_ROOT}/report/report.html").read_text()
-    assert html.count("data:image/png;base64,") == 9 and html.count("<section id=") == 6  # 5 + appendix
+    assert html.count("data:image/png;base64,") == 12 and html.count("<section id=") == 9  # 8 + appendix
     assert "Stand-in model" in html  # the preview's diffusion model is the embedded one
     # Up to date afterwards: nothing reruns for no reason.
     assert job_counts(_dry(preview, "--", "report").stdout) == {}
