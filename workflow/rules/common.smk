@@ -195,9 +195,14 @@ def figure_file(group, kind):
     return f"{FIGURES}/{group}_{kind}.png"
 
 
-FIGURE_FILES = [figure_file(group, "grid") for group in GROUPS] + [
-    figure_file(group, "curves") for group in GROUPS
-]
+# The content and style images the Part 1 runs start from, shown at the start of Part 1.
+INPUTS_FIGURE = f"{FIGURES}/inputs.png"
+
+FIGURE_FILES = (
+    [INPUTS_FIGURE]
+    + [figure_file(group, "grid") for group in GROUPS]
+    + [figure_file(group, "curves") for group in GROUPS]
+)
 
 
 def figure_job(figure):
@@ -385,6 +390,7 @@ def report_manifest():
             "records": [generation_record(name) for name in DIFFUSION["comparison"]],
         },
     ]
+    intro = {"Part 1": [INPUTS_FIGURE]}
     benchmarks = {
         "Part 1": part1_benchmarks(),
         "Part 2": part2_benchmarks(),
@@ -398,6 +404,7 @@ def report_manifest():
     return json.dumps(
         {
             "sections": sections,
+            "intro": intro,
             "benchmarks": benchmarks,
             "root": BENCHMARKS,
             "config": effective,
