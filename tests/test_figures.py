@@ -1,7 +1,9 @@
 """Figures and the HTML report, drawn from real (small) run records and their images."""
 
 import importlib.resources
+import io
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -49,11 +51,18 @@ def test_format_number(value, text):
     assert format_number(value) == text
 
 
-def test_layer_grid_puts_layer_types_in_columns_and_depths_in_rows(runs_dir):
+def test_layer_grid_puts_layer_types_in_columns_and_depths_in_rows(runs_dir, cat):
     fig = figures.layer_grid_figure(load_runs(_inversion_records(runs_dir)))
-    axes = np.array(fig.axes).reshape(2, 3)  # at most two layers of a type -> two rows
+    axes = np.array(fig.axes).reshape(2, 4)  # at most two layers of a type -> two rows; the target first
+    target, axes = axes[:, 0], axes[:, 1:]
     assert [ax.get_title() for ax in axes[0]] == ["conv", "relu", "pool"]
     assert [ax.get_ylabel() for ax in axes[:, 0]] == ["depth 1", "depth 2"]
+    # The first column is the target: the content image as the runs saw it (their size), then nothing.
+    h, w = json.loads(_inversion_records(runs_dir)[0].read_text())["image_size"]
+    assert target[0].get_title().startswith("content image") and f"{w}x{h} px" in target[0].get_title()
+    expected = np.asarray(Image.open(cat).convert("RGB").resize((w, h), Image.BILINEAR))
+    assert np.array_equal(np.asarray(target[0].images[0].get_array()), expected)
+    assert len(target[1].images) == 0
 
     def label(ax):
         return ax.texts[0].get_text() if ax.texts else None
@@ -132,7 +141,8 @@ def test_report_has_a_section_per_experiment_with_embedded_figures_tables_and_fi
     html = out.read_text()
     assert html.count("<section id=") == 3 and 'id="inversion"' in html and 'id="transfer"' in html
     assert 'id="provenance"' in html  # the appendix
-    assert html.count("data:image/png;base64,") == 2 and str(tmp_path) not in html  # self-contained
+    assert len(re.findall(r'<img src="data:image/(?:png|jpeg);base64,', html)) == 2  # self-contained
+    assert str(tmp_path) not in html
     for label in ("conv_1 (conv1_1)", "relu_5 (relu3_1)", "Gram, style weight 1e6", "MeanVar, style weight 10"):
         assert f"<td>{label}</td>" in html
     assert "font:" in html and "&#34;" not in html.split("</style>")[0]  # CSS inline and not escaped
@@ -150,7 +160,7 @@ def test_report_escapes_what_records_say(runs_dir, tmp_path):
     record["settings"]["content"] = "<script>alert(1)</script>.png"
     record_path.write_text(json.dumps(record))
     shutil.copy(runs_dir / "inversion" / "conv_1.png", tmp_path / "conv_1.png")
-    grid = figures.write_figure("layer-grid", [record_path], tmp_path / "grid.png")
+    grid = figures.write_figure("layer-grid", [runs_dir / "inversion" / "conv_1.json"], tmp_path / "grid.png")
     html = report.render_html({"sections": [{"id": "inversion", "figures": [str(grid)], "records": [str(record_path)]}]})
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;.png" in html
 
@@ -348,3 +358,145 @@ def test_the_depth_or_type_sentence_follows_the_numbers(errors, verdict, monkeyp
     _, text = analysis.inversion_findings(runs)
     sentence = next(t for t in text if t.startswith("At the same depth"))
     assert verdict in sentence, sentence
+
+
+# ------------------------------------------------------------- the inputs, shown beside what was made of them
+
+
+def test_inputs_figure_shows_each_image_the_records_name_once(runs_dir, cat, picasso):
+    both = figures.inputs_figure(load_runs(_inversion_records(runs_dir) + _transfer_records(runs_dir)))
+    titles = [ax.get_title() for ax in both.axes]
+    assert titles == [f"content image\ncat.png, 451x300 px", f"style image\n{picasso.name}, 468x600 px"]
+    assert np.array_equal(np.asarray(both.axes[0].images[0].get_array()), np.asarray(Image.open(cat).convert("RGB")))
+    # Inversions alone name no style image: the figure shows the content image only.
+    alone = figures.inputs_figure(load_runs(_inversion_records(runs_dir)))
+    assert [ax.get_title().split("\n")[0] for ax in alone.axes] == ["content image"]
+
+
+def test_texture_grid_shows_the_style_image_first_and_copes_without_one(tmp_path, picasso, runs_dir):
+    settings = transfer.TransferSettings(style=str(picasso), style_layers=["conv_1"], content_layers=[],
+                                         style_loss="gram", style_weight=1e6, content_weight=0, init="noise", steps=(2,), size=32,
+                                         device="cpu", weights="caffe")
+    write_outputs(run_transfer(settings, progress=False), tmp_path, "conv_1.png", "conv_1.json")
+    runs = load_runs([tmp_path / "conv_1.json"])
+    if runs[0].kind != "texture":  # how the CLI names a style-only run
+        runs[0].record.kind = "texture"
+    fig = figures.layer_grid_figure(runs)
+    assert fig.axes[0].get_title().startswith("style image") and len(fig.axes) == 2
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    assert min(shown.shape[:2]) == min(runs[0].record.image_size)  # at the runs' short side, its aspect kept
+    assert [ax.get_title().split("\n")[0] for ax in figures.inputs_figure(runs).axes] == ["style image"]
+    # A record whose image is gone: one clear error naming it.
+    runs[0].record.settings.style = str(tmp_path / "gone.jpg")
+    with pytest.raises(StylelabError, match="style image .*gone.jpg"):
+        figures.layer_grid_figure(runs)
+
+
+def test_comparison_marks_the_generated_image_the_transfers_started_from(generations, picasso, tmp_path):
+    content = generations[0].parent / "image.png"  # the unguided sample
+    settings = TransferSettings(content=str(content), style=str(picasso), style_loss="gram", style_weight=1e6,
+                                steps=(2,), size=32, device="cpu", weights="caffe")
+    write_outputs(run_transfer(settings, progress=False), tmp_path, "gram_s{step}.png", "gram.json")
+    titles = [ax.get_title() for ax in figures.gallery_figure(load_runs([*generations, tmp_path / "gram.json"])).axes]
+    marked = [t for t in titles if t.startswith("content of the Part 1 transfers")]
+    assert len(marked) == 1 and "unguided, 3 steps" in marked[0]
+    # Without the generation among the gallery's runs, its image is added as a cell of its own.
+    titles = [ax.get_title() for ax in figures.gallery_figure(load_runs([generations[1], tmp_path / "gram.json"])).axes]
+    assert titles[2] == "content of the Part 1 transfers\nunguided/image.png" and titles[3].startswith("Part 1 transfer")
+
+
+# ------------------------------------------------------------- labels, findings and commits in the report
+
+
+def _prompted_copy(generation: Path, folder: Path, prompt: str) -> Path:
+    """A copy of an unguided generation, as if made with another prompt (its own folder, as the workflow's)."""
+    record = json.loads(generation.read_text())
+    record["settings"]["prompt"] = prompt
+    record["style_distances"] = {k: v * 0.9 for k, v in record["style_distances"].items()}
+    folder.mkdir(parents=True)
+    (folder / "record.json").write_text(json.dumps(record))
+    shutil.copy(generation.parent / "image.png", folder / "image.png")
+    return folder / "record.json"
+
+
+def test_unguided_runs_of_two_prompts_have_distinct_labels_and_no_finding_is_printed_twice(generations, tmp_path):
+    prompted = _prompted_copy(generations[0], tmp_path / "style_in_prompt", "a cat in the style of Picasso")
+    records = [*map(str, generations), str(prompted)]
+    labels = [run.label for run in load_runs(records)]
+    assert labels == ["unguided, 3 steps", "Gram-guided, s = 0.6, 3 steps (gram)",
+                      "unguided, 3 steps (style_in_prompt)"]
+    html = report.render_html({"sections": [{"id": "guidance", "figures": [], "records": records},
+                                            {"id": "prompt", "figures": [], "records": records}]})
+    findings = re.findall(r"<li>(.*?)</li>", html, flags=re.S)
+    guidance, prompt = (re.findall(r"<li>(.*?)</li>", part, flags=re.S) for part in html.split('id="prompt"'))
+    assert any("against the unguided sample" in line for line in guidance)
+    assert any("Naming the style in the prompt" in line for line in prompt)
+    assert not any("against the unguided sample" in line for line in prompt)
+    assert not any("Naming the style in the prompt" in line for line in guidance)
+    assert len(findings) == len(set(findings)), [f for f in findings if findings.count(f) > 1]
+    rows = re.findall(r"<tr><td>(unguided, 3 steps[^<]*)<", html)
+    assert "unguided, 3 steps (style_in_prompt)" in rows and "unguided, 3 steps" in rows
+
+
+def test_records_note_their_commit_and_the_title_page_names_results_and_report_commits(runs_dir, tmp_path,
+                                                                                      monkeypatch):
+    # A record written in a checkout notes its commit; the tests run in this project's checkout.
+    noted = json.loads(_inversion_records(runs_dir)[0].read_text())["versions"].get(provenance.COMMIT)
+    state = provenance.git_state()
+    if state["commit"]:
+        assert noted.removesuffix(provenance.DIRTY) == state["commit"]
+    paths = []
+    for i, path in enumerate(_inversion_records(runs_dir)):
+        record = json.loads(path.read_text())
+        record["versions"][provenance.COMMIT] = ("a" if i < 3 else "b") * 40 + (provenance.DIRTY if i >= 3 else "")
+        copy = tmp_path / path.name
+        copy.write_text(json.dumps(record))
+        shutil.copy(path.with_suffix(".png"), copy.with_suffix(".png"))
+        paths.append(str(copy))
+    manifest = {"sections": [{"id": "inversion", "figures": [], "records": paths}]}
+    monkeypatch.setattr(provenance, "git_state", lambda where=".": {"commit": "c" * 40, "dirty": False, "note": ""})
+    title = report.render_html(manifest).split("</header>")[0]
+    assert (f"<dt>Results</dt><dd>computed at commit <code>{'a' * 12}</code> (3 records); commit <code>{'b' * 12}"
+            f"</code> with uncommitted changes (2 records)</dd>") in title
+    assert f"<dt>Report</dt><dd>rendered at commit <code>{'c' * 12}</code></dd>" in title
+    # One commit for all, the report's own: named once.
+    monkeypatch.setattr(provenance, "git_state", lambda where=".": {"commit": "a" * 40, "dirty": False, "note": ""})
+    title = report.render_html({"sections": [{"id": "inversion", "figures": [], "records": paths[:3]}]})
+    title = title.split("</header>")[0]
+    assert f"commit <code>{'a' * 12}</code>, for the results and this report" in title and "<dt>Report</dt>" not in title
+
+
+# ------------------------------------------------------------- what the report embeds
+
+
+def test_photographic_figures_are_embedded_as_jpeg_and_line_plots_as_crisp_png(runs_dir, tmp_path, picasso):
+    from matplotlib.figure import Figure
+
+    # A grid of detailed images, as the default run's figures are (upsampled, smooth): JPEG, far smaller.
+    style = np.asarray(Image.open(picasso).convert("RGB").resize((128, 164), Image.BILINEAR))
+    fig = Figure(figsize=(7.8, 4.2), layout="constrained")
+    for ax in fig.subplots(1, 3):
+        ax.imshow(style, interpolation="antialiased")
+    photo = figures._save(fig, tmp_path / "texture_grid.png")
+    mime, data = report.embedded_image(photo, photographic=True)
+    assert mime == "image/jpeg" and len(data) < 0.75 * photo.stat().st_size
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == "RGB" and img.size == Image.open(photo).size
+        assert img.layer is not None and [layer[1:3] for layer in img.layer] == [(1, 1)] * 3  # no chroma subsampling
+        decoded = np.asarray(img).astype(float)
+    original = np.asarray(Image.open(photo).convert("RGB")).astype(float)
+    assert 10 * np.log10(255 ** 2 / np.mean((decoded - original) ** 2)) > 38  # PSNR: no loss a reader sees
+
+    # A line plot stays PNG, without alpha, each pixel within a few levels of the figure's.
+    curves = figures.write_figure("curves", _transfer_records(runs_dir), tmp_path / "transfer_curves.png")
+    mime, data = report.embedded_image(curves, photographic=False)
+    assert mime == "image/png" and len(data) < 0.6 * curves.stat().st_size
+    with Image.open(io.BytesIO(data)) as img:
+        assert "A" not in img.mode
+        shown = np.asarray(img.convert("RGB")).astype(int)
+    drawn = np.asarray(Image.open(curves).convert("RGB")).astype(int)
+    assert (np.abs(shown - drawn).max(axis=2) > 16).mean() < 0.01
+
+    # Which figures are photographic goes by the workflow's file names: the grids and galleries, no curves.
+    assert report.PHOTO_FIGURES >= {"inversion_grid", "texture_grid", "comparison", "inputs"}
+    assert not any(name.endswith("curves") for name in report.PHOTO_FIGURES)

@@ -59,7 +59,7 @@ def layer_job_counts(config: dict) -> dict[str, int]:
 
 # Part 3: colour (3 modes x 2 runs), scales (2 runs), blend (4 weights), and a figure each.
 PART3_JOBS = {"part3_transfer": 12, "part3_figure": 3}
-DEFAULT_JOBS = {**PART2_JOBS, **PART3_JOBS, **layer_job_counts(CONFIG), "transfer": 4, "layer_grid": 2,
+DEFAULT_JOBS = {**PART2_JOBS, **PART3_JOBS, **layer_job_counts(CONFIG), "transfer": 4, "inputs_figure": 1, "layer_grid": 2,
                 "transfer_grid": 1, "loss_curves": 3, "report": 1, "all": 1}
 
 
@@ -511,7 +511,8 @@ def test_preview_makes_every_target(preview):
                    "inversion_curves", "texture_curves", "transfer_curves"):
         assert (preview / f"{PREVIEW_ROOT}/part1/figures/{figure}.png").stat().st_size > 10_000
     html = (preview / f"{PREVIEW_ROOT}/report/report.html").read_text()
-    assert html.count("data:image/png;base64,") == 12 and html.count("<section id=") == 9  # 8 + appendix
+    assert len(re.findall(r'<img src="data:image/(?:png|jpeg);base64,', html)) == N_FIGURES
+    assert html.count("<section id=") == 9  # 8 + appendix
     assert "Stand-in model" in html  # the preview's diffusion model is the embedded one
     # Up to date afterwards: nothing reruns for no reason.
     assert job_counts(_dry(preview, "--", "report").stdout) == {}
@@ -601,7 +602,8 @@ def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
 SECTION_HEADINGS = ("Part 1 A. Feature inversion", "Part 1 B. Texture synthesis",
                     "Part 1 C. Gram versus MeanVar style transfer", "Part 2 A. Style-guided diffusion",
                     "Part 2 B. Style guidance versus the style named in the prompt", "Appendix: how this report was made")
-N_FIGURES = 9  # 3 grids and 3 loss-curve plots (Part 1), generation grid, guidance curves, comparison (Part 2)
+N_FIGURES = 13  # the inputs, 3 grids and 3 loss-curve plots (Part 1), generation grid, guidance curves, comparison,
+# and one figure per Part 3 experiment
 
 
 def _tool(name: str) -> str:
@@ -637,13 +639,20 @@ def test_preview_pdf_has_every_section_no_blank_page_and_every_figure(preview, t
 
 def test_preview_html_images_all_decode(preview):
     html = (preview / f"{PREVIEW_ROOT}/report/report.html").read_text()
-    sources = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    sources = re.findall(r'<img src="data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)"', html)
     assert len(sources) == N_FIGURES
-    for data in sources:
+    embedded = 0
+    for mime, data in sources:
         with Image.open(io.BytesIO(base64.b64decode(data))) as img:
             img.load()
-            assert img.width > 200 and img.height > 100
-    assert "<img" not in re.sub(r'<img src="data:image/png;base64,', "", html)  # nothing fetched from outside
+            assert img.width > 200 and img.height > 100 and img.format.lower() == mime
+            assert "A" not in img.mode and "transparency" not in img.info  # opaque: no alpha channel embedded
+        embedded += len(base64.b64decode(data))
+    assert "<img" not in re.sub(r'<img src="data:image/(png|jpeg);base64,', "", html)  # nothing fetched from outside
+    # Compressed for the report: the embedded images are well under the figure files (4.3 MB of HTML before).
+    files = sum(path.stat().st_size for path in (preview / PREVIEW_ROOT).glob("part*/figures/*.png"))
+    assert embedded < 0.85 * files, (embedded, files)
+    assert len(html.encode()) < 3_900_000
 
 
 # Injected at the top of a copy of the page: after the load event, it writes each image's naturalWidth into

@@ -234,7 +234,9 @@ def _guidance_sentences(runs: Sequence[Run]) -> list[str]:
 def _prompt_sentences(plain: Sequence[Run], guided: Sequence[Run]) -> list[str]:
     """Unguided samples whose prompt names the style, against the first prompt, and against guidance."""
     text = []
-    first = plain[0] if plain else None
+    if not plain:
+        return text
+    first = plain[0]
     prompted = [run for run in plain if run.record.settings.prompt != first.record.settings.prompt]
     for run in prompted:
         a, b = first.record.style_distances, run.record.style_distances
@@ -274,13 +276,25 @@ def _transfer_sentences(guided: Sequence[Run], transfers: Sequence[Run]) -> list
     return text
 
 
-def generation_findings(runs: Sequence[Run], transfers: Sequence[Run] = ()) -> list[str]:
-    plain = [run for run in runs if run.record.settings.guidance_factor == 0]
+def guidance_findings(runs: Sequence[Run], transfers: Sequence[Run] = ()) -> list[str]:
+    """Part 2 A: each guided sample against the unguided one, and Part 1 transfer on a generated sample."""
     guided = [run for run in runs if run.record.settings.guidance_factor > 0]
-    text = _guidance_sentences(runs) + _prompt_sentences(plain, guided) + _transfer_sentences(guided, transfers)
-    if any(run.stand_in for run in runs):
+    text = _guidance_sentences(runs) + _transfer_sentences(guided, transfers)
+    if text and any(run.stand_in for run in runs):
         text.append("These samples come from a stand-in model with random weights: the numbers show what the "
                     "guidance does to the style distances, not what the real model would draw.")
+    return text
+
+
+def prompt_findings(runs: Sequence[Run]) -> list[str]:
+    """Part 2 B: the style named in the prompt, against the first prompt and against guidance. The guided
+    samples' own comparison with the unguided one is Part 2 A's (guidance_findings), not repeated here."""
+    plain = [run for run in runs if run.record.settings.guidance_factor == 0]
+    guided = [run for run in runs if run.record.settings.guidance_factor > 0]
+    text = _prompt_sentences(plain, guided)
+    if text and any(run.stand_in for run in runs):
+        text.append("With the stand-in's random weights, the words of a prompt carry no meaning to the model: "
+                    "what naming the style does here is chance, not what a trained model would do.")
     return text
 
 

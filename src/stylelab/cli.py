@@ -5,7 +5,7 @@
     stylelab texture  --style IMG --layer L --out DIR [options]       (texture synthesis)
     stylelab generate --style IMG --out DIR [options]                 (style-guided diffusion)
     stylelab models fetch [--model ID] [--revision REV] [--manifest JSON] (the diffusion model's files)
-    stylelab figure   layer-grid|step-grid|curves|gallery|guidance-curves|colour|scales|blend RECORD... --out PNG
+    stylelab figure   inputs|layer-grid|step-grid|curves|gallery|guidance-curves|colour|scales|blend RECORD... --out PNG
     stylelab report   --manifest JSON --html HTML [--pdf PDF]
     stylelab small-png PNG... --out-dir DIR                              (README pictures)
     stylelab config-schema [--write]                                     (the workflow config's schema)
@@ -212,10 +212,10 @@ def _models_parser(sub) -> None:
 def _output_parsers(sub) -> None:
     f = sub.add_parser("figure", help="a figure from run records",
                        description="Draw a figure from run records and the images they name (nothing is "
-                                   "recomputed). layer-grid: one-layer runs (inversion, texture) by layer type "
+                                   "recomputed). inputs: the content and style images the records name; layer-grid: one-layer runs (inversion, texture) by layer type "
                                    "and depth; step-grid: a row per run, a column per saved step; curves: the "
                                    "loss history of every run, log scale.")
-    f.add_argument("figure", choices=("layer-grid", "step-grid", "curves", "gallery", "guidance-curves",
+    f.add_argument("figure", choices=("inputs", "layer-grid", "step-grid", "curves", "gallery", "guidance-curves",
                                         "colour", "scales", "blend"),
                    help="which figure")
     f.add_argument("records", nargs="+", metavar="RECORD", help="record JSON files, in the order to show them")

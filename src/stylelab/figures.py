@@ -1,9 +1,12 @@
 """Figures of the Part 1 experiments, made from their images and records only (never by re-running one).
 
-    layer-grid       one image per one-layer run (inversion, texture): columns by layer type, rows by depth
+    inputs           the content and style images the runs name, as given
+    layer-grid       one image per one-layer run (inversion, texture): columns by layer type, rows by depth,
+                     after the target (the content image, or the style image of a texture)
     step-grid        one row per run (transfer), one column per saved step
     curves           the loss history of every run of one experiment, on a log scale
-    gallery          the style image, then the final image of each run (Part 2 generations and transfers)
+    gallery          the style image, then the final image of each run (Part 2 generations and transfers), the
+                     content of the transfers marked
     guidance-curves  the style losses of the clean estimate x0 along the denoising schedule (Part 2)
     colour           colour preservation: inputs, then each mode per style loss (Part 3)
     scales           coarse to fine against one scale: images, and the objective against time (Part 3)
@@ -27,10 +30,10 @@ matplotlib.use("Agg")  # files only, never a window; set before anything imports
 import numpy as np
 from matplotlib.figure import Figure
 
-from .errors import StylelabError
-from .files import write_bytes_atomic
 from PIL import Image
 
+from .errors import StylelabError
+from .files import write_bytes_atomic
 from .names import format_number
 from .runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
 from .settings import STYLE_LOSSES
@@ -69,8 +72,66 @@ def _blank(ax) -> None:
         spine.set_visible(False)
 
 
+def input_image(path: str, what: str, size: Sequence[int] | None = None) -> np.ndarray:
+    """An input image a record names (content or style), as RGB; with `size` (height, width), resized as the
+    runs resized it (bilinear, stylelab.images.resize)."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except OSError as exc:
+        raise StylelabError(f"cannot read the {what} image {path} that the records name: {exc}. Run from the "
+                            "folder the experiments ran in, or put the image back.") from None
+    if size is not None and (size[1], size[0]) != rgb.size:
+        rgb = rgb.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+    return np.asarray(rgb)
+
+
+def _short_side(image: np.ndarray, short: int) -> tuple[int, int]:
+    """(height, width) with the short side at `short`, the aspect kept (a style image's size in a run)."""
+    h, w = image.shape[:2]
+    return (round(short * h / w), short) if w <= h else (short, round(short * w / h))
+
+
+def _target(runs: Sequence[Run], kind: str) -> tuple[str, np.ndarray] | None:
+    """What one-layer runs imitate: the content image of inversions, the style image of textures, at the
+    runs' size; None when the records name none."""
+    settings = runs[0].record.settings
+    path, what = (settings.content, "content") if kind == "inversion" else (settings.style, "style")
+    if not path:
+        return None
+    h, w = runs[0].record.image_size
+    if kind == "inversion":
+        return f"content image\n(the target), {w}x{h} px", input_image(path, what, (h, w))
+    image = input_image(path, what)
+    size = _short_side(image, min(h, w))
+    return f"style image\n{size[1]}x{size[0]} px", input_image(path, what, size)
+
+
+def inputs_figure(runs: Sequence[Run]) -> Figure:
+    """The content and style images the records name, each once, side by side as given."""
+    cells = []
+    for what in ("content", "style"):
+        named = [getattr(run.record.settings, what) for run in runs]
+        for path in dict.fromkeys(p for item in named for p in ([item] if isinstance(item, str) or item is None
+                                                                  else item)):
+            if path:
+                image = input_image(path, what)
+                cells.append((f"{what} image\n{Path(path).name}, {image.shape[1]}x{image.shape[0]} px", image))
+    if not cells:
+        raise StylelabError("these records name no content or style image.")
+    heights = [CELL_INCHES * image.shape[0] / image.shape[1] for _, image in cells]
+    fig = Figure(figsize=(CELL_INCHES * len(cells) + 0.4, max(heights) + 0.9), layout="constrained")
+    axes = fig.subplots(1, len(cells), squeeze=False)[0]
+    for ax, (title, image) in zip(axes, cells):
+        _blank(ax)
+        ax.imshow(image, interpolation="antialiased")
+        ax.set_title(title, fontsize=11)
+    return fig
+
+
 def layer_grid_figure(runs: Sequence[Run]) -> Figure:
-    """Final images of one-layer runs: a column per layer type (conv, relu, pool), a row per depth.
+    """Final images of one-layer runs: a column per layer type (conv, relu, pool), a row per depth, after a
+    first column with what they imitate (the content image of inversions, the style image of textures).
 
     Rows follow the order of the runs within each layer type, so conv_1, conv_5, conv_10 and
     relu_1, relu_5, relu_10 fill the rows shallow to deep as listed.
@@ -78,10 +139,18 @@ def layer_grid_figure(runs: Sequence[Run]) -> Figure:
     kind = _one_kind(runs, ("inversion", "texture"))
     columns = {t: [r for r in runs if resolve_layer(r.layer).kind == t] for t in LAYER_TYPES}
     columns = {t: rs for t, rs in columns.items() if rs}
-    n_rows, n_cols = max(len(rs) for rs in columns.values()), len(columns)
+    target = _target(runs, kind)
+    n_rows, n_cols = max(len(rs) for rs in columns.values()), len(columns) + (target is not None)
     h, w = runs[0].record.image_size
     fig = Figure(figsize=(CELL_INCHES * n_cols + 0.6, CELL_INCHES * h / w * n_rows + 1.2), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    if target is not None:
+        title, image = target
+        for ax in axes[:, 0]:
+            _blank(ax)
+        axes[0, 0].imshow(image, interpolation="antialiased")
+        axes[0, 0].set_title(title, fontsize=10, fontweight="bold")
+        axes = axes[:, 1:]
     for col, (layer_type, column_runs) in enumerate(columns.items()):
         axes[0, col].set_title(layer_type, fontsize=13, fontweight="bold", pad=18)
         for row in range(n_rows):
@@ -190,13 +259,23 @@ def gallery_figure(runs: Sequence[Run]) -> Figure:
     if odd:
         raise StylelabError(f"a gallery shows generations and transfers, not {', '.join(odd)} runs.")
     style_path = runs[0].record.settings.style
-    cells = ([("style image", None, np.asarray(Image.open(style_path).convert("RGB")))] if style_path else [])
+    cells = [("style image", None, input_image(style_path, "style"))] if style_path else []
+    # The images the transfers were made from, marked where the gallery shows them, added where it does not.
+    contents = list(dict.fromkeys(Path(run.record.settings.content).resolve() for run in runs
+                                  if run.kind == "transfer" and run.record.settings.content))
     for run in runs:
         if run.kind == "generation":
             title = run.label + "\n\"" + run.record.settings.prompt + "\""
+            if run.image_path().resolve() in contents:
+                contents.remove(run.image_path().resolve())
+                title = "content of the Part 1 transfers:\n" + title
         else:
             title = f"Part 1 transfer, {run.steps[-1]} steps\n{run.label}"
         cells.append((title, _distances(run), run.image()))
+    for path in contents:  # a content image the gallery has no run of
+        at = next(i for i, cell in enumerate(cells) if cell[0].startswith("Part 1 transfer"))
+        cells.insert(at, (f"content of the Part 1 transfers\n{path.parent.name}/{path.name}", None,
+                          input_image(str(path), "content")))
     n_cols = min(4, len(cells))
     n_rows = -(-len(cells) // n_cols)
     fig = Figure(figsize=(CELL_INCHES * 1.25 * n_cols, CELL_INCHES * 1.45 * n_rows + 1.0), layout="constrained")
@@ -247,15 +326,6 @@ def guidance_curves_figure(runs: Sequence[Run]) -> Figure:
 COLOUR_MODE_TITLES = {"none": "plain transfer", "luminance": "luminance only", "match": "colours matched"}
 
 
-def _input_image(path: str, what: str) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except OSError as exc:
-        raise StylelabError(f"cannot read the {what} image {path} that the records name ({exc}); the figure is "
-                            "made where the workflow runs, with its data/ folder.") from None
-
-
 def _loss_label(run: Run) -> str:
     settings = run.record.settings
     return f"{STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)}, w {format_number(settings.style_weight)}"
@@ -269,7 +339,7 @@ def colour_figure(runs: Sequence[Run]) -> Figure:
     rows = list(dict.fromkeys(_loss_label(run) for run in runs))
     by_cell = {(_loss_label(run), run.record.settings.preserve_colors): run for run in runs}
     first = runs[0].record.settings
-    inputs = [("content", _input_image(first.content, "content")), ("style", _input_image(first.style, "style"))]
+    inputs = [("content", input_image(first.content, "content")), ("style", input_image(first.style, "style"))]
     h, w = runs[0].record.image_size
     n_cols = len(inputs) + len(modes)
     fig = Figure(figsize=(CELL_INCHES * n_cols, CELL_INCHES * h / w * len(rows) + 1.3), layout="constrained")
@@ -342,13 +412,13 @@ def blend_figure(runs: Sequence[Run]) -> Figure:
     styles = runs[0].record.settings.style
     styles = [styles] if isinstance(styles, str) else list(styles)
     ordered = sorted(runs, key=lambda run: [-w for w in run.record.settings.style_blend or [1.0]])
-    cells = [(f"style: {Path(styles[0]).stem}", _input_image(styles[0], "style"), None)]
+    cells = [(f"style: {Path(styles[0]).stem}", input_image(styles[0], "style"), None)]
     for run in ordered:
         weights = run.record.settings.style_blend or [1.0]
         total = sum(weights)
         cells.append((" / ".join(format_number(round(w / total, 3)) for w in weights), run.image(),
                       f"loss {run.image_loss():.3g}"))
-    cells += [(f"style: {Path(path).stem}", _input_image(path, "style"), None) for path in styles[1:]]
+    cells += [(f"style: {Path(path).stem}", input_image(path, "style"), None) for path in styles[1:]]
     h, w = runs[0].record.image_size
     fig = Figure(figsize=(CELL_INCHES * len(cells), CELL_INCHES * h / w + 1.3), layout="constrained")
     axes = fig.subplots(1, len(cells), squeeze=False)[0]
@@ -363,8 +433,8 @@ def blend_figure(runs: Sequence[Run]) -> Figure:
     return fig
 
 
-FIGURES = {"layer-grid": layer_grid_figure, "step-grid": step_grid_figure, "curves": loss_curves_figure,
-           "gallery": gallery_figure, "guidance-curves": guidance_curves_figure,
+FIGURES = {"inputs": inputs_figure, "layer-grid": layer_grid_figure, "step-grid": step_grid_figure,
+           "curves": loss_curves_figure, "gallery": gallery_figure, "guidance-curves": guidance_curves_figure,
            "colour": colour_figure, "scales": scales_figure, "blend": blend_figure}
 
 

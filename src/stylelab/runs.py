@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import StylelabError
 from .names import format_number
-from .records import GenerationRecord, Record, read_record
+from .records import RECORD_NAME, GenerationRecord, Record, read_record
 from .layers import resolve_layer
 
 KIND_TITLES = {"inversion": "Feature inversion", "texture": "Texture synthesis", "transfer": "Style transfer",
@@ -50,14 +50,33 @@ class Run:
         return model.fallback_reason or f"{model.source} asked for by name"
 
     @property
+    def name(self) -> str:
+        """The run's name in the config: its folder for a generation (<name>/record.json), else the file's stem."""
+        return self.path.parent.name if self.path.name == RECORD_NAME else self.path.stem
+
+    @property
+    def description(self) -> str:
+        """What a generation was: guided (by which loss, how strongly) or not, and its steps."""
+        settings = self.record.settings
+        steps = self.record.timing.steps
+        if settings.guidance_factor > 0:
+            loss = STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)
+            return f"{loss}-guided, s = {format_number(settings.guidance_factor)}, {steps} steps"
+        return f"unguided, {steps} steps"
+
+    @property
+    def shown_name(self) -> str | None:
+        """A generation's name where its description does not already start with it. Two unguided runs
+        differ by their prompts only ("unguided" and "style_in_prompt"); the name tells them apart."""
+        name = self.name
+        return None if not name or self.description.startswith(name) else name
+
+    @property
     def label(self) -> str:
         settings = self.record.settings
         if self.kind == "generation":
-            steps = self.record.timing.steps
-            if settings.guidance_factor > 0:
-                loss = STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)
-                return f"{loss}-guided, s = {format_number(settings.guidance_factor)}, {steps} steps"
-            return f"unguided, {steps} steps"
+            name = self.shown_name
+            return self.description + (f" ({name})" if name else "")
         if self.kind in ("inversion", "texture"):
             layer = resolve_layer(self.layer)
             return f"{layer.name} ({layer.canonical})"
@@ -82,8 +101,12 @@ class Run:
     def _step(self, step: int | None) -> str:
         return str(self.steps[-1] if step is None else step)
 
+    def image_path(self, step: int | None = None) -> Path:
+        """The file of a saved image (the last one by default), beside the record."""
+        return self.path.parent / self.record.images[self._step(step)].file
+
     def image(self, step: int | None = None) -> np.ndarray:
-        path = self.path.parent / self.record.images[self._step(step)].file
+        path = self.image_path(step)
         try:
             with Image.open(path) as img:
                 return np.asarray(img.convert("RGB"))

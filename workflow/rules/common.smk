@@ -196,9 +196,14 @@ def figure_file(group, kind):
     return f"{FIGURES}/{group}_{kind}.png"
 
 
-FIGURE_FILES = [figure_file(group, "grid") for group in GROUPS] + [
-    figure_file(group, "curves") for group in GROUPS
-]
+# The content and style images the Part 1 runs start from, shown at the start of Part 1.
+INPUTS_FIGURE = f"{FIGURES}/inputs.png"
+
+FIGURE_FILES = (
+    [INPUTS_FIGURE]
+    + [figure_file(group, "grid") for group in GROUPS]
+    + [figure_file(group, "curves") for group in GROUPS]
+)
 
 
 def figure_job(figure):
@@ -447,6 +452,7 @@ def report_manifest():
         }
         for experiment in PART3_EXPERIMENTS
     ]
+    intro = {"Part 1": [INPUTS_FIGURE]}
     benchmarks = {
         "Part 1": part1_benchmarks(),
         "Part 2": part2_benchmarks(),
@@ -461,6 +467,7 @@ def report_manifest():
     return json.dumps(
         {
             "sections": sections,
+            "intro": intro,
             "benchmarks": benchmarks,
             "root": BENCHMARKS,
             "config": effective,

@@ -2,10 +2,37 @@
 # Each is its own target: delete one and ask for it, and only that one is made again.
 
 
+# The content and style images the Part 1 records name (the config's images:), side by side.
+rule inputs_figure:
+    input:
+        records=[record for group in GROUPS for record in group_records(group)],
+        images=[config["images"]["content"], config["images"]["style"]],
+    output:
+        report(
+            INPUTS_FIGURE,
+            category="Part 1",
+            labels={"experiment": "inputs", "figure": "content and style images"},
+        ),
+    log:
+        log_file(figure_job(INPUTS_FIGURE)),
+    benchmark:
+        benchmark_file(figure_job(INPUTS_FIGURE))
+    conda:
+        SOFTWARE
+    params:
+        stylelab=STYLELAB,
+    shell:
+        "{params.stylelab} figure inputs --out {output:q} {input.records:q} > {log:q} 2>&1"
+
+
 rule layer_grid:
     input:
         records=lambda wildcards: group_records(wildcards.group),
         images=lambda wildcards: group_images(wildcards.group),
+        # what the runs imitate, shown in the grid's first column
+        target=lambda wildcards: config["images"][
+            "content" if wildcards.group == "inversion" else "style"
+        ],
     output:
         report(
             figure_file("{group}", "grid"),
