@@ -389,8 +389,7 @@ def scales_figure(runs: Sequence[Run]) -> Figure:
         _blank(ax)
         ax.imshow(run.image(), interpolation="antialiased")
         sizes = " > ".join(str(size) for size, _, _ in _scale_trace(run))
-        ax.set_title(f"{Path(run.path).stem.replace('_', ' ')}
-{sizes} px", fontsize=9.5)
+        ax.set_title(f"{Path(run.path).stem.replace('_', ' ')}\n{sizes} px", fontsize=9.5)
         ax.set_xlabel(f"{run.record.timing.optimise_s:.1f} s, final objective {run.image_loss():.3g}", fontsize=8)
         for k, (size, times, totals) in enumerate(_scale_trace(run)):
             last = k == len(_scale_trace(run)) - 1
