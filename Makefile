@@ -45,7 +45,8 @@ test-all: $(STAMP) $(TEST_TOOLS)
 
 # The README's pictures, from the results of a report run (make report first).
 DOCS_FIGURES := $(RESULTS)/part1/figures/inversion_grid.png $(RESULTS)/part1/figures/texture_grid.png \
-	$(RESULTS)/part1/figures/transfer_grid.png $(RESULTS)/part2/figures/comparison.png
+	$(RESULTS)/part1/figures/transfer_grid.png $(RESULTS)/part2/figures/comparison.png \
+	$(RESULTS)/part3/figures/colour.png $(RESULTS)/part3/figures/blend.png
 docs: $(STAMP)
 	$(VENV)/bin/stylelab small-png $(DOCS_FIGURES) --out-dir docs --width 1000 --max-kb 250
 

@@ -500,3 +500,62 @@ def test_photographic_figures_are_embedded_as_jpeg_and_line_plots_as_crisp_png(r
     # Which figures are photographic goes by the workflow's file names: the grids and galleries, no curves.
     assert report.PHOTO_FIGURES >= {"inversion_grid", "texture_grid", "comparison", "inputs"}
     assert not any(name.endswith("curves") for name in report.PHOTO_FIGURES)
+
+
+# ------------------------------------------------------------------------------------------------ Part 3
+
+
+@pytest.fixture(scope="module")
+def part3_dir(tmp_path_factory, cat, picasso):
+    """Tiny real Part 3 runs (colour modes, one scale and coarse to fine, a blend), written as the workflow
+    writes them: one final image and record per run."""
+    out = tmp_path_factory.mktemp("part3")
+    starry = str(Path(picasso).parent / "starry_night.jpg")
+    small = dict(content=str(cat), style=str(picasso), device="cpu", weights="caffe", precision="fp32")
+    runs = {"colour": {f"{mode}_gram": dict(preserve_colors=mode, size=32, steps=(3,))
+                       for mode in ("none", "luminance", "match")},
+            "scales": {"single_scale": dict(scales=[32], steps=(6,)),
+                       "coarse_to_fine": dict(scales=[16, 32], scale_steps=[4], steps=(3,))},
+            "blend": {f"w{a}": dict(style=[str(picasso), starry], style_blend=[a, 1 - a], size=32, steps=(3,))
+                      for a in (1.0, 0.5, 0.0)}}
+    for experiment, named in runs.items():
+        for name, options in named.items():
+            result = run_transfer(TransferSettings(**{**small, **options}), progress=False)
+            write_outputs(result, out / experiment, f"{name}.png", f"{name}.json")
+    return out
+
+
+@pytest.mark.parametrize("experiment", ["colour", "scales", "blend"])
+def test_part3_figures_draw_from_their_records(part3_dir, experiment, tmp_path):
+    records = sorted((part3_dir / experiment).glob("*.json"))
+    fig = figures.FIGURES[experiment](load_runs(records))
+    titles = [ax.get_title() for ax in fig.axes]
+    if experiment == "colour":
+        assert titles == ["content image", "style image", "plain transfer", "luminance only", "colours matched"]
+        assert sum(len(ax.images) for ax in fig.axes) == 5  # the two inputs and the three modes
+    elif experiment == "scales":
+        plot = next(ax for ax in fig.axes if ax.get_yscale() == "log")
+        assert len(plot.lines) == 3  # one scale, and coarse to fine's two
+        assert any("16 > 32 px" in t for t in titles)
+    else:
+        assert titles[0].startswith("style: picasso") and titles[-1].startswith("style: starry_night")
+        assert [t for t in titles if "/" in t] == ["1 / 0", "0.5 / 0.5", "0 / 1"]
+    out = figures.write_figure(experiment, records, tmp_path / f"{experiment}.png")
+    assert out.stat().st_size > 10_000
+
+
+def test_part3_sections_in_the_report(part3_dir, run_cli, tmp_path):
+    sections = []
+    for experiment in ("colour", "scales", "blend"):
+        records = sorted((part3_dir / experiment).glob("*.json"))
+        figure = figures.write_figure(experiment, records, tmp_path / f"{experiment}.png")
+        sections.append({"id": experiment, "figures": [str(figure)], "records": list(map(str, records))})
+    out = tmp_path / "report.html"
+    code, _, err = run_cli("report", "--manifest", _manifest(tmp_path, sections), "--html", out)
+    assert code == 0, err
+    html = out.read_text()
+    assert "Part 3: Beyond the assignment" in html
+    for title in ("Keeping the content", "Coarse to fine", "Blended styles"):
+        assert title in html
+    assert "Coarse to fine (16 &gt; 32 px) took" in html and "colours: luminance" in html
+    assert "blend 0.5 / 0.5" in html

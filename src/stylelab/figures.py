@@ -36,7 +36,7 @@ from .errors import StylelabError
 from .files import write_bytes_atomic
 from .names import format_number
 from .runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
-from .settings import STYLE_LOSSES
+from .settings import COLOR_MODES, STYLE_LOSSES
 from .layers import resolve_layer
 
 LAYER_TYPES = ("conv", "relu", "pool")
@@ -335,7 +335,9 @@ def colour_figure(runs: Sequence[Run]) -> Figure:
     """Colour preservation: a row per style loss and weight, the content and style images, then one column per
     mode (plain, luminance only, colours matched)."""
     _one_kind(runs, ("transfer",))
-    modes = list(dict.fromkeys(run.record.settings.preserve_colors for run in runs))
+    order = list(COLOR_MODES)  # plain first, whatever order the records come in
+    modes = sorted(dict.fromkeys(run.record.settings.preserve_colors for run in runs),
+                   key=lambda m: order.index(m) if m in order else len(order))
     rows = list(dict.fromkeys(_loss_label(run) for run in runs))
     by_cell = {(_loss_label(run), run.record.settings.preserve_colors): run for run in runs}
     first = runs[0].record.settings
