@@ -29,7 +29,7 @@ from test_workflow import PREVIEW, PREVIEW_ROOT, ROOT, SNAKEMAKE, copy_project, 
 
 SCRIPT = ROOT / "workflow/scripts/local-slurm.sh"
 CANNOT_RUN = 3  # local-slurm.sh's exit status where this machine cannot run a cluster
-EXPERIMENT_RULES = {"inversion", "texture", "transfer", "generate", "transfer_on_generated"}
+EXPERIMENT_RULES = {"inversion", "texture", "transfer", "generate", "transfer_on_generated", "part3_transfer"}
 
 
 def is_experiment(rule: str) -> bool:
@@ -39,6 +39,10 @@ def is_experiment(rule: str) -> bool:
 # the preview on 2 cores shared with other work (7 to 11 locally). Past this, Snakemake is stopped: it can
 # also wait forever, for instance on a status query that never sees a job finish.
 SLURM_TIMEOUT_S = 1800
+# Both the Slurm and the local preview take this overlay: Part 3 cut to one run per experiment.
+PART3_SMALL = ("part3:\n  colour: {modes: [luminance], runs: [{style_loss: gram, style_weight: 1.0e+6}]}\n"
+               "  scales: {runs: [{name: coarse_to_fine, scales: [32, 64], scale_steps: [10], steps: 10}]}\n"
+               "  blend: {weights: [[0.5, 0.5]]}\n")
 LOCAL_TIMEOUT_S = 1200
 
 
@@ -168,6 +172,11 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     workdir = copy_project(tmp_path_factory.mktemp("slurm-preview"))
     command = slurm_preview_command()
     command[-2:-2] = ["--verbose"]
+    # Part 3 cut to one run per experiment: each experiment job queues for the one GPU, and Part 3's own runs
+    # are tested locally (tests/test_workflow.py's preview).
+    small = workdir / "part3-small.yaml"
+    small.write_text(PART3_SMALL)
+    command.insert(command.index(PREVIEW) + 1, str(small))
     code, seconds, output = run_bounded(command, workdir, workdir / "snakemake.log", SLURM_TIMEOUT_S)
     assert code == 0, output[-5000:]
     return workdir, seconds, output
@@ -180,7 +189,9 @@ def local_run(slurm_run, tmp_path_factory):
     After the Slurm run (it asks for `slurm_run`), so the two never share the machine's cores.
     """
     workdir = copy_project(tmp_path_factory.mktemp("local-preview"))
-    command = [SNAKEMAKE, "--configfile", PREVIEW, "--config", "device=auto", "--", "report"]
+    (workdir / "part3-small.yaml").write_text(PART3_SMALL)
+    command = [SNAKEMAKE, "--configfile", PREVIEW, str(workdir / "part3-small.yaml"), "--config", "device=auto",
+               "--", "report"]
     code, seconds, output = run_bounded(command, workdir, workdir / "snakemake.log", LOCAL_TIMEOUT_S)
     assert code == 0, output[-5000:]
     return workdir, seconds, output
