@@ -390,7 +390,7 @@ class StyleTransfer:
         s, last = self.settings, self.save_steps[-1]
         settings = dataclasses.replace(s, steps=self.save_steps, size=self.size, lr=self.lr, precision=self.precision,
                                        content_layers=self.content_layers, style_layers=self.style_layers,
-                                       scale_steps=self.coarse_steps if s.scales else None)
+                                       scale_steps=self.coarse_steps if len(self.sizes) > 1 else None)
         record = TransferRecord(
             kind=s.kind, settings=settings, image_size=[int(self.shape[-2]), int(self.shape[-1])],
             history=self.history,
