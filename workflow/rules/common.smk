@@ -422,36 +422,42 @@ def report_records():
 def report_manifest():
     """What the report shows, section by section, as JSON for `stylelab report --manifest`."""
     part2_transfers = [part2_transfer_record(run_id) for run_id in PART2_TRANSFER_RUNS]
-    sections = [
-        {
-            "id": group,
-            "figures": [figure_file(group, "grid"), figure_file(group, "curves")],
-            "records": group_records(group),
-        }
-        for group in GROUPS
-    ] + [
-        {
-            "id": "guidance",
-            "figures": [
-                part2_figure("generation_grid"),
-                part2_figure("guidance_curves"),
-            ],
-            "records": [generation_record(name) for name in GENERATION_RUNS],
-            "transfers": part2_transfers,
-        },
-        {
-            "id": "prompt",
-            "figures": [part2_figure("comparison")],
-            "records": [generation_record(name) for name in DIFFUSION["comparison"]],
-        },
-    ] + [
-        {
-            "id": experiment,
-            "figures": [part3_figure(experiment)],
-            "records": part3_records(experiment),
-        }
-        for experiment in PART3_EXPERIMENTS
-    ]
+    sections = (
+        [
+            {
+                "id": group,
+                "figures": [figure_file(group, "grid"), figure_file(group, "curves")],
+                "records": group_records(group),
+            }
+            for group in GROUPS
+        ]
+        + [
+            {
+                "id": "guidance",
+                "figures": [
+                    part2_figure("generation_grid"),
+                    part2_figure("guidance_curves"),
+                ],
+                "records": [generation_record(name) for name in GENERATION_RUNS],
+                "transfers": part2_transfers,
+            },
+            {
+                "id": "prompt",
+                "figures": [part2_figure("comparison")],
+                "records": [
+                    generation_record(name) for name in DIFFUSION["comparison"]
+                ],
+            },
+        ]
+        + [
+            {
+                "id": experiment,
+                "figures": [part3_figure(experiment)],
+                "records": part3_records(experiment),
+            }
+            for experiment in PART3_EXPERIMENTS
+        ]
+    )
     intro = {"Part 1": [INPUTS_FIGURE]}
     benchmarks = {
         "Part 1": part1_benchmarks(),
