@@ -365,7 +365,7 @@ def scales_findings(runs: Sequence[Run]) -> list[str]:
 
 
 def blend_findings(runs: Sequence[Run]) -> list[str]:
-    """Blended styles: the final objective of each blend, and which style the blended target lies closer to."""
+    """Blended styles: the final objective of each blend against its own blended target."""
     if len(runs) < 2:
         return []
     parts = []
