@@ -572,8 +572,7 @@ def test_changing_one_meanvar_weight_reruns_only_that_run_and_what_follows(previ
     changed["style_weight"] = 15
     name = write_overlay(preview, "one-weight.yaml", yaml.safe_dump({"transfer": {"runs": runs}}))
     run = _dry(preview, name, "--", "report")  # --configfile takes both files
-    assert job_counts(run.stdout) == {"transfer": 1, "transfer_grid": 1, "loss_curves": 1, "inputs_figure": 1,
-                                      "report": 1}  # the inputs figure reads every Part 1 record
+    assert job_counts(run.stdout) == {"transfer": 1, "transfer_grid": 1, "loss_curves": 1, "report": 1}
     steps = _preview_config()["transfer"]["steps"]
     assert planned_outputs(run.stdout) == {
         *(f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
@@ -588,7 +587,7 @@ def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
     name = write_overlay(preview, "inversion-weight.yaml", "inversion:\n  content_weight: 2\n")
     run = _dry(preview, name, "--", "report")
     inversions = {rule: n for rule, n in layer_job_counts(_preview_config()).items() if rule.startswith("inversion")}
-    assert job_counts(run.stdout) == {**inversions, "layer_grid": 1, "loss_curves": 1, "inputs_figure": 1, "report": 1}
+    assert job_counts(run.stdout) == {**inversions, "layer_grid": 1, "loss_curves": 1, "report": 1}
     assert "params have changed since last execution" in run.stdout
     planned = planned_outputs(run.stdout)
     assert f"{PREVIEW_ROOT}/part1/figures/inversion_grid.png" in planned

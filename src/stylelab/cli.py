@@ -218,7 +218,11 @@ def _output_parsers(sub) -> None:
     f.add_argument("figure", choices=("inputs", "layer-grid", "step-grid", "curves", "gallery", "guidance-curves",
                                         "colour", "scales", "blend"),
                    help="which figure")
-    f.add_argument("records", nargs="+", metavar="RECORD", help="record JSON files, in the order to show them")
+    f.add_argument("records", nargs="*", metavar="RECORD", help="record JSON files, in the order to show them")
+    f.add_argument("--content", metavar="IMAGE", help="inputs only: show this content image instead of those "
+                                                      "the records name")
+    f.add_argument("--style", nargs="+", metavar="IMAGE", help="inputs only: show these style images instead of "
+                                                                "those the records name")
     f.add_argument("--out", required=True, metavar="PNG", help="the figure file to write")
 
     s = sub.add_parser("small-png", help="copies of figures made small (for the README's docs/)",
@@ -310,8 +314,16 @@ def _run(args: argparse.Namespace) -> None:
             print(f"{layer.name:<9} {layer.canonical}")
         return
     if args.command == "figure":
+        images = None
+        if args.content or args.style:
+            if args.figure != "inputs":
+                raise StylelabError("--content and --style are for the inputs figure only; the other figures "
+                                    "read the images their records name.")
+            images = {"content": [args.content] if args.content else [], "style": args.style or []}
+        elif not args.records:
+            raise StylelabError(f"figure {args.figure} needs record JSON files (or, for inputs, --content/--style).")
         from .figures import write_figure
-        log.info("wrote %s", write_figure(args.figure, args.records, args.out))
+        log.info("wrote %s", write_figure(args.figure, args.records, args.out, images))
         return
     if args.command == "config-schema":
         from .config import schema_yaml

@@ -107,18 +107,28 @@ def _target(runs: Sequence[Run], kind: str) -> tuple[str, np.ndarray] | None:
     return f"style image\n{size[1]}x{size[0]} px", input_image(path, what, size)
 
 
-def inputs_figure(runs: Sequence[Run]) -> Figure:
-    """The content and style images the records name, each once, side by side as given."""
+def named_inputs(runs: Sequence[Run]) -> dict[str, list[str]]:
+    """The content and style images the records name, each once, in the order first named."""
+    named = {}
+    for what in ("content", "style"):
+        paths = (getattr(run.record.settings, what) for run in runs)
+        named[what] = list(dict.fromkeys(p for item in paths if item
+                                         for p in ([item] if isinstance(item, str) else item) if p))
+    return named
+
+
+def inputs_figure(runs: Sequence[Run] | None = None, *, images: dict[str, Sequence[str]] | None = None) -> Figure:
+    """The content and style images side by side as given: those the records name, or `images`
+    ({"content": [path], "style": [path, ...]}) when given, each once."""
+    named = images if images is not None else named_inputs(runs or [])
     cells = []
     for what in ("content", "style"):
-        named = [getattr(run.record.settings, what) for run in runs]
-        for path in dict.fromkeys(p for item in named for p in ([item] if isinstance(item, str) or item is None
-                                                                  else item)):
-            if path:
-                image = input_image(path, what)
-                cells.append((f"{what} image\n{Path(path).name}, {image.shape[1]}x{image.shape[0]} px", image))
+        for path in dict.fromkeys(named.get(what, ())):
+            image = input_image(path, what)
+            cells.append((f"{what} image\n{Path(path).name}, {image.shape[1]}x{image.shape[0]} px", image))
     if not cells:
-        raise StylelabError("these records name no content or style image.")
+        raise StylelabError("no content or style image to show: name records that use one, or give --content/"
+                            "--style.")
     heights = [CELL_INCHES * image.shape[0] / image.shape[1] for _, image in cells]
     fig = Figure(figsize=(CELL_INCHES * len(cells) + 0.4, max(heights) + 0.9), layout="constrained")
     axes = fig.subplots(1, len(cells), squeeze=False)[0]
@@ -439,6 +449,10 @@ FIGURES = {"inputs": inputs_figure, "layer-grid": layer_grid_figure, "step-grid"
            "colour": colour_figure, "scales": scales_figure, "blend": blend_figure}
 
 
-def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Draw figure `name` (a key of FIGURES) from the records and write it as a PNG."""
+def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
+                 images: dict[str, Sequence[str]] | None = None) -> Path:
+    """Draw figure `name` (a key of FIGURES) from the records and write it as a PNG. The inputs figure may
+    take `images` instead of records (then it depends on the image files only)."""
+    if name == "inputs" and images is not None:
+        return _save(inputs_figure(images=images), out)
     return _save(FIGURES[name](load_runs(record_paths)), out)

@@ -5,8 +5,9 @@
 # The content and style images the Part 1 records name (the config's images:), side by side.
 rule inputs_figure:
     input:
-        records=[record for group in GROUPS for record in group_records(group)],
-        images=[config["images"]["content"], config["images"]["style"]],
+        # the images every Part 1 run starts from (not the records, so that a run's settings do not redraw it)
+        content=config["images"]["content"],
+        style=config["images"]["style"],
     output:
         report(
             INPUTS_FIGURE,
@@ -22,7 +23,7 @@ rule inputs_figure:
     params:
         stylelab=STYLELAB,
     shell:
-        "{params.stylelab} figure inputs --out {output:q} {input.records:q} > {log:q} 2>&1"
+        "{params.stylelab} figure inputs --content {input.content:q} --style {input.style:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule layer_grid:
