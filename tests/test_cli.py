@@ -79,3 +79,15 @@ def test_console_script_is_installed():
     assert done.returncode == 0
     lines = done.stdout.splitlines()
     assert len(lines) == 37 and lines[10].split() == ["conv_5", "conv3_1"]
+
+
+def test_figure_choices_are_the_figures_module_draws(run_cli, tmp_path, cat):
+    from stylelab import cli, figures
+    assert cli.FIGURE_CHOICES == tuple(figures.FIGURES)
+    # The inputs figure from image files alone; --content/--style on another figure is one clear line.
+    out = tmp_path / "inputs.png"
+    assert run_cli("figure", "inputs", "--content", cat, "--out", out)[0] == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+    code, _, err = run_cli("figure", "curves", "--content", cat, "--out", tmp_path / "c.png", tmp_path / "r.json")
+    assert code == 2 and "inputs figure only" in err
+    assert not (tmp_path / "c.png").exists()

@@ -6,6 +6,7 @@
     stylelab generate --style IMG --out DIR [options]                 (style-guided diffusion)
     stylelab models fetch [--model ID] [--revision REV] [--manifest JSON] (the diffusion model's files)
     stylelab figure   inputs|layer-grid|step-grid|curves|gallery|guidance-curves|colour|scales|blend RECORD... --out PNG
+    stylelab figure   inputs --content IMG --style IMG... --out PNG       (the input images, no records)
     stylelab report   --manifest JSON --html HTML [--pdf PDF]
     stylelab small-png PNG... --out-dir DIR                              (README pictures)
     stylelab config-schema [--write]                                     (the workflow config's schema)
@@ -209,15 +210,19 @@ def _models_parser(sub) -> None:
     g.add_argument("--spec", type=_spec, default={}, metavar="JSON", help="settings as one JSON object")
 
 
+# The figures `stylelab figure` draws: the keys of stylelab.figures.FIGURES, written out here because the CLI
+# must start without matplotlib (tests/test_cli.py keeps the two in step).
+FIGURE_CHOICES = ("inputs", "layer-grid", "step-grid", "curves", "gallery", "guidance-curves", "colour", "scales",
+                  "blend")
+
+
 def _output_parsers(sub) -> None:
     f = sub.add_parser("figure", help="a figure from run records",
                        description="Draw a figure from run records and the images they name (nothing is "
                                    "recomputed). inputs: the content and style images the records name; layer-grid: one-layer runs (inversion, texture) by layer type "
                                    "and depth; step-grid: a row per run, a column per saved step; curves: the "
                                    "loss history of every run, log scale.")
-    f.add_argument("figure", choices=("inputs", "layer-grid", "step-grid", "curves", "gallery", "guidance-curves",
-                                        "colour", "scales", "blend"),
-                   help="which figure")
+    f.add_argument("figure", choices=FIGURE_CHOICES, help="which figure")
     f.add_argument("records", nargs="*", metavar="RECORD", help="record JSON files, in the order to show them")
     f.add_argument("--content", metavar="IMAGE", help="inputs only: show this content image instead of those "
                                                       "the records name")
@@ -416,7 +421,14 @@ def _fetch(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `figure` takes its records anywhere among its options (argparse would give a "*" positional nothing once
+    # an option follows the figure's name); any other stray word is the usual error.
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "figure" and not any(word.startswith("-") for word in extra):
+        args.records += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     # Only the long runs turn SIGTERM into "save a checkpoint and stop"; the others end at once as usual.

@@ -116,7 +116,8 @@ def settings_shown(kind: str) -> tuple[str, ...]:
 # matplotlib writes (every figure is opaque). The resolution is kept: resampled, the blocky upscaled pixels
 # of small runs lose the repeats PNG packs and grow (measured). The figure files on disk stay as made.
 JPEG_QUALITY = 90
-PHOTO_FIGURES = {"inputs", "inversion_grid", "texture_grid", "transfer_grid", "generation_grid", "comparison"}
+PHOTO_FIGURES = {"inputs", "inversion_grid", "texture_grid", "transfer_grid", "generation_grid", "comparison",
+                 *(name for name, section in SECTIONS.items() if section["part"] == "Part 3")}  # one figure each
 
 
 def _encoded(img, fmt: str, **options) -> bytes:
