@@ -108,14 +108,18 @@ def settings_shown(kind: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # each once, first place kept
 
 
-# How figures are embedded. Those of images (grids, galleries) go in as JPEG where that is smaller than
-# lossless PNG: quality 90 with no chroma subsampling, which no reader tells from the PNG (about 41 dB PSNR),
-# at a quarter of the bytes for detailed images; blocky upscaled pixels (tiny previews) stay PNG, being
-# smaller so. Line plots stay PNG with their few colours kept (256 at most: their anti-aliased edges blend a
-# handful of line colours with white), crisp and a third of the bytes. Either drops the alpha channel
-# matplotlib writes (every figure is opaque). The resolution is kept: resampled, the blocky upscaled pixels
-# of small runs lose the repeats PNG packs and grow (measured). The figure files on disk stay as made.
-JPEG_QUALITY = 90
+# How figures are embedded, so that the report can be mailed (under 3 MB at the default sizes). Figures of
+# images (grids, galleries) are drawn wider than the HTML's text column (59rem = 944 px: report/style.css's
+# 62rem less its padding), so they go in resampled to that width (Lanczos: what a browser shows of the full
+# file anyway; in the PDF, about 150 dpi across its column) and as JPEG, quality 80 with no chroma
+# subsampling (subsampling blurs the colour noise of the shallow textures, a loss one sees; at 4:4:4 and the
+# column's width, crops of the texture, colour and coarse-to-fine figures side by side at 2x could not be
+# told apart), unless the full-size PNG is smaller (blocky upscaled pixels of tiny previews). Line plots stay
+# PNG at full size with their few colours kept (256 at most: anti-aliased edges blend a handful of line
+# colours with white), crisp when zoomed and a third of the bytes. Either drops the alpha channel matplotlib
+# writes (every figure is opaque). The figure files on disk stay as made.
+EMBED_WIDTH = 944
+JPEG_QUALITY = 80
 PHOTO_FIGURES = {"inputs", "inversion_grid", "texture_grid", "transfer_grid", "generation_grid", "comparison",
                  *(name for name, section in SECTIONS.items() if section["part"] == "Part 3")}  # one figure each
 
@@ -142,6 +146,8 @@ def embedded_image(path: Path, photographic: bool) -> tuple[str, bytes]:
         raise StylelabError(f"figure {path} cannot be read ({exc}); make it again.") from None
     png = _encoded(rgb, "PNG", optimize=True)
     if photographic:
+        if rgb.width > EMBED_WIDTH:
+            rgb = rgb.resize((EMBED_WIDTH, round(rgb.height * EMBED_WIDTH / rgb.width)), Image.LANCZOS)
         jpeg = _encoded(rgb, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
         return ("image/jpeg", jpeg) if len(jpeg) < len(png) else ("image/png", png)
     palette = rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
