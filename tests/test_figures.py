@@ -366,7 +366,7 @@ def test_the_depth_or_type_sentence_follows_the_numbers(errors, verdict, monkeyp
 def test_inputs_figure_shows_each_image_the_records_name_once(runs_dir, cat, picasso):
     both = figures.inputs_figure(load_runs(_inversion_records(runs_dir) + _transfer_records(runs_dir)))
     titles = [ax.get_title() for ax in both.axes]
-    assert titles == [f"content image\ncat.png, 451x300 px", f"style image\n{picasso.name}, 468x600 px"]
+    assert titles == [f"content image\ncat.png\n451x300 px", f"style image\n{picasso.name}\n468x600 px"]
     assert np.array_equal(np.asarray(both.axes[0].images[0].get_array()), np.asarray(Image.open(cat).convert("RGB")))
     # Inversions alone name no style image: the figure shows the content image only.
     alone = figures.inputs_figure(load_runs(_inversion_records(runs_dir)))

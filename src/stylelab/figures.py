@@ -125,7 +125,8 @@ def inputs_figure(runs: Sequence[Run] | None = None, *, images: dict[str, Sequen
     for what in ("content", "style"):
         for path in dict.fromkeys(named.get(what, ())):
             image = input_image(path, what)
-            cells.append((f"{what} image\n{Path(path).name}, {image.shape[1]}x{image.shape[0]} px", image))
+            # three lines: a long file name beside the size would run past the figure's edge
+            cells.append((f"{what} image\n{Path(path).name}\n{image.shape[1]}x{image.shape[0]} px", image))
     if not cells:
         raise StylelabError("no content or style image to show: name records that use one, or give --content/"
                             "--style.")
