@@ -219,9 +219,10 @@ FIGURE_CHOICES = ("inputs", "layer-grid", "step-grid", "curves", "gallery", "gui
 def _output_parsers(sub) -> None:
     f = sub.add_parser("figure", help="a figure from run records",
                        description="Draw a figure from run records and the images they name (nothing is "
-                                   "recomputed). inputs: the content and style images the records name; layer-grid: one-layer runs (inversion, texture) by layer type "
-                                   "and depth; step-grid: a row per run, a column per saved step; curves: the "
-                                   "loss history of every run, log scale.")
+                                   "recomputed). inputs: the content and style images the records name (or "
+                                   "--content and --style); layer-grid: one-layer runs (inversion, texture) by "
+                                   "layer type and depth; step-grid: a row per run, a column per saved step; "
+                                   "curves: the loss history of every run, log scale.")
     f.add_argument("figure", choices=FIGURE_CHOICES, help="which figure")
     f.add_argument("records", nargs="*", metavar="RECORD", help="record JSON files, in the order to show them")
     f.add_argument("--content", metavar="IMAGE", help="inputs only: show this content image instead of those "

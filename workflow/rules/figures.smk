@@ -2,7 +2,7 @@
 # Each is its own target: delete one and ask for it, and only that one is made again.
 
 
-# The content and style images the Part 1 records name (the config's images:), side by side.
+# The config's content and style images (images:, what every Part 1 run starts from), side by side.
 rule inputs_figure:
     input:
         # the images every Part 1 run starts from (not the records, so that a run's settings do not redraw it)
