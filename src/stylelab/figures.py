@@ -117,13 +117,17 @@ def named_inputs(runs: Sequence[Run]) -> dict[str, list[str]]:
     return named
 
 
-def inputs_figure(runs: Sequence[Run] | None = None, *, images: dict[str, Sequence[str]] | None = None) -> Figure:
-    """The content and style images side by side as given: those the records name, or `images`
-    ({"content": [path], "style": [path, ...]}) when given, each once."""
-    named = images if images is not None else named_inputs(runs or [])
+def inputs_figure(runs: Sequence[Run]) -> Figure:
+    """The content and style images the records name, each once, side by side as given."""
+    return images_figure(named_inputs(runs))
+
+
+def images_figure(images: dict[str, Sequence[str]]) -> Figure:
+    """The images of `images` ({"content": [path], "style": [path, ...]}), each once, side by side as given
+    (the inputs figure; the workflow draws it from the config's images, so no run's record redraws it)."""
     cells = []
     for what in ("content", "style"):
-        for path in dict.fromkeys(named.get(what, ())):
+        for path in dict.fromkeys(images.get(what, ())):
             image = input_image(path, what)
             # three lines: a long file name beside the size would run past the figure's edge
             cells.append((f"{what} image\n{Path(path).name}\n{image.shape[1]}x{image.shape[0]} px", image))
@@ -455,5 +459,5 @@ def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str 
     """Draw figure `name` (a key of FIGURES) from the records and write it as a PNG. The inputs figure may
     take `images` instead of records (then it depends on the image files only)."""
     if name == "inputs" and images is not None:
-        return _save(inputs_figure(images=images), out)
+        return _save(images_figure(images), out)
     return _save(FIGURES[name](load_runs(record_paths)), out)
