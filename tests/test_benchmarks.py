@@ -42,3 +42,25 @@ def test_the_stylelab_engine_runs_on_typed_settings():
             engine = speed.StylelabEngine(case, 64, torch.device("cpu"), precision)
             assert isinstance(engine.settings, TransferSettings) and engine.settings.precision == precision
             engine.settings.validate()
+
+
+def _fp32_tail_module():
+    spec = importlib.util.spec_from_file_location("fp32_tail", ROOT / "benchmarks" / "fp32_tail.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fp32_tail_hand_over_loses_nothing():
+    """A run handed over to a fresh fp32 task for its last steps ends exactly where the run left alone ends:
+    the image, the L-BFGS state and the loss scale all go across (else the tail table compares nothing)."""
+    tail = _fp32_tail_module()
+    for run in ("inversion/conv_5", "texture/pool_2"):
+        alone = tail.final_objective(run, 32, 6, "fp32", 0)
+        assert tail.final_objective(run, 32, 6, "fp32", 2) == alone, run
+
+
+def test_the_fp32_tail_table_has_a_row_per_run(capsys):
+    rows = _fp32_tail_module().main(["--size", "32", "--steps", "4", "--tails", "2", "--runs", "texture/pool_2"])
+    assert [row["run"] for row in rows] == ["texture/pool_2"] and all(rows[0][k] > 0 for k in ("fp32", "bf16", 2))
+    assert "| texture/pool_2 |" in capsys.readouterr().out

@@ -249,7 +249,6 @@ def test_under_the_gpu_profile_a_model_that_cannot_be_had_stops_the_run_before_a
     # may run beside the fetch.
     inputs_figure = {"part1/figures/inputs.png", "logs/figures/inputs.log", "benchmarks/figures/inputs.tsv"}
     assert "logs/part2/model.log" in started and set(started) - inputs_figure == {"logs/part2/model.log"}, started
-    return run
 
 
 def test_plain_snakemake_report_uses_the_default_profile(project):
