@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402  (benchmarks/tables.py, beside this script)
-from stylelab.records import read_record
+from stylelab.spec.records import read_record
 
 
 def compare(root_a: Path, root_b: Path, spread: Path | None = None) -> list[dict]:

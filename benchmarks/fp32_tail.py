@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402  (benchmarks/tables.py, beside this script)
-from stylelab.config import part1_spec, read_configs  # noqa: E402
-from stylelab.settings import TransferSettings  # noqa: E402
-from stylelab.transfer import StyleTransfer  # noqa: E402
+from stylelab.spec.config import part1_spec, read_configs  # noqa: E402
+from stylelab.spec.settings import TransferSettings  # noqa: E402
+from stylelab.engine.transfer import StyleTransfer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = ("inversion/conv_5", "inversion/pool_2", "inversion/conv_10", "texture/conv_10", "texture/pool_2",
@@ -31,7 +31,7 @@ DEFAULT_RUNS = ("inversion/conv_5", "inversion/pool_2", "inversion/conv_10", "te
 
 
 def settings(run: str, precision: str, size: int, steps: int) -> TransferSettings:
-    """The default configuration's settings of one run (stylelab.config, as the workflow's rule gets them), at
+    """The default configuration's settings of one run (stylelab.spec.config, as the workflow's rule gets them), at
     this size, step count and precision, on the CPU."""
     kind, layer = run.split("/")
     config = read_configs([ROOT / "config.yaml"])

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from stylelab.diffusion.guidance import GuidanceSettings, sample
-from stylelab.settings import STYLE_LOSSES
+from stylelab.spec.settings import STYLE_LOSSES
 from stylelab.diffusion.models import build_sd_v1_architecture, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

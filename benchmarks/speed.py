@@ -13,7 +13,7 @@ the engines interleaved round by round so that drift of the machine hits all of 
             changes no cost. A "step" is one closure evaluation, as the tutorial counts them.
   pastiche  the pastiche package's own PasticheArtist (Caffe VGG-19, L-BFGS with max_iter=1): one draw()
             per step. Its loss weights layers differently; the layers, sizes and work per step are ours.
-  stylelab  stylelab.transfer.run_transfer: the median time between consecutive steps in its record (so
+  stylelab  stylelab.engine.transfer.run_transfer: the median time between consecutive steps in its record (so
             its set-up, its first step and the evaluation of the image it saves at the end are left out).
 
 Cases: the tutorial's layers (content conv_4, Gram style conv_1..conv_5, style weight 1e6, from the
@@ -29,7 +29,7 @@ the table as speed.json and speed.md. --quick (CI): 128 and 256 pixels, tutorial
     .venv/bin/python benchmarks/speed.py --batch [--sizes 128]
 
 Batch rows: one-layer inversions that reach the same convolution (conv_k, relu_k, pool_k), each run alone
-and then all of them as one batch (stylelab.batch), in fp32 and, where native, bf16: the seconds per step
+and then all of them as one batch (stylelab.engine.batch), in fp32 and, where native, bf16: the seconds per step
 of the batch against the sum of the solo runs' (medians of rounds, interleaved). Written as batch.json/.md.
 
     .venv/bin/python benchmarks/speed.py --scales [--sizes 256] [--steps 500]
@@ -41,7 +41,7 @@ Written as scales.json and scales.md.
 
 Whole-configuration estimate: every compute job the configuration's workflow runs (each inversion and
 texture layer, each transfer run, each generation, each transfer onto the generated image), a few steps
-of each measured as the job runs them (its settings from stylelab.config, on this machine; a generation
+of each measured as the job runs them (its settings from stylelab.spec.config, on this machine; a generation
 with the model `load_model` finds here, the stand-in offline), times its step count, plus the start-up of
 a job process measured once. Written as estimate.json and estimate.md.
 """
@@ -62,13 +62,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylelab import images, runtime
+from stylelab.engine import images
+from stylelab.run import runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402  (benchmarks/tables.py, beside this script)
-from stylelab.transfer import TransferSettings, run_transfer
-from stylelab.layers import LAYERS, resolve_layer
-from stylelab.vgg import IMAGENET_MEAN, IMAGENET_STD, load_caffe_state
+from stylelab.engine.transfer import TransferSettings, run_transfer
+from stylelab.spec.layers import LAYERS, resolve_layer
+from stylelab.engine.vgg import IMAGENET_MEAN, IMAGENET_STD, load_caffe_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ROOT / "data" / "content" / "cat.png"
@@ -89,7 +90,7 @@ CASES = {
     # The network nearly free: what is left is the optimiser's own work per step (L-BFGS's two-loop recursion).
     "conv_1": Case("conv_1", ("conv_1",), (), "noise"),
 }
-# stylelab in each precision of its network (stylelab.runtime.choose_precision); bf16 only where it is native
+# stylelab in each precision of its network (stylelab.run.runtime.choose_precision); bf16 only where it is native
 # unless asked for by name, since emulated bf16 is many times slower.
 STYLELAB_ENGINES = {"stylelab": "fp32", "stylelab-bf16": "bf16"}
 STYLE_WEIGHT = 1e6
@@ -259,8 +260,8 @@ def _median_step(records) -> float:
 
 
 def measure_batches(sizes, precisions, steps: int, rounds: int) -> list[dict]:
-    from stylelab.batch import run_batch
-    from stylelab.settings import feature_inversion
+    from stylelab.engine.batch import run_batch
+    from stylelab.spec.settings import feature_inversion
 
     rows = []
     for size in sizes:
@@ -295,7 +296,7 @@ BATCH_COLUMNS = (
 
 def config_jobs(config: dict) -> list[tuple[str, str, dict]]:
     """(group, name, spec) of every compute job of the configuration, as the workflow's rules make them."""
-    from stylelab import config as cfg
+    from stylelab.spec import config as cfg
 
     jobs = []
     for group in ("inversion", "texture"):
@@ -321,13 +322,13 @@ def _part1_settings(group: str, name: str, spec: dict, config: dict, steps: int)
     options = {k: v for k, v in spec.items() if k not in ("steps",)}
     options["steps"] = (steps,)
     if group == "inversion":
-        from stylelab.settings import feature_inversion
+        from stylelab.spec.settings import feature_inversion
         return feature_inversion(images_of["content"], name, **options)
     if group == "texture":
-        from stylelab.settings import texture_synthesis
+        from stylelab.spec.settings import texture_synthesis
         return texture_synthesis(images_of["style"], name, **options)
     if group.startswith("part3"):
-        from stylelab import config as cfg
+        from stylelab.spec import config as cfg
         styles = cfg.part3_styles(config, group.split()[1])
         return TransferSettings(content=images_of["content"], style=styles if len(styles) > 1 else styles[0],
                                 **options)
@@ -368,7 +369,7 @@ def job_steps(spec: dict) -> int:
 def _time_generation(spec: dict, config: dict, steps: int) -> tuple[float, str]:
     from stylelab.diffusion.guidance import sample
     from stylelab.diffusion.models import load_model
-    from stylelab.settings import GuidanceSettings
+    from stylelab.spec.settings import GuidanceSettings
 
     fields = {f.name for f in dataclasses.fields(GuidanceSettings)}
     settings = GuidanceSettings(**{k: v for k, v in spec.items() if k in fields},
@@ -384,13 +385,13 @@ def _job_start_s() -> float:
     """Seconds for a fresh process to import what a job imports (Python, torch, stylelab's engine)."""
     import subprocess
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import stylelab.cli, stylelab.transfer, stylelab.diffusion.guidance"],
+    subprocess.run([sys.executable, "-c", "import stylelab.cli, stylelab.engine.transfer, stylelab.diffusion.guidance"],
                    check=True)
     return time.perf_counter() - start
 
 
 def estimate(configfiles: list[str], steps: int) -> dict:
-    from stylelab import config as cfg
+    from stylelab.spec import config as cfg
 
     config = cfg.read_configs(configfiles)
     rows = []
@@ -581,8 +582,8 @@ def measure_scales(size: int, steps: int, scales: list[int], scale_steps: list[i
     """A Gram transfer (the tutorial's layers) at `size` in `steps` steps, then coarse to fine up to `size`,
     long enough at the last scale to reach the single scale's final objective: when it first did (the run's
     clock: optimisation only, every scale counted)."""
-    from stylelab.analysis import time_to_reach
-    from stylelab.runs import Run
+    from stylelab.report.analysis import time_to_reach
+    from stylelab.report.runs import Run
 
     base = dict(content=str(CONTENT), style=str(STYLE), style_weight=STYLE_WEIGHT, device="cpu", precision=precision)
     single = run_transfer(TransferSettings(**base, size=size, steps=(steps,)), progress=False).record

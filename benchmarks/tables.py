@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from stylelab import runtime
+from stylelab.run import runtime
 
 
 def machine(device: torch.device) -> str:

@@ -26,9 +26,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from stylelab import checkpoint, transfer, vgg
+from stylelab.run import checkpoint
+from stylelab.engine import transfer, vgg
 from stylelab.diffusion import guidance
-from stylelab import config as workflow_config
+from stylelab.spec import config as workflow_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
@@ -272,7 +273,7 @@ def mutated_configs(draw):
 
 def _commands(config) -> list[list[str]]:
     """The command lines the workflow's rules make of a config (workflow/rules/*.smk), one run of each kind:
-    each run's settings as the spec stylelab.config builds, beside its images (and layer)."""
+    each run's settings as the spec stylelab.spec.config builds, beside its images (and layer)."""
     images, spec = config["images"], workflow_config.spec_text
     inv, tex, tr, dif = config["inversion"], config["texture"], config["transfer"], config["diffusion"]
     generation = {**workflow_config.generation_spec(config, dif["runs"][0]), "model": "embedded-ddpm"}

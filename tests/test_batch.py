@@ -1,15 +1,15 @@
-"""One-layer runs as one batch (stylelab.batch): each image what its solo run gives, and clear refusals."""
+"""One-layer runs as one batch (stylelab.engine.batch): each image what its solo run gives, and clear refusals."""
 
 import json
 
 import pytest
 import torch
 
-from stylelab import runner
-from stylelab.batch import BatchedTransfer, run_batch
-from stylelab.errors import StylelabError
-from stylelab.settings import feature_inversion, texture_synthesis
-from stylelab.transfer import run_transfer
+from stylelab.run import runner
+from stylelab.engine.batch import BatchedTransfer, run_batch
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.settings import feature_inversion, texture_synthesis
+from stylelab.engine.transfer import run_transfer
 
 STEPS = 6
 
@@ -75,7 +75,7 @@ def test_runs_that_cannot_share_a_batch_are_refused_in_one_line(cat, picasso):
     with pytest.raises(StylelabError, match="kind differs"):
         BatchedTransfer(_members("inversion", cat, ["conv_5"]) + _members("texture", picasso, ["relu_5"]))
     with pytest.raises(StylelabError, match="only one-layer inversions and textures"):
-        from stylelab.settings import TransferSettings
+        from stylelab.spec.settings import TransferSettings
         BatchedTransfer([TransferSettings(content=str(cat), style=str(picasso), size=32)])
 
 
@@ -97,7 +97,7 @@ def test_the_cli_runs_several_layers_as_one_batch(run_cli, cat, tmp_path):
 def test_the_workflow_batches_as_jobs_batch_says():
     """jobs.batch true (by the convolution reached), all (one job per experiment), false; auto is off (no batch
     measured faster)."""
-    from stylelab.config import batching, layer_batches
+    from stylelab.spec.config import batching, layer_batches
 
     config = {"jobs": {"batch": "auto"}, "device": "cuda", "precision": "bf16"}
     assert batching({**config, "jobs": {"batch": True}}) == (True, "jobs.batch: true")

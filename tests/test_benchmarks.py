@@ -35,7 +35,7 @@ def test_the_stylelab_engine_runs_on_typed_settings():
     which only failed when that path ran); each benchmark case's settings pass the library's checks."""
     import torch
 
-    from stylelab.settings import TransferSettings
+    from stylelab.spec.settings import TransferSettings
 
     speed = _benchmark("speed")
     for case in speed.CASES.values():

@@ -17,11 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
-from stylelab import checkpoint, colour, images
-from stylelab.checkpoint import CheckpointPolicy
-from stylelab.losses import Objective, blend_targets
-from stylelab.stopping import Interval
-from stylelab.transfer import TransferSettings, run_transfer, write_outputs
+from stylelab.run import checkpoint
+from stylelab.engine import colour, images
+from stylelab.run.checkpoint import CheckpointPolicy
+from stylelab.engine.losses import Objective, blend_targets
+from stylelab.run.stopping import Interval
+from stylelab.engine.transfer import TransferSettings, run_transfer, write_outputs
 
 from conftest import DATA
 
@@ -154,7 +155,7 @@ def test_coarse_to_fine_resumes_across_a_scale_bit_for_bit(cat, picasso, monkeyp
     settings = dict(size="auto", scales=[16, 32], scale_steps=[6], steps=(8,), precision="fp32")
     reference = run_transfer(_settings(cat, picasso, **settings), progress=False)
 
-    from stylelab import runner
+    from stylelab.run import runner
 
     original = runner._checkpoint
 

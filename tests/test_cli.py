@@ -82,7 +82,8 @@ def test_console_script_is_installed():
 
 
 def test_figure_choices_are_the_figures_module_draws(run_cli, tmp_path, cat):
-    from stylelab import cli, figures
+    from stylelab import cli
+    from stylelab.report import figures
     assert cli.FIGURE_CHOICES == tuple(figures.FIGURES)
     # The inputs figure from image files alone; --content/--style on another figure is one clear line.
     out = tmp_path / "inputs.png"

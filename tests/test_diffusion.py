@@ -8,7 +8,7 @@ import torch
 from stylelab.diffusion import guidance, models
 from stylelab.diffusion.guidance import GuidanceSettings, sample
 from stylelab.diffusion.pipelines import StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
-from stylelab.errors import StylelabError
+from stylelab.spec.errors import StylelabError
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_guidance_without_style_is_refused():
 def test_auto_precision_is_fp16_on_cuda_bf16_on_a_native_cpu_else_fp32(monkeypatch, tiny_sd, picasso):
     """What `auto` resolves to, and a run that says what it took and why; the style loss's VGG-19 follows
     Part 1's auto, and fp32 asked for is fp32 throughout."""
-    from stylelab import runtime
+    from stylelab.run import runtime
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
@@ -167,7 +167,7 @@ def test_auto_precision_is_fp16_on_cuda_bf16_on_a_native_cpu_else_fp32(monkeypat
 
 
 def test_the_model_fetch_takes_fp16_files_for_auto_on_cuda_and_full_ones_elsewhere():
-    from stylelab.config import model_spec
+    from stylelab.spec.config import model_spec
     from stylelab.diffusion.fetch import variant_of
 
     config = {"device": "cuda", "diffusion": {"model": "m", "revision": "r", "precision": "auto"}}

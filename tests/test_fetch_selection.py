@@ -5,7 +5,7 @@ import inspect
 import pytest
 
 from stylelab.diffusion import fetch
-from stylelab.errors import StylelabError
+from stylelab.spec.errors import StylelabError
 
 # CompVis/stable-diffusion-v1-4 at 133a221b (main's weights), as its public tree pages list it, with the
 # sizes in bytes found there (README, .gitattributes and the picture left out; sizes of files a run never

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylelab import analysis, figures, provenance, report, transfer
-from stylelab.errors import StylelabError
-from stylelab.runs import format_number, load_runs
-from stylelab.transfer import TransferSettings, run_transfer, write_outputs
+from stylelab.report import analysis, figures, render as report
+from stylelab.spec import provenance
+from stylelab.engine import transfer
+from stylelab.spec.errors import StylelabError
+from stylelab.report.runs import format_number, load_runs
+from stylelab.engine.transfer import TransferSettings, run_transfer, write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["conv_1", "relu_1", "pool_2", "conv_3", "relu3_1"]  # two conv, two relu (one canonical), one pool
@@ -196,25 +198,23 @@ def test_report_renders_from_a_folder_without_the_report_files(runs_dir, run_cli
     assert code == 0, err
     for html in (html_path.read_text(), (tmp_path / "cli" / "report.html").read_text()):
         assert 'id="inversion"' in html and 'id="provenance"' in html and "<td>conv_1 (conv1_1)</td>" in html
-        assert (ROOT / "report" / "style.css").read_text().strip() in html  # the project's style sheet, inline
+        assert (ROOT / "src/stylelab/report/style.css").read_text().strip() in html  # the project's style sheet, inline
 
 
-def test_the_packaged_report_files_are_the_projects():
-    packaged = importlib.resources.files("stylelab.report_files")
-    for name in ("templates/report.html.j2", "style.css"):
-        assert packaged.joinpath(*name.split("/")).read_bytes() == (ROOT / "report" / name).read_bytes(), name
-
-
-def test_every_package_under_src_is_installed():
-    # pyproject.toml lists the packages (a mapped package cannot be found by `packages.find`): none forgotten.
+def test_the_report_files_are_package_data():
+    """The template and style sheet install with stylelab.report: pyproject.toml's package data names them."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    found = {".".join(init.parent.relative_to(ROOT / "src").parts) for init in (ROOT / "src").rglob("__init__.py")}
-    assert set(setuptools["packages"]) == found | {"stylelab.report_files"}
-    assert setuptools["package-dir"] == {"": "src", "stylelab.report_files": "report"}
+    patterns = setuptools["package-data"]["stylelab.report"]
+    folder = ROOT / "src/stylelab/report"
+    shipped = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.suffix != ".py"
+               and "__pycache__" not in p.parts}
+    assert shipped and shipped == {str(p.relative_to(folder)) for pattern in patterns for p in folder.glob(pattern)}
+    packaged = importlib.resources.files("stylelab.report")
+    assert packaged.joinpath("templates", "report.html.j2").is_file() and packaged.joinpath("style.css").is_file()
 
 
 def test_what_was_run_shows_the_settings_of_the_config_section(runs_dir, monkeypatch):
-    from stylelab import config
+    from stylelab.spec import config
 
     shared, differ = report._settings_table("inversion", load_runs(_inversion_records(runs_dir)))
     assert "style" not in shared and "style layers" not in shared and differ == ["content layers"]
@@ -256,8 +256,8 @@ def generations(tmp_path_factory, picasso):
     """Two tiny generations (unguided and Gram-guided) from the embedded SD, written as `generate` does."""
     from stylelab.diffusion.guidance import GuidanceSettings, sample
     from stylelab.diffusion.models import load_model
-    from stylelab.images import save_png
-    from stylelab.records import write_record
+    from stylelab.engine.images import save_png
+    from stylelab.spec.records import write_record
 
     out = tmp_path_factory.mktemp("generated")
     model = load_model("embedded-sd")
@@ -321,7 +321,7 @@ def test_report_generation_section_has_banner_escapes_the_prompt_and_compares_wi
 
 
 def test_the_appendix_names_the_model_its_commit_its_checksums_and_an_unpinned_revision(generations, tmp_path):
-    from stylelab.records import read_record, write_record
+    from stylelab.spec.records import read_record, write_record
 
     commit, files = "a" * 40, [{"path": "unet/diffusion_pytorch_model.fp16.safetensors", "size": 1_719_125_304,
                                 "sha256": "b" * 64}]
@@ -346,8 +346,8 @@ def test_the_appendix_names_the_model_its_commit_its_checksums_and_an_unpinned_r
     ({"conv_1": 0.01, "relu_1": 0.3, "conv_10": 0.1, "relu_10": 0.35}, "the type of layer matters as much"),
 ])
 def test_the_depth_or_type_sentence_follows_the_numbers(errors, verdict, monkeypatch):
-    from stylelab.records import Timing, TransferRecord
-    from stylelab.runs import Run
+    from stylelab.spec.records import Timing, TransferRecord
+    from stylelab.report.runs import Run
 
     def record(layer):
         return TransferRecord(kind="inversion", settings=TransferSettings(content_layers=[layer]), image_size=[32, 32],

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stylelab import images
-from stylelab.errors import StylelabError
+from stylelab.engine import images
+from stylelab.spec import files
+from stylelab.spec.errors import StylelabError
 
 
 def _check_rgb(t: torch.Tensor, h: int, w: int):
@@ -65,9 +66,9 @@ def test_exact_resize(picasso):
 def test_pixel_limits_are_checked_from_the_header(tmp_path, cat):
     # 451 x 300 = 135300 pixels: refused under a lower limit, read under this one, and with no limit at all.
     with pytest.raises(StylelabError, match="above the limit of 0.1 megapixels"):
-        images.read_image(cat, max_pixels=100_000)
-    assert images.read_image(cat, max_pixels=135_300).size == (451, 300)
-    assert images.read_image(cat, max_pixels=None).size == (451, 300)
+        files.read_image(cat, max_pixels=100_000)
+    assert files.read_image(cat, max_pixels=135_300).size == (451, 300)
+    assert files.read_image(cat, max_pixels=None).size == (451, 300)
     # The limit holds for the resized image too, so a huge size cannot allocate gigabytes.
     with pytest.raises(StylelabError, match="at size 1000 the image .* becomes 1503 x 1000 pixels"):
         images.load_image(cat, 1000, max_pixels=1_000_000)
@@ -77,8 +78,8 @@ def test_tiny_images_are_refused(tmp_path):
     path = tmp_path / "thin.png"
     Image.new("RGB", (100, 7)).save(path)
     with pytest.raises(StylelabError, match="only 100 x 7 pixels"):
-        images.read_image(path)
-    assert images.read_image(path, min_side=1).size == (100, 7)
+        files.read_image(path)
+    assert files.read_image(path, min_side=1).size == (100, 7)
 
 
 def test_png_round_trip_is_exact(tmp_path, cat):

@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 
-from stylelab.lbfgs import CompactLBFGS
+from stylelab.engine.lbfgs import CompactLBFGS
 
 STEPS = 60
 

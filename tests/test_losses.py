@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stylelab.losses import (Objective, channel_mean_var, content_loss, gram_loss, gram_matrix, mean_var_loss,
+from stylelab.engine.losses import (Objective, channel_mean_var, content_loss, gram_loss, gram_matrix, mean_var_loss,
                              total_variation)
 
 
@@ -68,7 +68,7 @@ def test_objective_weights_and_reports_every_layer():
 
 
 def test_gram_backward_matches_autograd_of_the_plain_product():
-    from stylelab.losses import _Gram
+    from stylelab.engine.losses import _Gram
 
     features = torch.randn(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda f: _Gram.apply(f.reshape(2, 5, 12), 60), (features,))

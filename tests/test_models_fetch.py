@@ -23,7 +23,7 @@ from PIL import Image
 
 from hubserver import FakeHub, client_env
 from stylelab.diffusion import fetch, guidance, models
-from stylelab.settings import GuidanceSettings
+from stylelab.spec.settings import GuidanceSettings
 
 STYLELAB = str(Path(sys.executable).parent / "stylelab")
 SD = "fake-org/stable-diffusion"
@@ -132,7 +132,7 @@ def _reference_image(tmp_path, pipe, picasso) -> np.ndarray:
     """The image the same weights give when built in memory, through the same sampler."""
     settings = GuidanceSettings(style=str(picasso), steps=3, size=32, guidance_factor=0.6, seed=0)
     image, _ = guidance.sample(pipe, settings, device="cpu", progress=False)
-    from stylelab.images import png_bytes
+    from stylelab.engine.images import png_bytes
 
     (tmp_path / "reference.png").write_bytes(png_bytes(image))
     return png(tmp_path / "reference.png")

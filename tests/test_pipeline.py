@@ -9,11 +9,11 @@ import torch
 from diffusers import DDPMPipeline, PNDMScheduler, StableDiffusionPipeline, UniPCMultistepScheduler
 from PIL import Image
 
-from stylelab import checkpoint
+from stylelab.run import checkpoint
 from stylelab.diffusion import models
 from stylelab.diffusion.guidance import GuidanceSettings, ModelChoice, generate
 from stylelab.diffusion.pipelines import StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
-from stylelab.images import tensor_to_pil
+from stylelab.engine.images import tensor_to_pil
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from stylelab import checkpoint, runtime, transfer
-from stylelab.checkpoint import Checkpoint, CheckpointPolicy, Interval
-from stylelab.transfer import TransferSettings, run_transfer
+from stylelab.run import checkpoint, runtime
+from stylelab.engine import transfer
+from stylelab.run.checkpoint import Checkpoint, CheckpointPolicy, Interval
+from stylelab.engine.transfer import TransferSettings, run_transfer
 
 
 class Interrupted(Exception):

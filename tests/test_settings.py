@@ -1,5 +1,5 @@
 """One definition per setting: the command line, the checks, the config schema and the spec all come from
-stylelab.settings, and agree with each other field by field."""
+stylelab.spec.settings, and agree with each other field by field."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 import yaml
 
-from stylelab import config as workflow_config
+from stylelab.spec import config as workflow_config
 from stylelab.cli import PART1_COMMANDS, PART1_COMMON, _settings, build_parser
-from stylelab.errors import StylelabError
-from stylelab.settings import GuidanceSettings, ModelChoice, TransferSettings, check_value, rules_of, schema_of
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.settings import GuidanceSettings, ModelChoice, TransferSettings, check_value, rules_of, schema_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from stylelab import records, transfer
-from stylelab.errors import StylelabError
-from stylelab.transfer import TransferSettings, run_transfer, write_outputs
+from stylelab.spec import records
+from stylelab.engine import transfer
+from stylelab.spec.errors import StylelabError
+from stylelab.engine.transfer import TransferSettings, run_transfer, write_outputs
 
 
 def _settings(cat, picasso, **kw):
@@ -142,9 +143,9 @@ def test_bad_settings_are_refused_before_any_work(cat, picasso, change, match):
 def test_the_bf16_network_scores_and_differentiates_like_fp32(cat, picasso):
     """The objective and its gradient for one image, with the network in bf16 (emulated where the CPU lacks it:
     slower, the same numbers) against fp32: the losses and the image stay fp32 in both."""
-    from stylelab import images
-    from stylelab.losses import Objective
-    from stylelab.vgg import VGGFeatures
+    from stylelab.engine import images
+    from stylelab.engine.losses import Objective
+    from stylelab.engine.vgg import VGGFeatures
 
     content = images.load_image(cat, 32)
     style = images.load_image(picasso, tuple(content.shape[-2:]))
@@ -183,7 +184,7 @@ BF16_TOLERANCE = 0.03
 
 
 def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it(monkeypatch):
-    from stylelab import runtime
+    from stylelab.run import runtime
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "amx_bf16", "amx_tile"})
@@ -201,7 +202,7 @@ def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it(monkeypatch):
 
 
 def test_device_auto_takes_cuda_then_mps_then_the_cpu(monkeypatch):
-    from stylelab import runtime
+    from stylelab.run import runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)

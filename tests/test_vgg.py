@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-from stylelab import vgg
-from stylelab.errors import StylelabError
+from stylelab.engine import vgg
+from stylelab.spec.errors import StylelabError
 
 # The 37 layers of VGG-19 `features`, written out by hand: (tutorial name, canonical name, index).
 EXPECTED = [

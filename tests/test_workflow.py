@@ -27,12 +27,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from stylelab.config import layer_jobs
-from stylelab.losses import STYLE_LOSSES
-from stylelab.runs import format_number
-from stylelab.runtime import DEVICES
-from stylelab.transfer import BOUNDS, OPTIMIZERS
-from stylelab.vgg import CANONICAL_NAMES, LAYER_NAMES, WEIGHTS_SOURCES
+from stylelab.spec.config import layer_jobs
+from stylelab.engine.losses import STYLE_LOSSES
+from stylelab.report.runs import format_number
+from stylelab.run.runtime import DEVICES
+from stylelab.engine.transfer import BOUNDS, OPTIMIZERS
+from stylelab.engine.vgg import CANONICAL_NAMES, LAYER_NAMES, WEIGHTS_SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -699,7 +699,7 @@ def test_preview_html_in_chromium_loads_every_image_without_console_errors(previ
 
 
 def test_a_prompt_with_a_script_tag_renders_as_text(preview, tmp_path, monkeypatch):
-    from stylelab import report
+    from stylelab.report import render as report
 
     monkeypatch.chdir(preview)
     hostile = "<script>document.title = 'pwned'</script> a cat"
@@ -721,7 +721,7 @@ def test_a_prompt_with_a_script_tag_renders_as_text(preview, tmp_path, monkeypat
 
 
 def test_editing_a_template_rerenders_only_the_report(preview):
-    template = preview / "report/templates/report.html.j2"
+    template = preview / "src/stylelab/report/templates/report.html.j2"
     original = template.read_text()
     try:
         template.write_text(original + "{# a reader's note #}\n")

@@ -12,11 +12,11 @@
     stylelab config-schema [--write]                                     (the workflow config's schema)
     stylelab layers
 
-The options of the run commands are made from stylelab.settings (one definition per setting); `--spec JSON`
+The options of the run commands are made from stylelab.spec.settings (one definition per setting); `--spec JSON`
 gives them as one object, as the workflow's rules do, and an option on the command line wins over it.
 Part 1 commands write DIR/step_<N>.png for every step listed in --steps and DIR/record.json; generate
 writes DIR/image.png and DIR/record.json. A user mistake ends with one line on stderr and exit status 2,
-and nothing written. Long runs save checkpoints and resume from them (stylelab.runner); a SIGTERM saves
+and nothing written. Long runs save checkpoints and resume from them (stylelab.run.runner); a SIGTERM saves
 one and exits with status 143.
 """
 
@@ -30,10 +30,10 @@ import signal
 import sys
 from typing import Sequence
 
-from . import __version__
-from .stopping import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm
-from .errors import StylelabError
-from .settings import (DEFAULT_MAX_PIXELS, ONE_LAYER_DEFAULTS, GuidanceSettings, ModelChoice, TransferSettings,
+from stylelab import __version__
+from stylelab.run.stopping import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.settings import (DEFAULT_MAX_PIXELS, ONE_LAYER_DEFAULTS, GuidanceSettings, ModelChoice, TransferSettings,
                        _number, add_options, resolve, rules_of)
 
 log = logging.getLogger("stylelab")
@@ -76,7 +76,7 @@ def _interval(text: str) -> Interval:
 
 
 def _spec(text: str) -> dict:
-    """--spec: the JSON object of settings a workflow rule hands its run (stylelab.config)."""
+    """--spec: the JSON object of settings a workflow rule hands its run (stylelab.spec.config)."""
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -131,7 +131,7 @@ def _part1(sub, name: str, help: str, description: str, images: dict[str, bool],
                        rules_of(TransferSettings)[image].help.split(";")[0])
     if layer:
         g.add_argument("--layer", required=True, nargs="+", metavar="LAYER",
-                       help=f"{layer}; several layers run as one batch (stylelab.batch), their image and "
+                       help=f"{layer}; several layers run as one batch (stylelab.engine.batch), their image and "
                             "record names then need {layer}")
     add_options(g, TransferSettings, [*own, *PART1_COMMON], defaults)
     g.add_argument("--image-name", default="step_{step}.png", metavar="TEMPLATE",
@@ -210,7 +210,7 @@ def _models_parser(sub) -> None:
     g.add_argument("--spec", type=_spec, default={}, metavar="JSON", help="settings as one JSON object")
 
 
-# The figures `stylelab figure` draws: the keys of stylelab.figures.FIGURES, written out here because the CLI
+# The figures `stylelab figure` draws: the keys of stylelab.report.figures.FIGURES, written out here because the CLI
 # must start without matplotlib (tests/test_cli.py keeps the two in step).
 FIGURE_CHOICES = ("inputs", "layer-grid", "step-grid", "curves", "gallery", "guidance-curves", "colour", "scales",
                   "blend")
@@ -281,7 +281,7 @@ def _policy(args: argparse.Namespace, *names: str):
     """Checkpointing as the command line asks; the outputs' location is part of the run's identity."""
     from pathlib import Path
 
-    from .checkpoint import CheckpointPolicy
+    from stylelab.run.checkpoint import CheckpointPolicy
 
     return CheckpointPolicy(every=args.checkpoint_every, resume=not args.fresh, keep_until_written=True,
                             scope={"out": str(Path(args.out).resolve()), "names": list(names)})
@@ -290,10 +290,10 @@ def _policy(args: argparse.Namespace, *names: str):
 def _generate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .diffusion.guidance import generate
-    from .files import write_bytes_atomic
-    from .images import png_bytes
-    from .records import write_record
+    from stylelab.diffusion.guidance import generate
+    from stylelab.spec.files import write_bytes_atomic
+    from stylelab.engine.images import png_bytes
+    from stylelab.spec.records import write_record
 
     model_names = set(rules_of(ModelChoice))
     unknown = sorted(set(args.spec) - model_names - set(rules_of(GuidanceSettings)))
@@ -315,7 +315,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "layers":
-        from .vgg import LAYERS
+        from stylelab.spec.layers import LAYERS
         for layer in LAYERS:
             print(f"{layer.name:<9} {layer.canonical}")
         return
@@ -328,13 +328,13 @@ def _run(args: argparse.Namespace) -> None:
             images = {"content": [args.content] if args.content else [], "style": args.style or []}
         elif not args.records:
             raise StylelabError(f"figure {args.figure} needs record JSON files (or, for inputs, --content/--style).")
-        from .figures import write_figure
+        from stylelab.report.figures import write_figure
         log.info("wrote %s", write_figure(args.figure, args.records, args.out, images))
         return
     if args.command == "config-schema":
-        from .config import schema_yaml
+        from stylelab.spec.config import schema_yaml
         if args.write:
-            from .files import write_bytes_atomic
+            from stylelab.spec.files import write_bytes_atomic
             write_bytes_atomic(args.write, schema_yaml().encode())
         else:
             print(schema_yaml(), end="")
@@ -342,8 +342,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "small-png":
         from pathlib import Path
 
-        from .files import write_bytes_atomic
-        from .images import small_png
+        from stylelab.spec.files import write_bytes_atomic
+        from stylelab.spec.files import small_png
         for source in args.images:
             out = Path(args.out_dir) / Path(source).name
             data = small_png(source, args.width, args.max_kb * 1000)
@@ -351,7 +351,7 @@ def _run(args: argparse.Namespace) -> None:
             log.info("wrote %s (%d KB)", out, len(data) // 1000)
         return
     if args.command == "report":
-        from .report import read_manifest, write_report
+        from stylelab.report.render import read_manifest, write_report
         written = write_report(read_manifest(args.manifest), args.html, args.pdf, args.template, args.css)
         log.info("wrote %s", ", ".join(map(str, written)))
         return
@@ -366,9 +366,9 @@ def _run(args: argparse.Namespace) -> None:
 
 def _part1_run(args: argparse.Namespace) -> None:
     """invert, texture (one layer, or several as one batch) and transfer: run, then write images and records."""
-    from .transfer import check_image_name, check_output_name, run_transfer, write_outputs
+    from stylelab.engine.transfer import check_image_name, check_output_name, run_transfer, write_outputs
 
-    from .layers import tutorial_name
+    from stylelab.spec.layers import tutorial_name
 
     # The tutorial's names ({layer} in file names), whichever form was given.
     layers = [tutorial_name(layer) for layer in args.layer] if getattr(args, "layer", None) else [None]
@@ -385,7 +385,7 @@ def _part1_run(args: argparse.Namespace) -> None:
     if len(members) == 1:
         results = [run_transfer(members[0], progress=not args.quiet, checkpoints=policy)]
     else:
-        from .batch import run_batch
+        from stylelab.engine.batch import run_batch
         results = run_batch(members, progress=not args.quiet, checkpoints=policy)
     for result, (image_name, record_name) in zip(results, names):
         for path in write_outputs(result, args.out, image_name, record_name):
@@ -396,8 +396,8 @@ def _part1_run(args: argparse.Namespace) -> None:
 def _fetch(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .config import read_configs
-    from .diffusion.fetch import ModelSource, fetch
+    from stylelab.spec.config import read_configs
+    from stylelab.diffusion.fetch import ModelSource, fetch
 
     # The config's diffusion section gives the defaults; a spec (the workflow's) gives all there is.
     files = args.configfile if args.configfile is not None else [

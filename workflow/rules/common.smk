@@ -15,8 +15,8 @@ from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 # File names and the report's labels write weights alike; the config's messages and each run's spec come
-# from the library (stylelab.config), which imports nothing heavy.
-from stylelab.config import (
+# from the library (stylelab.spec.config), which imports nothing heavy.
+from stylelab.spec.config import (
     config_message,
     generation_spec,
     layer_jobs as config_layer_jobs,
@@ -30,7 +30,7 @@ from stylelab.config import (
     transfer_run_id,
     whole_steps,
 )
-from stylelab.names import format_number
+from stylelab.spec.settings import format_number
 
 SCHEMA = "../schemas/config.schema.yaml"
 
@@ -128,12 +128,12 @@ TRANSFER_STEPS = whole_steps(config["transfer"]["steps"])
 LAYER_GROUPS = ("inversion", "texture")
 GROUPS = LAYER_GROUPS + ("transfer",)
 
-# With batching (jobs.batch; stylelab.config.batching), the layers of a group that reach the same
+# With batching (jobs.batch; stylelab.spec.config.batching), the layers of a group that reach the same
 # convolution (or all of them) run as one job: its name joins theirs (conv_10+relu_10).
 
 
 def layer_jobs(group):
-    """{job name: its layers} of an inversion or texture group (stylelab.config.layer_jobs)."""
+    """{job name: its layers} of an inversion or texture group (stylelab.spec.config.layer_jobs)."""
     return config_layer_jobs(config, group)
 
 
@@ -317,7 +317,7 @@ def part2_transfer_spec(run_id):
 
 
 # Part 3, beyond the assignment: style transfers of the content image, one job per run, in a folder per
-# experiment (colour, scales, blend); every name comes from stylelab.config.part3_runs.
+# experiment (colour, scales, blend); every name comes from stylelab.spec.config.part3_runs.
 PART3 = f"{RESULTS}/part3"
 PART3_FIGURES = f"{PART3}/figures"
 PART3_RUNS = part3_runs(config)
@@ -363,22 +363,14 @@ def part3_run_spec(experiment, name):
 
 # The report. Its template, its style sheet and the code that renders them are inputs of its job, so
 # editing any of them renders the report again (and nothing else).
-REPORT_TEMPLATE = "report/templates/report.html.j2"
-REPORT_CSS = "report/style.css"
-# The report code as installed (the editable install points at src/stylelab).
+REPORT_TEMPLATE = "src/stylelab/report/templates/report.html.j2"
+REPORT_CSS = "src/stylelab/report/style.css"
+# The report code as installed (the editable install points at src/stylelab): the torch-free packages that
+# read records and render them.
 _PACKAGE = Path(importlib.util.find_spec("stylelab").submodule_search_locations[0])
-REPORT_CODE = [
-    str(_PACKAGE / name)
-    for name in (
-        "report.py",
-        "analysis.py",
-        "provenance.py",
-        "runs.py",
-        "records.py",
-        "config.py",
-        "settings.py",
-    )
-]
+REPORT_CODE = sorted(
+    str(path) for package in ("report", "spec") for path in (_PACKAGE / package).glob("*.py")
+)
 
 
 def part1_benchmarks():

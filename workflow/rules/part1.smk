@@ -1,5 +1,5 @@
 # Part 1 experiments: one job per run, each a single `stylelab` command that writes its images and its
-# record. Every setting that changes a result is in the run's spec (one JSON param, stylelab.config), so
+# record. Every setting that changes a result is in the run's spec (one JSON param, stylelab.spec.config), so
 # Snakemake reruns exactly the runs whose settings changed (its params rerun trigger); scheduling
 # settings (threads, resources) are not.
 # Paths, the command, the software environment and what a job asks of the scheduler come from

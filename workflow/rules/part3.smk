@@ -1,6 +1,6 @@
 # Part 3, beyond the assignment: colour preservation, coarse-to-fine scales and blended styles. Each run is
 # one `stylelab transfer` job with its record, named and set up from the config's part3 section
-# (stylelab.config.part3_runs, part3_spec).
+# (stylelab.spec.config.part3_runs, part3_spec).
 
 
 rule part3_transfer:

@@ -33,9 +33,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import StylelabError
-from ..files import write_bytes_atomic
-from ..settings import DIFFUSION_PRECISIONS, ModelChoice, check_fields
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.files import write_bytes_atomic
+from stylelab.spec.settings import DIFFUSION_PRECISIONS, ModelChoice, check_fields
 
 log = logging.getLogger("stylelab.models")
 

@@ -15,7 +15,7 @@ detached from the UNet), divided by mean(|g|), shifts the prediction:
 and the scheduler steps with eps_guided. Since x0 falls as eps rises, this moves x0 downhill on the style
 loss. With s = 0 no guidance is computed at all, so the image is the unguided one, bit for bit.
 
-The denoising loop is `GuidedSampling`, a task of stylelab.runner (which owns device, determinism,
+The denoising loop is `GuidedSampling`, a task of stylelab.run.runner (which owns device, determinism,
 checkpoints, progress, divergence and timing). Its state for a checkpoint is the latents, the scheduler's
 state (multistep schedulers keep past predictions), the noise generator and the history, so a resumed run
 ends bit for bit where an uninterrupted one does on a CPU. Both `stylelab generate` (through `generate`)
@@ -29,17 +29,20 @@ import math
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import torch
 from PIL import Image
 
-from .. import images, runner, runtime
-from ..checkpoint import CheckpointPolicy
-from ..errors import StylelabError
-from ..files import file_digest
-from ..losses import StyleDistances
-from ..records import GenerationRecord, ImageEntry, ModelInfo, Timing
-from ..settings import PRECISIONS, STYLE_LOSSES, GuidanceSettings, ModelChoice  # noqa: F401 (re-exported)
-from ..vgg import VGGFeatures
+from stylelab.engine import images
+from stylelab.run import runner, runtime
+from stylelab.run.checkpoint import CheckpointPolicy
+from stylelab.spec.errors import StylelabError
+from stylelab.spec import files
+from stylelab.spec.files import file_digest
+from stylelab.engine.losses import StyleDistances
+from stylelab.spec.records import GenerationRecord, ImageEntry, ModelInfo, Timing
+from stylelab.spec.settings import PRECISIONS, STYLE_LOSSES, GuidanceSettings, ModelChoice  # noqa: F401 (re-exported)
+from stylelab.engine.vgg import VGGFeatures
 
 if TYPE_CHECKING:
     from .pipelines import StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
     Pipeline = StyleGuidedStableDiffusionPipeline | StyleGuidedDDPMPipeline
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-assert tuple(DTYPES) == PRECISIONS, "one dtype per precision of stylelab.settings"
+assert tuple(DTYPES) == PRECISIONS, "one dtype per precision of stylelab.spec.settings"
 OOM_ADVICE = ("Lower --size (memory grows with the number of pixels), use --precision fp16 or bf16 on a GPU, "
               "leave the GPU to one job at a time, or use --device cpu.")
 
@@ -56,7 +59,7 @@ def style_tensor(style: str | Image.Image, size: int, max_pixels: int | None) ->
     """The style image as a (1, 3, H, W) tensor in [0, 1], its short side `size` and its aspect ratio kept
     (the Gram and MeanVar statistics need no square image): a file as stylelab reads every image."""
     if isinstance(style, Image.Image):
-        return images.pil_to_tensor(images.resize(images._to_rgb(style), size))
+        return images.pixels_to_tensor(np.array(files.resize(files.to_rgb(style), size), dtype=np.uint8))
     return images.load_image(style, size, max_pixels)
 
 
@@ -314,7 +317,7 @@ def generate(choice: ModelChoice, settings: GuidanceSettings, progress: bool = T
 
     settings.validate()  # before loading any model, so a mistake costs nothing
     if settings.style:
-        images.read_image(settings.style, settings.max_pixels)  # the same, for a missing or oversized style
+        files.read_image(settings.style, settings.max_pixels)  # the same, for a missing or oversized style
     if manifest is not None:
         fetched = read_manifest(manifest)
         if fetched.model != choice.model:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import StylelabError
-from ..settings import FALLBACKS
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.settings import FALLBACKS
 from .fetch import FETCH_COMMAND, Manifest, hub_cache, model_kind, single_model_layout
 from .pipelines import PIPELINES, Origin, StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
 

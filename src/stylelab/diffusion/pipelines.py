@@ -2,7 +2,7 @@
 
 Both are diffusers `DiffusionPipeline`s, as the community pipeline clip_guided_stable_diffusion is: the
 components are registered with `register_modules`, so `from_pretrained`, `save_pretrained`, `components`
-and `to()` come from diffusers (the progress bar is stylelab.runner's; `set_progress_bar_config(disable=True)`
+and `to()` come from diffusers (the progress bar is stylelab.run.runner's; `set_progress_bar_config(disable=True)`
 turns it off). What they add is what the guided sampler needs of a model:
 
     encode_prompt(prompt, ...)   the text conditioning (Stable Diffusion; None for the unconditional DDPM)
@@ -27,9 +27,9 @@ from diffusers import (AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DCo
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..images import tensor_to_pil
-from ..records import GenerationRecord
-from ..settings import SEED_LIMIT, GuidanceSettings
+from stylelab.engine.images import tensor_to_pil
+from stylelab.spec.records import GenerationRecord
+from stylelab.spec.settings import SEED_LIMIT, GuidanceSettings
 from . import guidance
 
 PRECISION_OF = {dtype: name for name, dtype in guidance.DTYPES.items()}

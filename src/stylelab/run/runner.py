@@ -6,7 +6,7 @@ every task shares, so each of those is written once:
 
 - device choice and the determinism settings in force (runtime);
 - checkpoints: resume from the last saved state, save one when due or when a SIGTERM asks the run to stop,
-  then stop with `RunStopped` (stylelab.checkpoint);
+  then stop with `RunStopped` (stylelab.run.checkpoint);
 - a step that stops being finite (the task raises `Diverged`): one message, with where the last good
   checkpoint is kept;
 - running out of memory: one message with the device's memory and the task's advice;
@@ -27,11 +27,11 @@ from typing import Any, Callable, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, runtime
-from .checkpoint import CheckpointPolicy, RunStopped
-from .errors import StylelabError
+from stylelab.run import checkpoint, runtime
+from stylelab.run.checkpoint import CheckpointPolicy, RunStopped
+from stylelab.spec.errors import StylelabError
 
-log = logging.getLogger("stylelab.runner")
+log = logging.getLogger("stylelab.run.runner")
 
 
 class Diverged(Exception):

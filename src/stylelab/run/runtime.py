@@ -10,10 +10,25 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .errors import StylelabError
-from .hardware import NATIVE_BF16_FLAGS, cpu_flags  # noqa: F401 (cpu_flags: tests replace it here)
-from .provenance import package_versions  # noqa: F401 (torch-free, for the report; the records read it here)
-from .settings import DEVICES
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.provenance import package_versions  # noqa: F401 (torch-free, for the report; the records read it here)
+from stylelab.spec.settings import DEVICES
+
+
+# Either flag means bfloat16 matrix products in hardware (AMX tiles, or AVX-512 dot products).
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (/proc/cpuinfo); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _mps_available() -> bool:

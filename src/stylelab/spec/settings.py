@@ -5,9 +5,9 @@ whose fields carry a `Rule` in their metadata. From that one definition come
 
 - the command line's options (`add_options`: flag, converter, choices, default and help),
 - the checks of `validate()` (each field's rule, then the checks that tie fields together),
-- the workflow's config schema (`schema_of`, used by stylelab.config), and
+- the workflow's config schema (`schema_of`, used by stylelab.spec.config), and
 - a run's *spec*: the JSON object a workflow rule hands its command (`--spec`), read with `resolve` (and made by
-  stylelab.config for the workflow's rules).
+  stylelab.spec.config for the workflow's rules).
 
 Imports nothing heavy (no torch), so the Snakefile can read it.
 """
@@ -21,25 +21,33 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import StylelabError
-from .names import format_number
-from .layers import LAYER_NAMES, CANONICAL_NAMES, TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, tutorial_name
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.layers import LAYER_NAMES, CANONICAL_NAMES, TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, tutorial_name
+
+
+def format_number(value) -> str:
+    """A setting as people write it: 1, 10, 0.5, 1e6 (not 1000000.0 or 1e+06)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    mantissa, _, exponent = f"{value:g}".partition("e")
+    return f"{mantissa}e{int(exponent)}" if exponent else mantissa
+
 
 # The allowed values of every choice, once.
 STYLE_LOSSES = ("gram", "meanvar")
 OPTIMIZERS = ("lbfgs", "adam")
 BOUNDS = ("project", "clamp")
 INITS = ("content", "noise")
-# Colour preservation (stylelab.colour): none | luminance (transfer on luminance, the content's colours put
+# Colour preservation (stylelab.engine.colour): none | luminance (transfer on luminance, the content's colours put
 # back) | match (the style image given the content's colour mean and covariance first).
 COLOR_MODES = ("none", "luminance", "match")
 WEIGHTS_SOURCES = ("caffe", "torchvision", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")  # the dtypes of a diffusion model
 # Of a Part 2 run; auto: fp16 on CUDA, bf16 on a CPU that computes it natively, fp32 elsewhere
-# (stylelab.runtime.choose_diffusion_precision).
+# (stylelab.run.runtime.choose_diffusion_precision).
 DIFFUSION_PRECISIONS = ("auto", *PRECISIONS)
-PART1_PRECISIONS = ("auto", "fp32", "bf16")  # of the VGG-19 network in Part 1 (stylelab.runtime.choose_precision)
+PART1_PRECISIONS = ("auto", "fp32", "bf16")  # of the VGG-19 network in Part 1 (stylelab.run.runtime.choose_precision)
 FALLBACKS = ("embedded", "error")
 DEFAULT_MAX_PIXELS = 40_000_000
 SEED_LIMIT = 2**63  # torch's generators take a signed 64-bit seed

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .errors import StylelabError
+from stylelab.spec.errors import StylelabError
 
 
 def git_state(where: str | os.PathLike = ".") -> dict:

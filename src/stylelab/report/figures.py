@@ -12,7 +12,7 @@
     scales           coarse to fine against one scale: images, and the objective against time (Part 3)
     blend            blended styles between their style images (Part 3)
 
-Each draws a matplotlib Figure from runs (stylelab.runs); write_figure saves one as a PNG.
+Each draws a matplotlib Figure from runs (stylelab.report.runs); write_figure saves one as a PNG.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from matplotlib.figure import Figure
 
 from PIL import Image
 
-from .errors import StylelabError
-from .files import write_bytes_atomic
-from .names import format_number
-from .runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
-from .settings import COLOR_MODES, STYLE_LOSSES
-from .layers import resolve_layer
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.files import write_bytes_atomic
+from stylelab.spec.settings import format_number
+from stylelab.report.runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
+from stylelab.spec.settings import COLOR_MODES, STYLE_LOSSES
+from stylelab.spec.layers import resolve_layer
 
 LAYER_TYPES = ("conv", "relu", "pool")
 CELL_INCHES = 2.4
@@ -74,7 +74,7 @@ def _blank(ax) -> None:
 
 def input_image(path: str, what: str, size: Sequence[int] | None = None) -> np.ndarray:
     """An input image a record names (content or style), as RGB; with `size` (height, width), resized as the
-    runs resized it (bilinear, stylelab.images.resize)."""
+    runs resized it (bilinear, stylelab.engine.images.resize)."""
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")

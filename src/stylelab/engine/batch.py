@@ -19,11 +19,11 @@ from typing import Sequence
 
 import torch
 
-from . import runner
-from .errors import StylelabError
-from .layers import resolve_layer
-from .settings import TransferSettings
-from .transfer import OOM_ADVICE, StyleTransfer, TransferResult
+from stylelab.run import runner
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.layers import resolve_layer
+from stylelab.spec.settings import TransferSettings
+from stylelab.engine.transfer import OOM_ADVICE, StyleTransfer, TransferResult
 
 # Settings that must agree for runs to share a batch (the layer and the kind's image are what differ).
 SHARED = ("kind", "content", "style", "steps", "size", "style_loss", "style_weight", "content_weight", "tv_weight", "init",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .settings import STYLE_LOSSES
+from stylelab.spec.settings import STYLE_LOSSES
 
 
 class _Gram(torch.autograd.Function):

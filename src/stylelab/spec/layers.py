@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import StylelabError
+from stylelab.spec.errors import StylelabError
 
 # Output channels of the 16 convolutions, "M" for a 2x2 max pool.
 _CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .files import file_digest
-from .errors import StylelabError
-from .layers import (CANONICAL_NAMES, CONVS, LAYER_NAMES, LAYERS, POOL_NAMES, TUTORIAL_CONTENT_LAYERS,  # noqa: F401
+from stylelab.spec.files import file_digest
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.layers import (CANONICAL_NAMES, CONVS, LAYER_NAMES, LAYERS, POOL_NAMES, TUTORIAL_CONTENT_LAYERS,  # noqa: F401
                      TUTORIAL_STYLE_LAYERS, Layer, resolve_layer, tutorial_name)
-from .settings import WEIGHTS_SOURCES
+from stylelab.spec.settings import WEIGHTS_SOURCES
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

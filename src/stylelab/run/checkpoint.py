@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import file_digest, write_bytes_atomic  # noqa: F401 (file_digest: for the tasks' identities)
+from stylelab.spec.files import file_digest, write_bytes_atomic  # noqa: F401 (file_digest: for the tasks' identities)
 # Torch-free, so the command line builds its parser and runs figures without importing torch:
-from .stopping import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm, stop_requested  # noqa: F401
+from stylelab.run.stopping import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm, stop_requested  # noqa: F401
 
-log = logging.getLogger("stylelab.checkpoint")
+log = logging.getLogger("stylelab.run.checkpoint")
 
 # Bump when the saved state's layout changes: an older checkpoint then starts a fresh run instead of
 # resuming into a state the code no longer understands.

@@ -5,11 +5,10 @@ benchmark files per part, the effective config), builds one context from it, and
 `report.html.j2`: one self-contained HTML file (figures as data URIs, the style sheet inline), and with
 WeasyPrint the same page as an A4 PDF (the print rules of the style sheet: title page, page numbers,
 figures kept whole). Everything shown comes from those files; nothing is recomputed except simple
-comparisons (stylelab.analysis).
+comparisons (stylelab.report.analysis).
 
-The template and the style sheet are the project's report/templates/report.html.j2 and report/style.css,
-installed with the package as `stylelab.report_files` (pyproject.toml maps that package to report/), so a
-report renders from any working directory; --template and --css give others.
+The template and the style sheet (templates/report.html.j2 and style.css beside this module) are package
+data of stylelab.report, so a report renders from any working directory; --template and --css give others.
 """
 
 from __future__ import annotations
@@ -30,16 +29,17 @@ import yaml
 from markupsafe import Markup
 from PIL import Image
 
-from . import analysis, provenance
-from .config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS
-from .errors import StylelabError
-from .files import write_bytes_atomic
-from .runs import STYLE_LOSS_NAMES, Run, format_number, load_runs
+from stylelab.report import analysis
+from stylelab.spec import provenance
+from stylelab.spec.config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.files import write_bytes_atomic
+from stylelab.report.runs import STYLE_LOSS_NAMES, Run, format_number, load_runs
 
-log = logging.getLogger("stylelab.report")
+log = logging.getLogger("stylelab.report.render")
 
 # The packaged template and style sheet (report/ in the source tree), used when none is given.
-REPORT_FILES = "stylelab.report_files"
+REPORT_FILES = "stylelab.report"
 TEMPLATE_DIR, TEMPLATE_NAME = "templates", "report.html.j2"
 CSS_NAME = "style.css"
 
@@ -89,7 +89,7 @@ CAPTIONS = {
 
 # The "what was run" table of a Part 1 section: the images and the layers (a section's `layers` are each
 # run's content or style layers), then what its config section holds, then what the config gives every Part 1
-# run (stylelab.config), so a setting added to a section shows here by itself. `size` is shown as the image
+# run (stylelab.spec.config), so a setting added to a section shows here by itself. `size` is shown as the image
 # size the records measured. A setting no run has (an inversion's style image) is left out.
 _PART1_INPUTS = ("content", "style", "content_layers", "style_layers")
 _MEASURED = ("size",)
@@ -429,7 +429,7 @@ def write_report(manifest: dict, html_out: str | os.PathLike, pdf_out: str | os.
                  template: str | os.PathLike | None = None, css: str | os.PathLike | None = None) -> list[Path]:
     """Render, then write both files; nothing is written unless both renderings succeeded.
 
-    `template` and `css` are files; None means the ones installed with stylelab (stylelab.report_files).
+    `template` and `css` are files; None means the ones installed with stylelab (stylelab.report).
     """
     start = time.perf_counter()
     html = render_html(manifest, template, css)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .files import write_bytes_atomic
-from .settings import GuidanceSettings, TransferSettings
+from stylelab.spec.files import write_bytes_atomic
+from stylelab.spec.settings import GuidanceSettings, TransferSettings
 
 RECORD_NAME = "record.json"
 SCHEMA_VERSION = 1
@@ -93,7 +93,7 @@ class TransferRecord(Record):
     final_losses: dict[str, float] = field(default_factory=dict)
     initial_loss: float = math.nan  # the loss at step 1
     optimizer_scale: float = 1.0
-    batch: list[str] | None = None  # the layers run with it as one batch (stylelab.batch); None: alone
+    batch: list[str] | None = None  # the layers run with it as one batch (stylelab.engine.batch); None: alone
     # Coarse to fine (settings.scales): each scale before the last, in order: {"size", "image_size", "steps",
     # "history" (as `history`, its own steps), "final_loss", "time_s" (the run's clock when it ended)}. The
     # last scale is the record itself (history, images). Empty for a run at one scale.

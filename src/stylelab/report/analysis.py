@@ -15,11 +15,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import StylelabError
-from .names import format_number
-from .runs import STYLE_LOSS_NAMES, Run
-from .settings import STYLE_LOSSES
-from .layers import resolve_layer
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.files import load_pixels
+from stylelab.spec.settings import format_number
+from stylelab.report.runs import STYLE_LOSS_NAMES, Run
+from stylelab.spec.settings import STYLE_LOSSES
+from stylelab.spec.layers import resolve_layer
 
 
 def g(value: float | None, digits: int = 3) -> str:
@@ -81,9 +82,8 @@ def pixel_rmse(run: Run) -> float | None:
         return None
     h, w = run.record.image_size
     try:
-        from . import images  # torch: only where a reference image is compared
-
-        reference = images.load_image(content, (h, w))[0].permute(1, 2, 0).numpy()
+        # As the runs load it (stylelab.engine.images.load_image): float32 pixels / 255.
+        reference = load_pixels(content, (h, w)).astype(np.float32) / np.float32(255)
     except StylelabError:
         return None
     image = run.image().astype(np.float64) / 255.0

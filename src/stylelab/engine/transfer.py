@@ -13,7 +13,7 @@ original VGG weights: 2.3 at step 270, 3.8e4 at step 285, an image of pure noise
 (default) also zeroes the gradient of every pixel that sits on a bound and is pushed outward, the active-set
 rule of bound-constrained L-BFGS; the same run then falls steadily (2.15 at step 400).
 
-The optimisation is a task of stylelab.runner, which owns checkpoints (a run started again with the same
+The optimisation is a task of stylelab.run.runner, which owns checkpoints (a run started again with the same
 settings resumes and ends with the same image bit for bit on a CPU), the stop on SIGTERM, the divergence
 and out-of-memory messages, progress and timing. `StyleTransfer` holds only the algorithm: set up the
 targets and the image, take one optimiser step, hand over its state, build the record.
@@ -32,18 +32,20 @@ import torch
 
 import torch.nn.functional as F
 
-from . import colour, images, records, runner, runtime
-from .errors import StylelabError
-from .files import file_digest, write_bytes_atomic
-from .layers import LAYERS, resolve_layer
-from .lbfgs import CompactLBFGS
-from .losses import Objective, StyleDistances
-from .records import ImageEntry, Timing, TransferRecord
-from .settings import (BOUNDS, INITS, OPTIMIZERS, TransferSettings, feature_inversion,  # noqa: F401 (re-exported)
+from stylelab.engine import colour, images
+from stylelab.spec import records
+from stylelab.run import runner, runtime
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.files import file_digest, write_bytes_atomic
+from stylelab.spec.layers import LAYERS, resolve_layer
+from stylelab.engine.lbfgs import CompactLBFGS
+from stylelab.engine.losses import Objective, StyleDistances
+from stylelab.spec.records import ImageEntry, Timing, TransferRecord
+from stylelab.spec.settings import (BOUNDS, INITS, OPTIMIZERS, TransferSettings, feature_inversion,  # noqa: F401 (re-exported)
                        texture_synthesis)
-from .vgg import VGGFeatures
+from stylelab.engine.vgg import VGGFeatures
 
-log = logging.getLogger("stylelab.transfer")
+log = logging.getLogger("stylelab.engine.transfer")
 
 OOM_ADVICE = ("Lower --size (memory grows with the number of pixels), leave the GPU to one job at a time, "
               "or use --device cpu.")
@@ -97,7 +99,7 @@ def load_inputs(settings: TransferSettings, size: int) -> tuple[torch.Tensor | N
 
 def colour_inputs(content: torch.Tensor | None, styles: list[torch.Tensor], mode: str):
     """What the network sees of the content and style images under a colour preservation mode
-    (stylelab.colour): as they are; the styles with the content's colour statistics (match); or the
+    (stylelab.engine.colour): as they are; the styles with the content's colour statistics (match); or the
     luminance of both, the styles' matched to the content's (luminance: one channel each)."""
     if mode == "match":
         return content, [colour.match_colours(style, content) for style in styles]
@@ -220,7 +222,7 @@ class StyleTransfer:
         """The network, the objective's targets, the start image and the optimiser (the inputs are checked)."""
         s = self.settings
         runtime.seed_everything(s.seed)
-        if self.vgg is None:  # a batch's runs share one network (stylelab.batch)
+        if self.vgg is None:  # a batch's runs share one network (stylelab.engine.batch)
             self.vgg = VGGFeatures(s.weights, seed=s.seed, precision=self.precision).to(device)
         self.objective = Objective(s.style_loss, s.content_weight, s.style_weight, s.tv_weight)
         self.colour_content = content  # the content's colours, put back on a luminance result
@@ -272,7 +274,7 @@ class StyleTransfer:
         if self.settings.optimizer == "lbfgs":
             # No early stop: a step count is a step count (see the module docstring on loss scale).
             # torch.optim.LBFGS(max_iter=1, tolerance 0)'s iterates, its direction from the compact
-            # representation (a few matrix products) instead of the two-loop recursion (stylelab.lbfgs).
+            # representation (a few matrix products) instead of the two-loop recursion (stylelab.engine.lbfgs).
             return CompactLBFGS([self.image], lr=self.lr, history_size=self.settings.history_size)
         return torch.optim.Adam([self.image], lr=self.lr)
 

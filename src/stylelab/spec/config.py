@@ -1,4 +1,4 @@
-"""The workflow's configuration: its schema and the spec each rule hands its run, both made from stylelab.settings.
+"""The workflow's configuration: its schema and the spec each rule hands its run, both made from stylelab.spec.settings.
 
 Which config key holds which setting is said once, in the tables below; the schema
 (workflow/schemas/config.schema.yaml, written by `stylelab config-schema --write`, which a test keeps in
@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from .settings import (LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, schema_of)
+from stylelab.spec.settings import (LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, schema_of)
 
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 
@@ -63,14 +63,14 @@ def part1_spec(config: dict, group: str, run: dict | None = None, steps: list[in
 
 def transfer_run_id(run: dict) -> str:
     """A transfer run's name in file names and labels: its style loss and weight (gram_w1e6)."""
-    from .names import format_number
+    from stylelab.spec.settings import format_number
 
     return f"{run['style_loss']}_w{format_number(run['style_weight'])}"
 
 
 def blend_run_id(weights) -> str:
     """A blend run's name: its weights (w0.7-0.3)."""
-    from .names import format_number
+    from stylelab.spec.settings import format_number
 
     return "w" + "-".join(format_number(w) for w in weights)
 
@@ -138,10 +138,10 @@ def model_spec(config: dict) -> dict:
 
 
 def layer_batches(layers, mode: str | bool = True) -> list[list[str]]:
-    """The batches `stylelab.batch` runs as one job each, in the order the layers are listed: by the
+    """The batches `stylelab.engine.batch` runs as one job each, in the order the layers are listed: by the
     convolution each layer reaches (conv_k, relu_k and pool_k run the network to the same place), or with
     mode "all" every layer in one (for short runs, whose time is the start-up of their processes)."""
-    from .layers import resolve_layer
+    from stylelab.spec.layers import resolve_layer
 
     if mode == "all":
         return [list(layers)]
@@ -183,7 +183,7 @@ def read_configs(paths) -> dict:
             with open(path) as fh:
                 _lay_over(merged, yaml.safe_load(fh) or {})
         except (OSError, yaml.YAMLError) as exc:
-            from .errors import StylelabError
+            from stylelab.spec.errors import StylelabError
 
             raise StylelabError(f"cannot read the config file {path} ({exc}).") from None
     return merged
@@ -356,7 +356,7 @@ def config_schema() -> dict:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "stylelab workflow configuration",
-        "description": "Made by `stylelab config-schema` from stylelab.settings and stylelab.config; do not edit.",
+        "description": "Made by `stylelab config-schema` from stylelab.spec.settings and stylelab.spec.config; do not edit.",
         **_closed(properties),
         "$defs": {"layer": {"type": "string", "enum": LAYER_ENUM}, "layers": layers, **SHARED},
     }
@@ -367,7 +367,7 @@ def schema_yaml() -> str:
 
     header = ("# The configuration of the workflow (config.yaml, and any --configfile laid over it).\n"
               "# Written by `stylelab config-schema --write` from the settings' one definition "
-              "(src/stylelab/settings.py,\n# src/stylelab/config.py); tests/test_settings.py checks it is up to "
+              "(src/stylelab/spec/settings.py,\n# src/stylelab/spec/config.py); tests/test_settings.py checks it is up to "
               "date. Do not edit by hand.\n")
     return header + yaml.safe_dump(config_schema(), sort_keys=False, width=110, allow_unicode=True)
 

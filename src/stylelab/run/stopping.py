@@ -1,6 +1,6 @@
 """When a run saves and when it stops: the checkpoint interval and the SIGTERM request, without torch.
 
-stylelab.checkpoint (which saves the states) and the command line (which parses --checkpoint-every and
+stylelab.run.checkpoint (which saves the states) and the command line (which parses --checkpoint-every and
 reports a stop) both read them here; the command line can so build its parser, and run the commands that
 need no network (figures, the report), without importing torch.
 """

@@ -1,7 +1,8 @@
-"""Reading, resizing and writing images as float tensors of shape (1, 3, H, W) in [0, 1]."""
+"""Files on disk: written whole or not at all, known by their SHA-256, and images read safely (PIL, no torch)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
@@ -9,26 +10,50 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import StylelabError
-from .files import write_bytes_atomic
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.settings import DEFAULT_MAX_PIXELS
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def file_digest(path: str | os.PathLike | None) -> str | None:
+    """SHA-256 of a file's bytes (None when there is no such file)."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
 
 # A truncated file must be an error, never a silently half-grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 Size = int | Sequence[int] | None
 
-# Input images above this many pixels are refused before they are decoded (the header gives the size):
-# a 40-megapixel photo decodes to 480 MB of floats before any resizing, and a crafted file can claim far more.
-from .settings import DEFAULT_MAX_PIXELS  # noqa: E402 (one definition, with the other settings)
 # Below this on either side an image is almost surely a mistake (an icon, a placeholder, a 1 x 1 tracking
 # pixel): blown up to the working size it is a few flat colours, with no content or texture to transfer.
 MIN_SIDE = 8
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB; transparency is composited over white."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16/32-bit greyscale: PIL's own convert("RGB") clips at 255, so rescale by hand.
@@ -79,7 +104,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             with Image.open(path) as img:
                 _check_size(path, img.width, img.height, max_pixels, min_side)
                 img.load()
-                rgb = _to_rgb(img)
+                rgb = to_rgb(img)
     except Image.DecompressionBombError as exc:
         # Twice PIL's limit: PIL refuses to even open it, whatever our limit says.
         raise StylelabError(f"image {path} is far too large to open ({exc}). Shrink it first.") from None
@@ -118,15 +143,11 @@ def resize(img: Image.Image, size: Size) -> Image.Image:
     return img.resize((width, height), Image.BILINEAR)
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    arr = np.array(img, dtype=np.uint8)
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float().div_(255.0).contiguous()
+def load_pixels(path: str | os.PathLike, size: Size = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 pixels, resized as `resize` says.
 
-
-def load_image(path: str | os.PathLike, size: Size = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Read an image and return a (1, 3, H, W) float tensor in [0, 1], resized as `resize` says.
-
-    The pixel limit holds for the resized image too: a huge --size would otherwise allocate gigabytes.
+    The pixel limit (DEFAULT_MAX_PIXELS: a 40-megapixel photo decodes to 480 MB of floats, and a crafted file can
+    claim far more) holds for the resized image too: a huge --size would otherwise allocate gigabytes.
     """
     img = read_image(path, max_pixels)
     height, width = target_size(img, size)
@@ -134,28 +155,7 @@ def load_image(path: str | os.PathLike, size: Size = None, max_pixels: int | Non
         raise StylelabError(f"at size {size} the image {path} becomes {width} x {height} pixels "
                             f"({width * height / 1e6:.3g} megapixels), above the limit of {max_pixels / 1e6:g} "
                             "megapixels. Use a smaller --size, or raise the limit (--max-pixels).")
-    return pil_to_tensor(resize(img, size))
-
-
-def tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    if image.dim() == 4:
-        if image.shape[0] != 1:
-            raise ValueError("tensor_to_pil takes one image, got a batch of %d" % image.shape[0])
-        image = image[0]
-    arr = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr, mode="RGB")
-
-
-def png_bytes(image: torch.Tensor | Image.Image) -> bytes:
-    """Encode as PNG deterministically (no timestamps or text chunks)."""
-    pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
-def save_png(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> None:
-    write_bytes_atomic(path, png_bytes(image))
+    return np.array(resize(img, size), dtype=np.uint8)
 
 
 def small_png(path: str | os.PathLike, width: int, max_bytes: int) -> bytes:

@@ -1,6 +1,6 @@
 """Runs as the figures and the report see them: a typed record, the folder its images are in, and a label.
 
-Read-only: nothing here computes a result; everything comes from the record (stylelab.records).
+Read-only: nothing here computes a result; everything comes from the record (stylelab.spec.records).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import StylelabError
-from .names import format_number
-from .records import RECORD_NAME, GenerationRecord, Record, read_record
-from .layers import resolve_layer
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.settings import format_number
+from stylelab.spec.records import RECORD_NAME, GenerationRecord, Record, read_record
+from stylelab.spec.layers import resolve_layer
 
 KIND_TITLES = {"inversion": "Feature inversion", "texture": "Texture synthesis", "transfer": "Style transfer",
                "generation": "Style-guided diffusion"}
