@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from stylelab.diffusion.guidance import GuidanceSettings, sample
+from stylelab.diffusion.guidance import sample
+from stylelab.spec.settings import GuidanceSettings
 from stylelab.spec.settings import STYLE_LOSSES
 from stylelab.diffusion.models import build_sd_v1_architecture, load_model
 

@@ -26,12 +26,6 @@ the table as speed.json and speed.md. --quick (CI): 128 and 256 pixels, tutorial
 
     .venv/bin/python benchmarks/speed.py --estimate [--configfile config.yaml ...]
 
-    .venv/bin/python benchmarks/speed.py --batch [--sizes 128]
-
-Batch rows: one-layer inversions that reach the same convolution (conv_k, relu_k, pool_k), each run alone
-and then all of them as one batch (stylelab.engine.batch), in fp32 and, where native, bf16: the seconds per step
-of the batch against the sum of the solo runs' (medians of rounds, interleaved). Written as batch.json/.md.
-
     .venv/bin/python benchmarks/speed.py --scales [--sizes 256] [--steps 500]
 
 Coarse to fine: a Gram transfer at 256 px in 500 steps at one scale, then at scales 128, 181, 256 (300
@@ -67,7 +61,8 @@ from stylelab.run import runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402  (benchmarks/tables.py, beside this script)
-from stylelab.engine.transfer import TransferSettings, run_transfer
+from stylelab.engine.transfer import run_transfer
+from stylelab.spec.settings import TransferSettings
 from stylelab.spec.layers import LAYERS, resolve_layer
 from stylelab.engine.vgg import IMAGENET_MEAN, IMAGENET_STD, load_caffe_state
 
@@ -247,49 +242,6 @@ class StylelabEngine:
         result = run_transfer(dataclasses.replace(self.settings, steps=(steps + 1,)), progress=False)
         times = result.record.history["time_s"]
         return statistics.median(b - a for a, b in zip(times, times[1:]))
-
-
-# ------------------------------------------------------------------ batches
-
-BATCHES = (("conv_1", "relu_1"), ("conv_5", "relu_5"), ("conv_10", "relu_10"), ("conv_16", "relu_16", "pool_16"))
-
-
-def _median_step(records) -> float:
-    times = records[0].history["time_s"]
-    return statistics.median(b - a for a, b in zip(times, times[1:]))
-
-
-def measure_batches(sizes, precisions, steps: int, rounds: int) -> list[dict]:
-    from stylelab.engine.batch import run_batch
-    from stylelab.spec.settings import feature_inversion
-
-    rows = []
-    for size in sizes:
-        for layers in BATCHES:
-            for precision in precisions:
-                members = [feature_inversion(str(CONTENT), layer, size=size, steps=(steps + 1,), device="cpu",
-                                             precision=precision) for layer in layers]
-                solo, batch = [], []
-                for _ in range(rounds):
-                    solo.append(sum(_median_step([run_transfer(m, progress=False).record]) for m in members))
-                    batch.append(_median_step([r.record for r in run_batch(members, progress=False)]))
-                row = {"size": size, "layers": "+".join(layers), "precision": precision,
-                       "solo_s_per_step": round(statistics.median(solo), 5),
-                       "batch_s_per_step": round(statistics.median(batch), 5)}
-                row["ratio"] = round(row["batch_s_per_step"] / row["solo_s_per_step"], 3)
-                rows.append(row)
-                print(f"{size:>4} px {row['layers']:>24} {precision}: solo {row['solo_s_per_step']:.4f} s/step, "
-                      f"batch {row['batch_s_per_step']:.4f} (x{row['ratio']:.2f})", flush=True)
-    return rows
-
-
-BATCH_COLUMNS = (
-    ("size", "---:", lambda r: str(r["size"])), ("layers", "---", lambda r: r["layers"]),
-    ("precision", "---", lambda r: r["precision"]),
-    ("solo runs, s per step (sum)", "---:", lambda r: f"{r['solo_s_per_step']:.4f}"),
-    ("one batch, s per step", "---:", lambda r: f"{r['batch_s_per_step']:.4f}"),
-    ("batch / solo", "---:", lambda r: f"{r['ratio']:.2f}"),
-)
 
 
 # ------------------------------------------------------------------ the whole configuration
@@ -510,15 +462,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     parser.add_argument("--estimate", action="store_true", help="estimate the whole configuration's compute time")
-    parser.add_argument("--batch", action="store_true", help="batch rows: runs alone against one batch")
     parser.add_argument("--scales", action="store_true", help="coarse to fine against one scale (256 px)")
     parser.add_argument("--configfile", nargs="+", default=[str(ROOT / "config.yaml")],
                         help="with --estimate: the config files, laid over one another as snakemake does")
     args = parser.parse_args(argv)
     if args.estimate:
         return main_estimate(args)
-    if args.batch:
-        return main_batch(args)
     if args.scales:
         return main_scales(args)
     device = runtime.resolve_device(args.device)
@@ -545,23 +494,6 @@ def main(argv=None) -> dict:
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     (out / f"{name}.md").write_text(tables.markdown(title, COLUMNS, rows))
     print(f"wrote {out / name}.json and .md in {result['wall_s']} s")
-    return result
-
-
-def main_batch(args) -> dict:
-    device = torch.device("cpu")
-    native, why = runtime.native_bf16(device)
-    precisions = ["fp32"] + (["bf16"] if native else [])
-    steps, rounds = args.steps or 5, args.rounds or 3
-    start = time.perf_counter()
-    rows = measure_batches(args.sizes or [128], precisions, steps, rounds)
-    result = {"machine": tables.machine(device), "bf16": why, "torch": torch.__version__, "steps": steps,
-              "rounds": rounds, "wall_s": round(time.perf_counter() - start, 1), "rows": rows}
-    title = f"{tables.machine(device)} (bf16: {why}), torch {torch.__version__}, {steps} steps x {rounds} rounds"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "batch.json").write_text(json.dumps(result, indent=1))
-    (out / "batch.md").write_text(tables.markdown(title, BATCH_COLUMNS, rows))
     return result
 
 

@@ -22,7 +22,8 @@ from stylelab.engine import colour, images
 from stylelab.run.checkpoint import CheckpointPolicy
 from stylelab.engine.losses import Objective, blend_targets
 from stylelab.run.stopping import Interval
-from stylelab.engine.transfer import TransferSettings, run_transfer, write_outputs
+from stylelab.engine.transfer import run_transfer, write_outputs
+from stylelab.spec.settings import TransferSettings
 
 from conftest import DATA
 

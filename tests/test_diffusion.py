@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from stylelab.diffusion import guidance, models
-from stylelab.diffusion.guidance import GuidanceSettings, sample
+from stylelab.diffusion.guidance import sample
+from stylelab.spec.settings import GuidanceSettings
 from stylelab.diffusion.pipelines import StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
 from stylelab.spec.errors import StylelabError
 

@@ -14,10 +14,10 @@ from PIL import Image
 
 from stylelab.report import analysis, figures, render as report
 from stylelab.spec import provenance
-from stylelab.engine import transfer
 from stylelab.spec.errors import StylelabError
 from stylelab.report.runs import format_number, load_runs
-from stylelab.engine.transfer import TransferSettings, run_transfer, write_outputs
+from stylelab.engine.transfer import run_transfer, write_outputs
+from stylelab.spec.settings import TransferSettings, feature_inversion
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["conv_1", "relu_1", "pool_2", "conv_3", "relu3_1"]  # two conv, two relu (one canonical), one pool
@@ -29,7 +29,7 @@ def runs_dir(tmp_path_factory, cat, picasso):
     out = tmp_path_factory.mktemp("runs")
     small = dict(size=32, device="cpu", weights="caffe")
     for layer in LAYERS:
-        settings = transfer.feature_inversion(str(cat), layer, steps=(3,), **small)
+        settings = feature_inversion(str(cat), layer, steps=(3,), **small)
         write_outputs(run_transfer(settings, progress=False), out / "inversion", f"{layer}.png", f"{layer}.json")
     for loss, weight in (("gram", 1e6), ("meanvar", 10.0)):
         settings = TransferSettings(content=str(cat), style=str(picasso), style_loss=loss, style_weight=weight,
@@ -254,7 +254,8 @@ def test_findings_describe_the_direction_the_numbers_go(before, after, words):
 @pytest.fixture(scope="module")
 def generations(tmp_path_factory, picasso):
     """Two tiny generations (unguided and Gram-guided) from the embedded SD, written as `generate` does."""
-    from stylelab.diffusion.guidance import GuidanceSettings, sample
+    from stylelab.diffusion.guidance import sample
+    from stylelab.spec.settings import GuidanceSettings
     from stylelab.diffusion.models import load_model
     from stylelab.engine.images import save_png
     from stylelab.spec.records import write_record
@@ -374,7 +375,7 @@ def test_inputs_figure_shows_each_image_the_records_name_once(runs_dir, cat, pic
 
 
 def test_texture_grid_shows_the_style_image_first_and_copes_without_one(tmp_path, picasso, runs_dir):
-    settings = transfer.TransferSettings(style=str(picasso), style_layers=["conv_1"], content_layers=[],
+    settings = TransferSettings(style=str(picasso), style_layers=["conv_1"], content_layers=[],
                                          style_loss="gram", style_weight=1e6, content_weight=0, init="noise", steps=(2,), size=32,
                                          device="cpu", weights="caffe")
     write_outputs(run_transfer(settings, progress=False), tmp_path, "conv_1.png", "conv_1.json")

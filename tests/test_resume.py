@@ -20,8 +20,10 @@ import torch
 
 from stylelab.run import checkpoint, runtime
 from stylelab.engine import transfer
-from stylelab.run.checkpoint import Checkpoint, CheckpointPolicy, Interval
-from stylelab.engine.transfer import TransferSettings, run_transfer
+from stylelab.run.checkpoint import Checkpoint, CheckpointPolicy
+from stylelab.run.stopping import Interval
+from stylelab.engine.transfer import run_transfer
+from stylelab.spec.settings import TransferSettings
 
 
 class Interrupted(Exception):
@@ -154,7 +156,8 @@ def tiny_models():
 # step: a resume that lost either would not give the same image.
 @pytest.mark.parametrize("name", ["embedded-sd", "embedded-ddpm"])
 def test_interrupted_generation_resumes_bit_for_bit(tiny_models, picasso, cache, interrupt_at, name):
-    from stylelab.diffusion.guidance import GuidanceSettings, sample
+    from stylelab.diffusion.guidance import sample
+    from stylelab.spec.settings import GuidanceSettings
 
     def run(policy=None):
         settings = GuidanceSettings(prompt="a cat", steps=6, seed=3, size=16, style=str(picasso),

@@ -33,8 +33,8 @@ EXPERIMENT_RULES = {"inversion", "texture", "transfer", "generate", "transfer_on
 
 
 def is_experiment(rule: str) -> bool:
-    """An experiment's rule, batched one-layer runs (<group>_batch_<first layer>, as the preview has) too."""
-    return rule in EXPERIMENT_RULES or rule.startswith(("inversion_batch_", "texture_batch_"))
+    """An experiment's rule, an experiment's layers in one job (<group>_layers, as the preview has) too."""
+    return rule in EXPERIMENT_RULES or rule in ("inversion_layers", "texture_layers")
 # Each experiment asks for a GPU and the node has one, so they run one after another: 11 to 14 minutes for
 # the preview on 2 cores shared with other work (7 to 11 locally). Past this, Snakemake is stopped: it can
 # also wait forever, for instance on a status query that never sees a job finish.
@@ -219,7 +219,7 @@ def _rule_of(comment: str) -> str:
 def test_every_job_is_a_slurm_job_and_every_experiment_had_a_gpu(slurm_run):
     workdir, _, output = slurm_run
     counts = job_counts(output)
-    assert {"inversion_batch_conv_1", "texture_batch_conv_1", "transfer", "generate", "transfer_on_generated"} \
+    assert {"inversion_layers", "texture_layers", "transfer", "generate", "transfer_on_generated"} \
         <= set(counts) and counts.get("report") == 1, counts
     # The model fetch runs where Snakemake runs (a login node has the network a compute node lacks): it is
     # no Slurm job. Every other job is one.

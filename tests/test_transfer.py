@@ -8,7 +8,8 @@ import torch
 from stylelab.spec import records
 from stylelab.engine import transfer
 from stylelab.spec.errors import StylelabError
-from stylelab.engine.transfer import TransferSettings, run_transfer, write_outputs
+from stylelab.engine.transfer import run_transfer, write_outputs
+from stylelab.spec.settings import TransferSettings, feature_inversion, texture_synthesis
 
 
 def _settings(cat, picasso, **kw):
@@ -44,7 +45,7 @@ def test_noise_init_is_seeded(cat, picasso, style_loss):
 
 
 def test_feature_inversion_reduces_its_loss(cat):
-    settings = transfer.feature_inversion(str(cat), "relu3_1", size=32, steps=(30,), device="cpu")
+    settings = feature_inversion(str(cat), "relu3_1", size=32, steps=(30,), device="cpu")
     result = run_transfer(settings, progress=False)
     rec = result.record
     assert rec.kind == "inversion" and rec.settings.content_layers == ["relu_5"]
@@ -53,7 +54,7 @@ def test_feature_inversion_reduces_its_loss(cat):
 
 
 def test_texture_synthesis_reduces_its_loss(picasso):
-    settings = transfer.texture_synthesis(str(picasso), "pool_2", size=32, steps=(30,), device="cpu")
+    settings = texture_synthesis(str(picasso), "pool_2", size=32, steps=(30,), device="cpu")
     result = run_transfer(settings, progress=False)
     rec = result.record
     assert rec.kind == "texture" and rec.settings.style_layers == ["pool_2"]

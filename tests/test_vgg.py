@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stylelab.engine import vgg
+from stylelab.spec import layers
 from stylelab.spec.errors import StylelabError
 
 # The 37 layers of VGG-19 `features`, written out by hand: (tutorial name, canonical name, index).
@@ -32,8 +33,8 @@ def caffe():
 
 
 def test_there_are_37_layers():
-    assert len(vgg.LAYER_NAMES) == 37 and len(set(vgg.LAYER_NAMES)) == 37
-    assert list(vgg.LAYER_NAMES) == [name for name, _, _ in EXPECTED]
+    assert len(layers.LAYER_NAMES) == 37 and len(set(layers.LAYER_NAMES)) == 37
+    assert list(layers.LAYER_NAMES) == [name for name, _, _ in EXPECTED]
 
 
 @pytest.mark.parametrize("name,canonical,index", EXPECTED)

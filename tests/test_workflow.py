@@ -30,9 +30,10 @@ from PIL import Image
 from stylelab.spec.config import layer_jobs
 from stylelab.engine.losses import STYLE_LOSSES
 from stylelab.report.runs import format_number
-from stylelab.run.runtime import DEVICES
-from stylelab.engine.transfer import BOUNDS, OPTIMIZERS
-from stylelab.engine.vgg import CANONICAL_NAMES, LAYER_NAMES, WEIGHTS_SOURCES
+from stylelab.spec.settings import DEVICES
+from stylelab.spec.settings import BOUNDS, OPTIMIZERS
+from stylelab.spec.layers import CANONICAL_NAMES, LAYER_NAMES
+from stylelab.spec.settings import WEIGHTS_SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -47,13 +48,12 @@ PART2_JOBS = {"models": 1, "generate": 6, "transfer_on_generated": 2, "generatio
 
 
 def layer_job_counts(config: dict) -> dict[str, int]:
-    """The inversion and texture jobs of a config: one per layer, or one per batch (rule
-    <group>_batch_<first layer>)."""
+    """The inversion and texture jobs of a config: one per layer, or (jobs.layers_in_one_job) one per experiment
+    (rule <group>_layers)."""
     counts: dict[str, int] = {}
     for group in ("inversion", "texture"):
-        for batch in layer_jobs(config, group).values():
-            rule = group if len(batch) == 1 else f"{group}_batch_{batch[0]}"
-            counts[rule] = counts.get(rule, 0) + 1
+        rule = f"{group}_layers" if config["jobs"]["layers_in_one_job"] else group
+        counts[rule] = len(layer_jobs(config, group))
     return counts
 
 
@@ -265,7 +265,7 @@ def test_preview_is_the_same_experiments_smaller(project):
     preview = _preview_config()
     expected = {job: n for job, n in DEFAULT_JOBS.items() if job not in ("all", "inversion", "texture")}
     assert job_counts(run.stdout) == {**expected, **layer_job_counts(preview)}
-    # The preview's short runs are batched, every layer of an experiment in one job (their time is start-up).
+    # The preview's short runs share a job, every layer of an experiment in one (their time is start-up).
     assert [list(layer_jobs(preview, group).values()) for group in ("inversion", "texture")] == \
         [[ASSIGNMENT_LAYERS], [ASSIGNMENT_LAYERS]]
     specs = [spec for command in ("invert", "texture", "transfer") for spec, _ in command_specs(run.stdout, command)]
@@ -381,30 +381,34 @@ def _files(workdir: Path) -> dict[str, tuple[bytes, int]]:
             for path in workdir.rglob("*") if path.is_file() and path.relative_to(workdir).parts[0] != ".snakemake"}
 
 
-def test_batched_layers_run_as_one_job_and_a_deleted_image_is_rebuilt_by_naming_it(tmp_path):
-    """jobs.batch true: the layers reaching one convolution are one job whose outputs are each layer's image
-    and record; a layer alone keeps its own job. Delete one image of a batch and name it: its batch reruns."""
+def test_layers_in_one_job_and_a_deleted_image_is_rebuilt_by_naming_it(tmp_path):
+    """jobs.layers_in_one_job: an experiment's layers are one job whose outputs are each layer's image and
+    record, each the image its own job makes. Delete one image and name it: the experiment's job reruns."""
     workdir = copy_project(tmp_path / "project")
-    overlay = workdir.parent / "batch.yaml"
-    overlay.write_text(_tiny(steps=2).replace("[conv_1, relu_1]", "[conv_1, relu_1, pool_2]")
-                       .replace("max_pixels: 40000000}", "max_pixels: 40000000, batch: true}"))
-    dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--",
-                    *(f"results/part1/inversion/{layer}.png" for layer in ("conv_1", "relu_1", "pool_2")))
+    overlay = workdir.parent / "together.yaml"
+    tiny = _tiny(steps=2).replace("[conv_1, relu_1]", "[conv_1, relu_1, pool_2]")
+    overlay.write_text(tiny.replace("max_pixels: 40000000}", "max_pixels: 40000000, layers_in_one_job: true}"))
+    images = [f"results/part1/inversion/{layer}.png" for layer in ("conv_1", "relu_1", "pool_2")]
+    dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--", *images)
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert job_counts(dry.stdout) == {"inversion_batch_conv_1": 1, "inversion": 1}
-    assert "--layer conv_1 relu_1 " in dry.stdout
+    assert job_counts(dry.stdout) == {"inversion_layers": 1}
+    assert "--layer conv_1 relu_1 pool_2 " in dry.stdout
     run = snakemake(workdir, "--cores", "2", "--configfile", str(overlay), "--", "results/part1/inversion/relu_1.png")
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     record = json.loads((workdir / "results/part1/inversion/relu_1.json").read_text())
-    assert record["batch"] == ["conv_1", "relu_1"] and record["settings"]["content_layers"] == ["relu_1"]
-    assert (workdir / "results/part1/inversion/conv_1.png").is_file()
-    (workdir / "results/part1/inversion/conv_1.png").unlink()
-    again = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--",
-                      "results/part1/inversion/conv_1.png")
-    assert job_counts(again.stdout) == {"inversion_batch_conv_1": 1}, again.stdout[-3000:]
-    nothing = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--",
-                        "results/part1/inversion/relu_1.png")
+    assert record["settings"]["content_layers"] == ["relu_1"]
+    together = {image: (workdir / image).read_bytes() for image in images}
+    (workdir / images[0]).unlink()
+    again = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--", images[0])
+    assert job_counts(again.stdout) == {"inversion_layers": 1}, again.stdout[-3000:]
+    nothing = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--", images[1])
     assert job_counts(nothing.stdout) == {}
+    # The same runs as a job each: byte for byte the same images.
+    overlay.write_text(tiny)
+    shutil.rmtree(workdir / "results")
+    alone = snakemake(workdir, "--cores", "2", "--configfile", str(overlay), "--", *images)
+    assert alone.returncode == 0 and job_counts(alone.stdout) == {"inversion": 3}, (alone.stdout + alone.stderr)[-3000:]
+    assert {image: (workdir / image).read_bytes() for image in images} == together
 
 
 @pytest.fixture(scope="module")
@@ -502,8 +506,8 @@ def test_preview_makes_every_target(preview):
             image = preview / f"{PREVIEW_ROOT}/part1/{group}" / record["images"][str(step)]["file"]
             assert image.is_file() and image.stat().st_size > 0
         job = name
-        if group != "transfer":  # a batch job's log and benchmark are named by its layers
-            job = group + "/" + next(n for n, batch in layer_jobs(config, group).items() if name.split("/")[1] in batch)
+        if group != "transfer":  # a job of several layers has its log and benchmark named by layer_jobs
+            job = group + "/" + next(n for n, layers in layer_jobs(config, group).items() if name.split("/")[1] in layers)
         assert (preview / f"{PREVIEW_ROOT}/logs/part1/{job}.log").is_file()
         assert (preview / f"{PREVIEW_ROOT}/benchmarks/part1/{job}.tsv").is_file()
     for group in ("inversion", "texture"):

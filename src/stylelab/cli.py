@@ -131,7 +131,7 @@ def _part1(sub, name: str, help: str, description: str, images: dict[str, bool],
                        rules_of(TransferSettings)[image].help.split(";")[0])
     if layer:
         g.add_argument("--layer", required=True, nargs="+", metavar="LAYER",
-                       help=f"{layer}; several layers run as one batch (stylelab.engine.batch), their image and "
+                       help=f"{layer}; several layers run one after another in this process, their image and "
                             "record names then need {layer}")
     add_options(g, TransferSettings, [*own, *PART1_COMMON], defaults)
     g.add_argument("--image-name", default="step_{step}.png", metavar="TEMPLATE",
@@ -365,7 +365,8 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _part1_run(args: argparse.Namespace) -> None:
-    """invert, texture (one layer, or several as one batch) and transfer: run, then write images and records."""
+    """invert, texture (one layer, or several one after another) and transfer: run, then write images and
+    records. Every run is checked before the first starts, and each is the run its own command would make."""
     from stylelab.engine.transfer import check_image_name, check_output_name, run_transfer, write_outputs
 
     from stylelab.spec.layers import tutorial_name
@@ -373,24 +374,22 @@ def _part1_run(args: argparse.Namespace) -> None:
     # The tutorial's names ({layer} in file names), whichever form was given.
     layers = [tutorial_name(layer) for layer in args.layer] if getattr(args, "layer", None) else [None]
     if len(layers) > 1 and not all("{layer}" in name for name in (args.image_name, args.record_name)):
-        raise StylelabError(f"{len(layers)} layers run as one batch, so --image-name and --record-name need "
+        raise StylelabError(f"{len(layers)} layers run one after another, so --image-name and --record-name need "
                             "{layer} in them (e.g. --image-name {layer}.png --record-name {layer}.json).")
-    members = [_settings(args, layer) for layer in layers]
-    names = [(args.image_name.replace("{layer}", layer or ""), args.record_name.replace("{layer}", layer or ""))
-             for layer in layers]
-    for (image_name, record_name), settings in zip(names, members):  # before the run, not after it
-        check_image_name(image_name, len(set(settings.steps)))
-        check_output_name(record_name, "record name")
-    policy = _policy(args, *(name for pair in names for name in pair))
-    if len(members) == 1:
-        results = [run_transfer(members[0], progress=not args.quiet, checkpoints=policy)]
-    else:
-        from stylelab.engine.batch import run_batch
-        results = run_batch(members, progress=not args.quiet, checkpoints=policy)
-    for result, (image_name, record_name) in zip(results, names):
+    runs = []
+    for layer in layers:
+        settings = _settings(args, layer)
+        settings.validate()
+        names = (args.image_name.replace("{layer}", layer or ""), args.record_name.replace("{layer}", layer or ""))
+        check_image_name(names[0], len(set(settings.steps)))
+        check_output_name(names[1], "record name")
+        runs.append((settings, names))
+    for settings, (image_name, record_name) in runs:
+        policy = _policy(args, image_name, record_name)
+        result = run_transfer(settings, progress=not args.quiet, checkpoints=policy)
         for path in write_outputs(result, args.out, image_name, record_name):
             log.info("wrote %s", path)
-    policy.outputs_written()
+        policy.outputs_written()
 
 
 def _fetch(args: argparse.Namespace) -> None:

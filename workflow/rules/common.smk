@@ -128,8 +128,9 @@ TRANSFER_STEPS = whole_steps(config["transfer"]["steps"])
 LAYER_GROUPS = ("inversion", "texture")
 GROUPS = LAYER_GROUPS + ("transfer",)
 
-# With batching (jobs.batch; stylelab.spec.config.batching), the layers of a group that reach the same
-# convolution (or all of them) run as one job: its name joins theirs (conv_10+relu_10).
+# With jobs.layers_in_one_job, every layer of an inversion or texture experiment runs in one job (rule
+# <group>_layers), one run after another in one process; otherwise a job per layer.
+LAYERS_IN_ONE_JOB = bool(config["jobs"]["layers_in_one_job"])
 
 
 def layer_jobs(group):
@@ -138,7 +139,8 @@ def layer_jobs(group):
 
 
 def solo_layers(group):
-    return [batch[0] for batch in layer_jobs(group).values() if len(batch) == 1]
+    """The layers of a group that have a job of their own."""
+    return [] if LAYERS_IN_ONE_JOB else list(config[group]["layers"])
 
 
 def alternatives(names):
@@ -369,7 +371,9 @@ REPORT_CSS = "src/stylelab/report/style.css"
 # read records and render them.
 _PACKAGE = Path(importlib.util.find_spec("stylelab").submodule_search_locations[0])
 REPORT_CODE = sorted(
-    str(path) for package in ("report", "spec") for path in (_PACKAGE / package).glob("*.py")
+    str(path)
+    for package in ("report", "spec")
+    for path in (_PACKAGE / package).glob("*.py")
 )
 
 

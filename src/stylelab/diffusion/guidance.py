@@ -41,7 +41,7 @@ from stylelab.spec import files
 from stylelab.spec.files import file_digest
 from stylelab.engine.losses import StyleDistances
 from stylelab.spec.records import GenerationRecord, ImageEntry, ModelInfo, Timing
-from stylelab.spec.settings import PRECISIONS, STYLE_LOSSES, GuidanceSettings, ModelChoice  # noqa: F401 (re-exported)
+from stylelab.spec.settings import PRECISIONS, STYLE_LOSSES, GuidanceSettings, ModelChoice
 from stylelab.engine.vgg import VGGFeatures
 
 if TYPE_CHECKING:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 
-from stylelab.spec.settings import COLOR_MODES  # noqa: F401 (the modes, defined with the settings)
 
 # NTSC YIQ from RGB (the rows give Y, I, Q); its inverse maps back.
 YIQ_FROM_RGB = torch.tensor([[0.299, 0.587, 0.114],

@@ -41,8 +41,7 @@ from stylelab.spec.layers import LAYERS, resolve_layer
 from stylelab.engine.lbfgs import CompactLBFGS
 from stylelab.engine.losses import Objective, StyleDistances
 from stylelab.spec.records import ImageEntry, Timing, TransferRecord
-from stylelab.spec.settings import (BOUNDS, INITS, OPTIMIZERS, TransferSettings, feature_inversion,  # noqa: F401 (re-exported)
-                       texture_synthesis)
+from stylelab.spec.settings import INITS, TransferSettings
 from stylelab.engine.vgg import VGGFeatures
 
 log = logging.getLogger("stylelab.engine.transfer")
@@ -222,7 +221,7 @@ class StyleTransfer:
         """The network, the objective's targets, the start image and the optimiser (the inputs are checked)."""
         s = self.settings
         runtime.seed_everything(s.seed)
-        if self.vgg is None:  # a batch's runs share one network (stylelab.engine.batch)
+        if self.vgg is None:  # built once: every scale of a run shares it
             self.vgg = VGGFeatures(s.weights, seed=s.seed, precision=self.precision).to(device)
         self.objective = Objective(s.style_loss, s.content_weight, s.style_weight, s.tv_weight)
         self.colour_content = content  # the content's colours, put back on a luminance result
@@ -279,20 +278,14 @@ class StyleTransfer:
         return torch.optim.Adam([self.image], lr=self.lr)
 
     def _closure(self) -> torch.Tensor:
-        self.prepare()
-        total, parts = self.objective(self.vgg(network_input(self.image), self.objective.layers), self.image)
-        total.backward()
-        return self.after_backward(total, parts)
-
-    def prepare(self) -> None:
-        """Before an evaluation: pixels clamped to [0, 1], the gradient cleared."""
-        with torch.no_grad():
-            self.image.clamp_(0, 1)
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def after_backward(self, total: torch.Tensor, parts: dict) -> torch.Tensor:
-        """After the backward: the gradient projected and scaled as the optimiser sees it; its loss returned."""
+        """One evaluation: pixels clamped to [0, 1], the objective and its gradient, projected at the bounds and
+        scaled as the optimiser sees it (the loss returned is scaled alike)."""
         image = self.image
+        with torch.no_grad():
+            image.clamp_(0, 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        total, parts = self.objective(self.vgg(network_input(image), self.objective.layers), image)
+        total.backward()
         if self.settings.bounds == "project":
             project_gradient_(image.detach(), image.grad)
         if not self.scale:
@@ -312,7 +305,7 @@ class StyleTransfer:
         if n > self.starts[self.scale_index] + self.scale_steps:  # the next scale begins
             self._next_scale(clock)
         self.optimizer.step(self._closure)
-        return self.stepped(n, clock)
+        return self._after_step(n, clock)
 
     def _next_scale(self, clock) -> None:
         """Keep the finished scale's history; start the next from its image, resized."""
@@ -321,7 +314,7 @@ class StyleTransfer:
             "history": self.history, "final_loss": self.history["total"][-1], "time_s": round(clock(), 6)})
         self._enter_scale(self.scale_index + 1, self.image.detach().clamp(0, 1))
 
-    def stepped(self, n: int, clock) -> dict[str, float]:
+    def _after_step(self, n: int, clock) -> dict[str, float]:
         """After the optimiser's step n: the divergence check, the history, and the image at a saved step.
 
         One host sync for all of it: the step's losses come to the host together (on a recorded step), or the

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +32,7 @@ from torch import nn
 
 from stylelab.spec.files import file_digest
 from stylelab.spec.errors import StylelabError
-from stylelab.spec.layers import (CANONICAL_NAMES, CONVS, LAYER_NAMES, LAYERS, POOL_NAMES, TUTORIAL_CONTENT_LAYERS,  # noqa: F401
-                     TUTORIAL_STYLE_LAYERS, Layer, resolve_layer, tutorial_name)
+from stylelab.spec.layers import CONVS, LAYERS, resolve_layer
 from stylelab.spec.settings import WEIGHTS_SOURCES
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -171,37 +170,19 @@ class VGGFeatures(nn.Module):
         return image * self.scale + self.shift
 
     def forward(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-        layers = list(layers)
-        return self._walk(image, [layers], [None])[0]
-
-    def forward_each(self, images: torch.Tensor, layers: Sequence[Sequence[str]]) -> list[dict[str, torch.Tensor]]:
-        """One forward for a batch whose images want different layers: image i gets {name: (1, C, H, W)} for
-        each name of `layers[i]`. The images must come deepest first: the batch drops each one after the
-        deepest layer it wants, so the network runs no image further than its own run would."""
-        return self._walk(images, [list(names) for names in layers], list(range(len(layers))))
-
-    def _walk(self, x: torch.Tensor, wanted: list[list[str]], rows: list[int | None]) -> list[dict[str, torch.Tensor]]:
-        """The network up to the deepest layer wanted; `rows[i]` is image i's row of the batch (None: the whole
-        batch is one request)."""
-        requested: dict[int, list[tuple[int, str]]] = {}
-        for i, names in enumerate(wanted):
-            for name in names:
-                requested.setdefault(resolve_layer(name).index, []).append((i, name))
-        out: list[dict[str, torch.Tensor]] = [{} for _ in wanted]
+        """{name: features} of each layer asked for; the network runs only up to the deepest of them."""
+        requested: dict[int, list[str]] = {}
+        for name in layers:
+            requested.setdefault(resolve_layer(name).index, []).append(name)
+        out: dict[str, torch.Tensor] = {}
         if not requested:
             return out
-        deepest = [max((resolve_layer(n).index for n in names), default=-1) for names in wanted]
-        if rows[0] is not None and deepest != sorted(deepest, reverse=True):
-            raise ValueError(f"forward_each takes the images deepest first; their deepest layers are {deepest}")
-        x = self.normalize(x)
+        x = self.normalize(image)
         bf16 = self.precision == "bf16"
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            for layer in LAYERS[: max(deepest) + 1]:
-                if rows[0] is not None:  # rows past their deepest layer leave the batch (a view: no copy)
-                    active = sum(1 for d in deepest if d >= layer.index)
-                    x = x[:active] if active < x.shape[0] else x
+            for layer in LAYERS[: max(requested) + 1]:
                 if layer.kind == "conv" and bf16 and layer.conv_index == 0:
                     # The first convolution (3 input channels) in fp32, channels-last: oneDNN's bf16 kernels
                     # for it are slower than fp32's (4.1 against 2.8 ms forward and backward at 192x128 on
@@ -216,12 +197,11 @@ class VGGFeatures(nn.Module):
                     x = F.relu(x, inplace=(layer.index - 1) not in requested)
                 else:
                     x = F.max_pool2d(x, kernel_size=2, stride=2)
-                for i, name in requested.get(layer.index, ()):
-                    out[i][name] = x if rows[i] is None else x[rows[i]:rows[i] + 1]
-        for features in out:
-            for name, feature in features.items():
-                if bf16:  # fp32 in the same (channels-last) layout: a relayout would cost more than the Gram
-                    features[name] = feature.to(torch.float32)
-                else:
-                    features[name] = feature * self.feature_scale if self.feature_scale != 1.0 else feature
+                for name in requested.get(layer.index, ()):
+                    out[name] = x
+        for name, feature in out.items():
+            if bf16:  # fp32 in the same (channels-last) layout: a relayout would cost more than the Gram
+                out[name] = feature.to(torch.float32)
+            elif self.feature_scale != 1.0:
+                out[name] = feature * self.feature_scale
         return out

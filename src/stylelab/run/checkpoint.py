@@ -35,9 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stylelab.spec.files import file_digest, write_bytes_atomic  # noqa: F401 (file_digest: for the tasks' identities)
-# Torch-free, so the command line builds its parser and runs figures without importing torch:
-from stylelab.run.stopping import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm, stop_requested  # noqa: F401
+from stylelab.spec.files import write_bytes_atomic
+from stylelab.run.stopping import DEFAULT_EVERY, Interval
 
 log = logging.getLogger("stylelab.run.checkpoint")
 

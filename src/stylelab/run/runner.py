@@ -28,7 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from stylelab.run import checkpoint, runtime
-from stylelab.run.checkpoint import CheckpointPolicy, RunStopped
+from stylelab.run import stopping
+from stylelab.run.checkpoint import CheckpointPolicy
+from stylelab.run.stopping import RunStopped
+from stylelab.spec import provenance
 from stylelab.spec.errors import StylelabError
 
 log = logging.getLogger("stylelab.run.runner")
@@ -86,7 +89,7 @@ class RunInfo:
     def environment(self) -> dict:
         """The record's fields on where and how the run was made."""
         return {"resumed_from": self.resumed_from, "device": str(self.device),
-                "device_name": runtime.device_name(self.device), "versions": runtime.package_versions(),
+                "device_name": runtime.device_name(self.device), "versions": provenance.package_versions(),
                 "determinism": self.determinism}
 
 
@@ -156,12 +159,12 @@ def _loop(task: Task, store, run: RunInfo, first: int, elapsed_before: float, pr
 
 def _checkpoint(task: Task, store, n: int, run: RunInfo, clock) -> None:
     """Save when due or asked to stop; after a stop request, end the run (RunStopped)."""
-    stopping = checkpoint.stop_requested()
-    if store is not None and (stopping or store.due(n)):
+    asked = stopping.stop_requested()
+    if store is not None and (asked or store.due(n)):
         state = task.state()
         if state is not None:
             store.save(n, {"task": state, "elapsed_s": clock(), "resumed_from": run.resumed_from,
                            "rng": checkpoint.rng_state(), "threads": torch.get_num_threads()})
-    if stopping:
+    if asked:
         # Name the checkpoint only if this step's was written (a save can fail, e.g. on a full disk).
         raise RunStopped(n, task.total_steps, store.folder if store is not None and store.saved_step == n else None)

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from stylelab.spec.errors import StylelabError
-from stylelab.spec.provenance import package_versions  # noqa: F401 (torch-free, for the report; the records read it here)
 from stylelab.spec.settings import DEVICES
 
 

@@ -137,40 +137,17 @@ def model_spec(config: dict) -> dict:
     return spec
 
 
-def layer_batches(layers, mode: str | bool = True) -> list[list[str]]:
-    """The batches `stylelab.engine.batch` runs as one job each, in the order the layers are listed: by the
-    convolution each layer reaches (conv_k, relu_k and pool_k run the network to the same place), or with
-    mode "all" every layer in one (for short runs, whose time is the start-up of their processes)."""
-    from stylelab.spec.layers import resolve_layer
-
-    if mode == "all":
-        return [list(layers)]
-    groups: dict[int, list[str]] = {}
-    for name in layers:
-        groups.setdefault(resolve_layer(name).conv_index, []).append(name)
-    return list(groups.values())
-
-
 def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
-    """{job name: its layers} of the inversion or texture group as the workflow runs it: one layer a job, or
-    (jobs.batch) its batches, each named by its layers joined with + (conv_10+relu_10)."""
-    mode, _ = batching(config)
-    layers = config[group]["layers"]
-    batches = layer_batches(layers, mode) if mode else [[layer] for layer in layers]
-    return {"+".join(batch): batch for batch in batches}
+    """{job name: its layers} of the inversion or texture group as the workflow runs it: a job per layer, or
+    (jobs.layers_in_one_job) one job, `all_layers`, that runs them one after another in one process (for short
+    runs, whose time is the start-up of their processes). Each run gives what its own job would, bit for bit.
 
-
-def batching(config: dict) -> tuple[bool | str, str]:
-    """How the workflow batches one-layer runs (jobs.batch): False, True (by the convolution reached) or
-    "all" (every layer of a group in one job), and why.
-
-    auto is off: `benchmarks/speed.py --batch` found no overall gain on a CPU (README, "Performance": in bf16
-    a batch was faster deep in the network and slower at conv_5; in fp32 about level), and none has been
-    measured on a GPU yet. true or all turn it on."""
-    mode = config["jobs"].get("batch", "auto")
-    if mode != "auto":
-        return mode, f"jobs.batch: {str(mode).lower()}"
-    return False, "auto: off (no batch measured faster; README, Performance)"
+    Batched stacks (several runs as one batch through the network) were measured and dropped: in fp32, which
+    `precision: auto` gives one-layer runs, a batch was 0.91x to 1.56x the solo runs' time per step."""
+    layers = list(config[group]["layers"])
+    if config["jobs"].get("layers_in_one_job"):
+        return {"all_layers": layers}
+    return {layer: [layer] for layer in layers}
 
 
 def read_configs(paths) -> dict:
@@ -329,10 +306,9 @@ def config_schema() -> dict:
         "mem_mb": {"type": "integer", "minimum": 100},
         "max_pixels": {"description": "an input image above this many pixels is refused before it is decoded "
                                       "(stylelab --max-pixels)", "type": "integer", "minimum": 1},
-        "batch": {"description": "run the one-layer inversions and textures that reach the same convolution as "
-                                 "one batch job (true), every layer of an experiment in one job (all: for short "
-                                 "runs, whose time is their start-up), or not (false; auto: off until a batch "
-                                 "is measured faster)", "enum": ["auto", True, False, "all"]},
+        "layers_in_one_job": {"description": "run every layer of the inversion (and of the texture) experiment in "
+                                             "one job, one after another in one process: for short runs, whose "
+                                             "time is their start-up (false: a job per layer)", "type": "boolean"},
     })
     properties = {
         "images": _closed({

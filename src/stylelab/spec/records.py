@@ -93,7 +93,6 @@ class TransferRecord(Record):
     final_losses: dict[str, float] = field(default_factory=dict)
     initial_loss: float = math.nan  # the loss at step 1
     optimizer_scale: float = 1.0
-    batch: list[str] | None = None  # the layers run with it as one batch (stylelab.engine.batch); None: alone
     # Coarse to fine (settings.scales): each scale before the last, in order: {"size", "image_size", "steps",
     # "history" (as `history`, its own steps), "final_loss", "time_s" (the run's clock when it ended)}. The
     # last scale is the record itself (history, images). Empty for a run at one scale.
