@@ -21,9 +21,7 @@ rule all:
     default_target: True
     input:
         part1_targets(),
-        FIGURE_FILES,
         part2_targets(),
-        PART2_FIGURE_FILES,
         part3_targets(),
-        PART3_FIGURE_FILES,
+        FIGURE_FILES,
         REPORT_HTML,

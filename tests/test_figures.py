@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylelab.report import analysis, figures, render as report
+from stylelab.report import analysis, contents, figures, render as report
 from stylelab.spec import provenance
 from stylelab.spec.errors import StylelabError
-from stylelab.report.runs import format_number, load_runs
+from stylelab.report.runs import load_runs
+from stylelab.spec.settings import format_number
 from stylelab.engine.transfer import run_transfer, write_outputs
 from stylelab.spec.settings import TransferSettings, feature_inversion
 
@@ -507,9 +508,10 @@ def test_photographic_figures_are_embedded_as_jpeg_and_line_plots_as_crisp_png(r
     drawn = np.asarray(Image.open(curves).convert("RGB")).astype(int)
     assert (np.abs(shown - drawn).max(axis=2) > 16).mean() < 0.01
 
-    # Which figures are photographic goes by the workflow's file names: the grids and galleries, no curves.
-    assert report.PHOTO_FIGURES >= {"inversion_grid", "texture_grid", "comparison", "inputs"}
-    assert not any(name.endswith("curves") for name in report.PHOTO_FIGURES)
+    # Which figures are photographic is declared with each (stylelab.report.contents): grids and galleries.
+    photos = {figure.name for figure in contents.FIGURES if figure.photo}
+    assert photos >= {"inversion_grid", "texture_grid", "comparison", "inputs"}
+    assert not any(name.endswith("curves") for name in photos)
 
 
 # ------------------------------------------------------------------------------------------------ Part 3

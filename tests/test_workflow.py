@@ -27,40 +27,40 @@ import pytest
 import yaml
 from PIL import Image
 
+from stylelab.report import contents
 from stylelab.spec.config import layer_jobs
-from stylelab.engine.losses import STYLE_LOSSES
-from stylelab.report.runs import format_number
-from stylelab.spec.settings import DEVICES
-from stylelab.spec.settings import BOUNDS, OPTIMIZERS
 from stylelab.spec.layers import CANONICAL_NAMES, LAYER_NAMES
-from stylelab.spec.settings import WEIGHTS_SOURCES
+from stylelab.spec.settings import BOUNDS, DEVICES, OPTIMIZERS, STYLE_LOSSES, WEIGHTS_SOURCES, format_number
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-PROJECT_FILES = ("Snakefile", "profiles", "config.yaml", "workflow", "data", "report")
+PROJECT_FILES = ("Snakefile", "profiles", "config.yaml", "workflow", "data", "src")
 PREVIEW = "workflow/configs/preview.yaml"
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
 PREVIEW_ROOT = yaml.safe_load((ROOT / PREVIEW).read_text())["results"]  # where the preview writes everything
 
 # The Part 1 runs of the assignment (PARAMETERS.md), and the jobs that turn them into figures and a report.
 ASSIGNMENT_LAYERS = ["conv_1", "conv_5", "conv_10", "relu_1", "relu_5", "relu_10", "pool_2", "pool_8", "pool_16"]
-PART2_JOBS = {"models": 1, "generate": 6, "transfer_on_generated": 2, "generation_grid": 1, "guidance_curves": 1, "comparison": 1}
+# One job per figure declared in stylelab.report.contents (rule <figure>_figure).
+FIGURE_JOBS = {f"{figure.name}_figure": 1 for figure in contents.FIGURES}
+PART2_JOBS = {"models": 1, "generate": 6, "transfer_on_generated": 2,
+              **{f"{figure.name}_figure": 1 for figure in contents.FIGURES if figure.part == "Part 2"}}
 
 
 def layer_job_counts(config: dict) -> dict[str, int]:
     """The inversion and texture jobs of a config: one per layer, or (jobs.layers_in_one_job) one per experiment
-    (rule <group>_layers)."""
+    of several layers (rule <group>_layers)."""
     counts: dict[str, int] = {}
     for group in ("inversion", "texture"):
-        rule = f"{group}_layers" if config["jobs"]["layers_in_one_job"] else group
-        counts[rule] = len(layer_jobs(config, group))
+        for layers in layer_jobs(config, group).values():
+            rule = group if len(layers) == 1 else f"{group}_layers"
+            counts[rule] = counts.get(rule, 0) + 1
     return counts
 
 
 # Part 3: colour (3 modes x 2 runs), scales (2 runs), blend (4 weights), and a figure each.
-PART3_JOBS = {"part3_transfer": 12, "part3_figure": 3}
-DEFAULT_JOBS = {**PART2_JOBS, **PART3_JOBS, **layer_job_counts(CONFIG), "transfer": 4, "inputs_figure": 1, "layer_grid": 2,
-                "transfer_grid": 1, "loss_curves": 3, "report": 1, "all": 1}
+PART3_JOBS = {"part3_transfer": 12}
+DEFAULT_JOBS = {**PART2_JOBS, **PART3_JOBS, **layer_job_counts(CONFIG), **FIGURE_JOBS, "transfer": 4, "report": 1, "all": 1}
 
 
 def copy_project(dest: Path) -> Path:
@@ -407,7 +407,7 @@ def test_layers_in_one_job_and_a_deleted_image_is_rebuilt_by_naming_it(tmp_path)
     overlay.write_text(tiny)
     shutil.rmtree(workdir / "results")
     alone = snakemake(workdir, "--cores", "2", "--configfile", str(overlay), "--", *images)
-    assert alone.returncode == 0 and job_counts(alone.stdout) == {"inversion": 3}, (alone.stdout + alone.stderr)[-3000:]
+    assert alone.returncode == 0 and job_counts(alone.stdout + alone.stderr) == {"inversion": 3}, alone.stderr[-3000:]
     assert {image: (workdir / image).read_bytes() for image in images} == together
 
 
@@ -552,14 +552,14 @@ def test_deleting_a_figure_rebuilds_only_that_figure(preview):
     before = (preview / figure).read_bytes()
     (preview / figure).unlink()
     run = _dry(preview, "--", figure)
-    assert job_counts(run.stdout) == {"layer_grid": 1}
+    assert job_counts(run.stdout) == {"texture_grid_figure": 1}
     assert planned_outputs(run.stdout) == {figure}
     # Asked for everything instead, the figure is remade and then the report, nothing else.
-    assert job_counts(_dry(preview, "--", "all").stdout) == {"layer_grid": 1, "report": 1, "all": 1}
+    assert job_counts(_dry(preview, "--", "all").stdout) == {"texture_grid_figure": 1, "report": 1, "all": 1}
 
     run = snakemake(preview, "--cores", "2", "--configfile", PREVIEW, "--", figure)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert job_counts(run.stdout + run.stderr) == {"layer_grid": 1}
+    assert job_counts(run.stdout + run.stderr) == {"texture_grid_figure": 1}
     # The figure comes back byte for byte, so Snakemake (which keeps the checksums of small inputs) would
     # leave the report alone, but the job's benchmark file is new, and the report's cost table shows it:
     # the report, and only the report, is made again.
@@ -578,7 +578,8 @@ def test_changing_one_meanvar_weight_reruns_only_that_run_and_what_follows(previ
     changed["style_weight"] = 15
     name = write_overlay(preview, "one-weight.yaml", yaml.safe_dump({"transfer": {"runs": runs}}))
     run = _dry(preview, name, "--", "report")  # --configfile takes both files
-    assert job_counts(run.stdout) == {"transfer": 1, "transfer_grid": 1, "loss_curves": 1, "report": 1}
+    assert job_counts(run.stdout) == {"transfer": 1, "transfer_grid_figure": 1, "transfer_curves_figure": 1,
+                                      "report": 1}
     steps = _preview_config()["transfer"]["steps"]
     assert planned_outputs(run.stdout) == {
         *(f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
@@ -593,7 +594,8 @@ def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
     name = write_overlay(preview, "inversion-weight.yaml", "inversion:\n  content_weight: 2\n")
     run = _dry(preview, name, "--", "report")
     inversions = {rule: n for rule, n in layer_job_counts(_preview_config()).items() if rule.startswith("inversion")}
-    assert job_counts(run.stdout) == {**inversions, "layer_grid": 1, "loss_curves": 1, "report": 1}
+    assert job_counts(run.stdout) == {**inversions, "inversion_grid_figure": 1, "inversion_curves_figure": 1,
+                                      "report": 1}
     assert "params have changed since last execution" in run.stdout
     planned = planned_outputs(run.stdout)
     assert f"{PREVIEW_ROOT}/part1/figures/inversion_grid.png" in planned
@@ -608,7 +610,7 @@ def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
 SECTION_HEADINGS = ("Part 1 A. Feature inversion", "Part 1 B. Texture synthesis",
                     "Part 1 C. Gram versus MeanVar style transfer", "Part 2 A. Style-guided diffusion",
                     "Part 2 B. Style guidance versus the style named in the prompt", "Appendix: how this report was made")
-N_FIGURES = 13  # the inputs, 3 grids and 3 loss-curve plots (Part 1), generation grid, guidance curves, comparison,
+N_FIGURES = len(contents.FIGURES)  # 13: the inputs, 3 grids and 3 loss-curve plots (Part 1), generation grid, guidance curves, comparison,
 # and one figure per Part 3 experiment
 
 

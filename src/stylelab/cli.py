@@ -31,6 +31,7 @@ import sys
 from typing import Sequence
 
 from stylelab import __version__
+from stylelab.report import contents
 from stylelab.run.stopping import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.settings import (DEFAULT_MAX_PIXELS, ONE_LAYER_DEFAULTS, GuidanceSettings, ModelChoice, TransferSettings,
@@ -210,10 +211,8 @@ def _models_parser(sub) -> None:
     g.add_argument("--spec", type=_spec, default={}, metavar="JSON", help="settings as one JSON object")
 
 
-# The figures `stylelab figure` draws: the keys of stylelab.report.figures.FIGURES, written out here because the CLI
-# must start without matplotlib (tests/test_cli.py keeps the two in step).
-FIGURE_CHOICES = ("inputs", "layer-grid", "step-grid", "curves", "gallery", "guidance-curves", "colour", "scales",
-                  "blend")
+# The drawings of the declared figures (stylelab.report.contents, which imports neither matplotlib nor torch).
+FIGURE_CHOICES = contents.DRAWINGS
 
 
 def _output_parsers(sub) -> None:

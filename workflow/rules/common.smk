@@ -16,6 +16,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 # File names and the report's labels write weights alike; the config's messages and each run's spec come
 # from the library (stylelab.spec.config), which imports nothing heavy.
+from stylelab.report.contents import FIGURES as DECLARED_FIGURES, SECTIONS
 from stylelab.spec.config import (
     config_message,
     generation_spec,
@@ -54,9 +55,7 @@ check_config(config)
 # (config `results:`), so two configurations with different roots never touch each other's files.
 RESULTS = os.path.normpath(config["results"])
 PART1 = f"{RESULTS}/part1"
-FIGURES = f"{PART1}/figures"
 PART2 = f"{RESULTS}/part2"
-PART2_FIGURES = f"{PART2}/figures"
 REPORT_HTML = f"{RESULTS}/report/report.html"
 REPORT_PDF = f"{RESULTS}/report/report.pdf"
 LOGS = f"{RESULTS}/logs"
@@ -128,11 +127,9 @@ TRANSFER_STEPS = whole_steps(config["transfer"]["steps"])
 LAYER_GROUPS = ("inversion", "texture")
 GROUPS = LAYER_GROUPS + ("transfer",)
 
-# With jobs.layers_in_one_job, every layer of an inversion or texture experiment runs in one job (rule
-# <group>_layers), one run after another in one process; otherwise a job per layer.
-LAYERS_IN_ONE_JOB = bool(config["jobs"]["layers_in_one_job"])
 
-
+# With jobs.layers_in_one_job, every layer of an inversion or texture experiment of several layers runs in one
+# job (rule <group>_layers), one run after another in one process; otherwise a job per layer.
 def layer_jobs(group):
     """{job name: its layers} of an inversion or texture group (stylelab.spec.config.layer_jobs)."""
     return config_layer_jobs(config, group)
@@ -140,7 +137,12 @@ def layer_jobs(group):
 
 def solo_layers(group):
     """The layers of a group that have a job of their own."""
-    return [] if LAYERS_IN_ONE_JOB else list(config[group]["layers"])
+    return [layers[0] for layers in layer_jobs(group).values() if len(layers) == 1]
+
+
+def grouped_layers(group):
+    """The layers of a group that share one job (none, or all of them)."""
+    return [layers for layers in layer_jobs(group).values() if len(layers) > 1]
 
 
 def alternatives(names):
@@ -191,26 +193,6 @@ def part1_targets():
 def part1_job(group, name):
     """The name of a Part 1 job's log and benchmark: part1/<group>/<layer or run>."""
     return f"part1/{group}/{name}"
-
-
-def figure_file(group, kind):
-    """A Part 1 figure: kind is grid or curves."""
-    return f"{FIGURES}/{group}_{kind}.png"
-
-
-# The content and style images the Part 1 runs start from, shown at the start of Part 1.
-INPUTS_FIGURE = f"{FIGURES}/inputs.png"
-
-FIGURE_FILES = (
-    [INPUTS_FIGURE]
-    + [figure_file(group, "grid") for group in GROUPS]
-    + [figure_file(group, "curves") for group in GROUPS]
-)
-
-
-def figure_job(figure):
-    """The name of a figure job's log and benchmark: figures/<file name without .png>."""
-    return f"figures/{Path(figure).stem}"
 
 
 def part1_run_spec(group, run_id=None):
@@ -297,16 +279,6 @@ def part2_transfer_job(run_id):
     return f"part2/transfer/{run_id}"
 
 
-def part2_figure(name):
-    """A Part 2 figure: generation_grid, guidance_curves or comparison."""
-    return f"{PART2_FIGURES}/{name}.png"
-
-
-PART2_FIGURE_FILES = [
-    part2_figure(name) for name in ("generation_grid", "guidance_curves", "comparison")
-]
-
-
 def generation_run_spec(name):
     """Every setting of one generation run that changes its image, as one JSON text (`--spec`)."""
     return spec_text(generation_spec(config, GENERATION_RUNS[name]))
@@ -321,7 +293,6 @@ def part2_transfer_spec(run_id):
 # Part 3, beyond the assignment: style transfers of the content image, one job per run, in a folder per
 # experiment (colour, scales, blend); every name comes from stylelab.spec.config.part3_runs.
 PART3 = f"{RESULTS}/part3"
-PART3_FIGURES = f"{PART3}/figures"
 PART3_RUNS = part3_runs(config)
 
 
@@ -351,16 +322,64 @@ def part3_job(experiment, name):
     return f"part3/{experiment}/{name}"
 
 
-def part3_figure(experiment):
-    """A Part 3 figure: one per experiment (colour, scales, blend)."""
-    return f"{PART3_FIGURES}/{experiment}.png"
-
-
-PART3_FIGURE_FILES = [part3_figure(experiment) for experiment in PART3_EXPERIMENTS]
-
-
 def part3_run_spec(experiment, name):
     return spec_text(part3_spec(config, experiment, name))
+
+
+# Figures: each declared once in stylelab.report.contents (its drawing, the record sets it reads, its
+# section and caption); here, where its file and the files of the record sets it reads are.
+def figure_file(figure):
+    return f"{RESULTS}/{figure.folder}/{figure.name}.png"
+
+
+def figure_job(figure):
+    """The name of a figure job's log and benchmark: figures/<name>."""
+    return f"figures/{figure.name}"
+
+
+FIGURE_FILES = [figure_file(f) for f in DECLARED_FIGURES]
+
+
+def figure_benchmarks():
+    return [benchmark_file(figure_job(f)) for f in DECLARED_FIGURES]
+
+
+def record_set(name):
+    """(records, images) of a record set that figures and report sections read."""
+    if name in GROUPS:
+        return group_records(name), group_images(name)
+    if name in ("generated", "compared"):
+        runs = GENERATION_RUNS if name == "generated" else DIFFUSION["comparison"]
+        return [generation_record(n) for n in runs], [generation_image(n) for n in runs]
+    if name == "part2_transfer":
+        return [part2_transfer_record(r) for r in PART2_TRANSFER_RUNS], [
+            image for r in PART2_TRANSFER_RUNS for image in part2_transfer_images(r)
+        ]
+    if name in PART3_RUNS:
+        runs = PART3_RUNS[name]
+        return [part3_record(name, n) for n in runs], [
+            part3_image(name, n) for n in runs
+        ]
+    raise WorkflowError(f"unknown record set '{name}' (stylelab.report.contents)")
+
+
+def figure_inputs(figure):
+    """The records and images a figure shows, and the config's images it shows or compares against."""
+    sets = [record_set(name) for name in figure.reads]
+    return {
+        "records": [record for records, _ in sets for record in records],
+        "images": [image for _, images in sets for image in images],
+        "shown": [config["images"][key] for key in figure.images],
+    }
+
+
+def figure_options(figure):
+    """A figure of no records shows the config's images, given as options."""
+    if figure.reads:
+        return ""
+    return " ".join(
+        f"--{key} {shlex.quote(config['images'][key])}" for key in figure.images
+    )
 
 
 # The report. Its template, its style sheet and the code that renders them are inputs of its job, so
@@ -399,13 +418,6 @@ def part3_benchmarks():
     ]
 
 
-def figure_benchmarks():
-    return [
-        benchmark_file(figure_job(figure))
-        for figure in FIGURE_FILES + PART2_FIGURE_FILES + PART3_FIGURE_FILES
-    ]
-
-
 def report_records():
     return (
         [record for group in GROUPS for record in group_records(group)]
@@ -416,45 +428,24 @@ def report_records():
 
 
 def report_manifest():
-    """What the report shows, section by section, as JSON for `stylelab report --manifest`."""
-    part2_transfers = [part2_transfer_record(run_id) for run_id in PART2_TRANSFER_RUNS]
-    sections = (
-        [
-            {
-                "id": group,
-                "figures": [figure_file(group, "grid"), figure_file(group, "curves")],
-                "records": group_records(group),
-            }
-            for group in GROUPS
-        ]
-        + [
-            {
-                "id": "guidance",
-                "figures": [
-                    part2_figure("generation_grid"),
-                    part2_figure("guidance_curves"),
-                ],
-                "records": [generation_record(name) for name in GENERATION_RUNS],
-                "transfers": part2_transfers,
-            },
-            {
-                "id": "prompt",
-                "figures": [part2_figure("comparison")],
-                "records": [
-                    generation_record(name) for name in DIFFUSION["comparison"]
-                ],
-            },
-        ]
-        + [
-            {
-                "id": experiment,
-                "figures": [part3_figure(experiment)],
-                "records": part3_records(experiment),
-            }
-            for experiment in PART3_EXPERIMENTS
-        ]
-    )
-    intro = {"Part 1": [INPUTS_FIGURE]}
+    """What the report shows, section by section (stylelab.report.contents), as JSON for `stylelab report
+    --manifest`."""
+    sections = []
+    for section in SECTIONS:
+        entry = {
+            "id": section.id,
+            "figures": [
+                figure_file(f) for f in DECLARED_FIGURES if f.section == section.id
+            ],
+            "records": record_set(section.records)[0],
+        }
+        if section.transfers:
+            entry["transfers"] = record_set(section.transfers)[0]
+        sections.append(entry)
+    intro = {}
+    for f in DECLARED_FIGURES:
+        if f.section is None:
+            intro.setdefault(f.part, []).append(figure_file(f))
     benchmarks = {
         "Part 1": part1_benchmarks(),
         "Part 2": part2_benchmarks(),

@@ -62,43 +62,41 @@ rule texture:
 
 # With jobs.layers_in_one_job, one job per experiment runs its layers one after another in one process: its
 # outputs are each layer's image and record, so deleting one and asking for it reruns the experiment's job.
-_IN_ONE_JOB = (
-    (("inversion", "invert", "content"), ("texture", "texture", "style"))
-    if LAYERS_IN_ONE_JOB
-    else ()
-)
-for _group, _command, _image in _IN_ONE_JOB:
-    _layers = config[_group]["layers"]
+for _group, _command, _image in (
+    ("inversion", "invert", "content"),
+    ("texture", "texture", "style"),
+):
+    for _layers in grouped_layers(_group):
 
-    rule:
-        name:
-            f"{_group}_layers"
-        input:
-            image=config["images"][_image],
-        output:
-            images=[layer_image(_group, layer) for layer in _layers],
-            records=[layer_record(_group, layer) for layer in _layers],
-        log:
-            log_file(part1_job(_group, "all_layers")),
-        benchmark:
-            benchmark_file(part1_job(_group, "all_layers"))
-        conda:
-            SOFTWARE
-        threads: JOB_THREADS
-        resources:
-            **EXPERIMENT_RESOURCES,
-        params:
-            stylelab=STYLELAB,
-            command=_command,
-            image_option=f"--{_image}",
-            spec=part1_run_spec(_group),
-            layers=" ".join(_layers),
-            out_dir=str(Path(layer_record(_group, _layers[0])).parent),
-        shell:
-            "{params.stylelab} {params.command} --spec {params.spec:q} {params.image_option} {input.image:q}"
-            " --layer {params.layers}"
-            " --out {params.out_dir} --image-name '{{layer}}.png' --record-name '{{layer}}.json'"
-            " --quiet > {log:q} 2>&1"
+        rule:
+            name:
+                f"{_group}_layers"
+            input:
+                image=config["images"][_image],
+            output:
+                images=[layer_image(_group, layer) for layer in _layers],
+                records=[layer_record(_group, layer) for layer in _layers],
+            log:
+                log_file(part1_job(_group, "all_layers")),
+            benchmark:
+                benchmark_file(part1_job(_group, "all_layers"))
+            conda:
+                SOFTWARE
+            threads: JOB_THREADS
+            resources:
+                **EXPERIMENT_RESOURCES,
+            params:
+                stylelab=STYLELAB,
+                command=_command,
+                image_option=f"--{_image}",
+                spec=part1_run_spec(_group),
+                layers=" ".join(_layers),
+                out_dir=str(Path(layer_record(_group, _layers[0])).parent),
+            shell:
+                "{params.stylelab} {params.command} --spec {params.spec:q} {params.image_option} {input.image:q}"
+                " --layer {params.layers}"
+                " --out {params.out_dir} --image-name '{{layer}}.png' --record-name '{{layer}}.json'"
+                " --quiet > {log:q} 2>&1"
 
 
 # One job per run writes the image of every listed step (300 and 1000 come from one 1000-step run).

@@ -5,7 +5,7 @@
 
 rule report:
     input:
-        figures=FIGURE_FILES + PART2_FIGURE_FILES + PART3_FIGURE_FILES,
+        figures=FIGURE_FILES,
         records=report_records(),
         benchmarks=part1_benchmarks()
         + part2_benchmarks()

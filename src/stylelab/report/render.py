@@ -14,6 +14,7 @@ data of stylelab.report, so a report renders from any working directory; --templ
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.resources
 import io
 import json
@@ -29,12 +30,13 @@ import yaml
 from markupsafe import Markup
 from PIL import Image
 
-from stylelab.report import analysis
+from stylelab.report import analysis, contents
 from stylelab.spec import provenance
 from stylelab.spec.config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.files import write_bytes_atomic
-from stylelab.report.runs import STYLE_LOSS_NAMES, Run, format_number, load_runs
+from stylelab.report.runs import STYLE_LOSS_NAMES, Run, load_runs
+from stylelab.spec.settings import format_number
 
 log = logging.getLogger("stylelab.report.render")
 
@@ -43,49 +45,8 @@ REPORT_FILES = "stylelab.report"
 TEMPLATE_DIR, TEMPLATE_NAME = "templates", "report.html.j2"
 CSS_NAME = "style.css"
 
-# The report's sections, in the assignment's order. `kind` is the kind of record a section shows.
-SECTIONS = {
-    "inversion": {"part": "Part 1", "letter": "A", "title": "Feature inversion", "kind": "inversion"},
-    "texture": {"part": "Part 1", "letter": "B", "title": "Texture synthesis", "kind": "texture"},
-    "transfer": {"part": "Part 1", "letter": "C", "title": "Gram versus MeanVar style transfer", "kind": "transfer"},
-    "guidance": {"part": "Part 2", "letter": "A", "title": "Style-guided diffusion and Part 1 transfer",
-                 "kind": "generation"},
-    "prompt": {"part": "Part 2", "letter": "B", "title": "Style guidance versus the style named in the prompt",
-               "kind": "generation"},
-    "colour": {"part": "Part 3", "letter": "A", "title": "Keeping the content's colours", "kind": "transfer"},
-    "scales": {"part": "Part 3", "letter": "B", "title": "Coarse to fine", "kind": "transfer"},
-    "blend": {"part": "Part 3", "letter": "C", "title": "Blended styles", "kind": "transfer"},
-}
 # What a Part 3 section's runs set beside a transfer's settings (shown in its "what was run" table).
 PART3_SETTINGS = ("preserve_colors", "style_blend", "scales", "scale_steps")
-
-# What each figure shows, by file name (the workflow's figure targets).
-CAPTIONS = {
-    "inversion_grid": "Images reconstructed from noise by matching the content image's features at one layer; "
-                      "columns are layer types, rows go deeper down the network. The first column is the target: "
-                      "the content image at the runs' size.",
-    "inversion_curves": "Content loss of each inversion along the optimisation (log scale).",
-    "texture_grid": "Textures synthesised from noise by matching the style image's Gram matrix at one layer; "
-                    "columns are layer types, rows go deeper. The first column is the style image they imitate.",
-    "texture_curves": "Gram loss of each texture run along the optimisation (log scale).",
-    "transfer_grid": "Style transfer from the content image: one row per style loss and weight, one column per "
-                     "saved step.",
-    "inputs": "The images every Part 1 run starts from: the content image (the target of the inversions and "
-              "transfers) and the style image (of the textures and transfers), as given; the runs see them at "
-              "the size their figures say.",
-    "transfer_curves": "Total, content and style losses of each transfer run along the optimisation (log scale).",
-    "generation_grid": "The style image, then each diffusion sample of the same seed, guided or not.",
-    "guidance_curves": "Gram and MeanVar distance of the clean-image estimate x0 at each denoising step.",
-    "colour": "Colour preservation: the content and style images, then for each style loss the plain transfer, "
-              "the transfer of luminance alone with the content's colours put back, and the transfer to a style "
-              "image first given the content's colour statistics.",
-    "scales": "Coarse to fine against a single scale at the same final size: each run's final image, its "
-              "optimisation time and final objective, and the objective against time, each coarser scale dashed.",
-    "blend": "Two style images and transfers to blends of their style statistics, from all of the first to all "
-             "of the second.",
-    "comparison": "Side by side: the unguided sample, style guidance, the style named in the prompt, and Part 1 "
-                  "style transfer applied to a generated sample (the one marked as their content).",
-}
 
 # The "what was run" table of a Part 1 section: the images and the layers (a section's `layers` are each
 # run's content or style layers), then what its config section holds, then what the config gives every Part 1
@@ -120,8 +81,6 @@ def settings_shown(kind: str) -> tuple[str, ...]:
 # writes (every figure is opaque). The figure files on disk stay as made.
 EMBED_WIDTH = 944
 JPEG_QUALITY = 80
-PHOTO_FIGURES = {"inputs", "inversion_grid", "texture_grid", "transfer_grid", "generation_grid", "comparison",
-                 *(name for name, section in SECTIONS.items() if section["part"] == "Part 3")}  # one figure each
 
 
 def _encoded(img, fmt: str, **options) -> bytes:
@@ -218,16 +177,15 @@ def _metrics(runs: Sequence[Run], prefix: str = "") -> list[dict]:
 
 
 def _figure(path: Path, stand_in: str | None = None) -> dict:
-    return {"name": path.stem, "caption": CAPTIONS.get(path.stem, path.stem.replace("_", " ")),
-            "src": _data_uri(path, path.stem in PHOTO_FIGURES), "stand_in": stand_in}
+    declared = contents.figure(path.stem)
+    return {"name": path.stem, "caption": declared.caption if declared else path.stem.replace("_", " "),
+            "src": _data_uri(path, bool(declared and declared.photo)), "stand_in": stand_in}
 
 
 def build_section(spec: dict) -> dict:
     """One section's context from its manifest entry: figures, settings, runs, metrics and findings."""
     section_id = spec["id"]
-    if section_id not in SECTIONS:
-        raise StylelabError(f"unknown report section '{section_id}'; choose from {', '.join(SECTIONS)}.")
-    meta = SECTIONS[section_id]
+    meta = {k: v for k, v in dataclasses.asdict(contents.section(section_id)).items() if k not in ("records", "transfers")}
     runs = load_runs(spec["records"])
     wrong = sorted({run.kind for run in runs} - {meta["kind"]})
     if wrong:
@@ -338,6 +296,7 @@ def build_context(manifest: dict, css: str) -> dict:
         "sections": sections,
         "intros": intros,
         "parts": provenance.unique(s["part"] for s in sections),
+        "part_titles": contents.PARTS,
         "stand_ins": stand_ins,
         "n_records": len(all_runs),
         "n_figures": sum(len(s["figures"]) for s in sections) + sum(map(len, intros.values())),

@@ -145,7 +145,7 @@ def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
     Batched stacks (several runs as one batch through the network) were measured and dropped: in fp32, which
     `precision: auto` gives one-layer runs, a batch was 0.91x to 1.56x the solo runs' time per step."""
     layers = list(config[group]["layers"])
-    if config["jobs"].get("layers_in_one_job"):
+    if config["jobs"].get("layers_in_one_job") and len(layers) > 1:
         return {"all_layers": layers}
     return {layer: [layer] for layer in layers}
 
