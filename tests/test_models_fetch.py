@@ -158,6 +158,31 @@ def test_the_fetched_model_generates_bit_for_bit_what_its_weights_give_in_memory
     assert np.array_equal(png(out / "image.png"), _reference_image(tmp_path, pipe, picasso))
 
 
+@pytest.mark.parametrize("revision", ["commit", "main"])
+def test_a_hub_id_given_by_hand_loads_offline_what_the_fetch_selected(hub, tmp_path, picasso, revision):
+    """After a fetch, `generate --model ID --revision REV` on a machine without network (HF_HUB_OFFLINE=1, as a
+    compute node with the cache copied to it) loads the files the fetch selected from the cache: the image the
+    manifest path makes, bit for bit, though the cache lacks the repository's other files (safety checker,
+    feature extractor, other formats), and no deprecation warning of huggingface_hub's on the way."""
+    env = client_env(hub.url, tmp_path / "hf")
+    manifest_file = tmp_path / "manifest.json"
+    assert run(fetch_cmd(SD, manifest_file), env).returncode == 0
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    made = {}
+    for how, model in (("manifest", ["--manifest", str(manifest_file)]),
+                       ("hub id", ["--revision", hub.commits[SD] if revision == "commit" else revision])):
+        out = tmp_path / how.replace(" ", "_")
+        done = run(["generate", "--model", SD, *model, "--fallback", "error", "--style", str(picasso), "--out",
+                    str(out), "--quiet", *GEN], offline)
+        assert done.returncode == 0, done.stderr
+        assert "local_dir_use_symlinks" not in done.stderr and "Warning" not in done.stderr, done.stderr
+        made[how] = (out / "image.png").read_bytes()
+        record = json.loads((out / "record.json").read_text())
+        assert record["model"]["commit"] == hub.commits[SD] and not record["model"]["embedded"]
+        assert record["model"]["files"] == fetch.read_manifest(manifest_file).files
+    assert made["hub id"] == made["manifest"]
+
+
 def test_the_pixel_ddpm_in_its_single_model_layout_goes_the_same_way(hub, tmp_path, picasso):
     env = client_env(hub.url, tmp_path / "hf")
     manifest_file = tmp_path / "manifest.json"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from stylelab.run import checkpoint
 from stylelab.diffusion import models
-from stylelab.diffusion.guidance import generate
+from stylelab.diffusion.models import generate
 from stylelab.spec.settings import GuidanceSettings, ModelChoice
 from stylelab.diffusion.pipelines import StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
 from stylelab.engine.images import tensor_to_pil

@@ -289,7 +289,7 @@ def _policy(args: argparse.Namespace, *names: str):
 def _generate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from stylelab.diffusion.guidance import generate
+    from stylelab.diffusion.models import generate
     from stylelab.spec.files import write_bytes_atomic
     from stylelab.engine.images import png_bytes
     from stylelab.spec.records import write_record

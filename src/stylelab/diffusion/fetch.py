@@ -293,7 +293,7 @@ def fetch(source: ModelSource) -> Manifest:
     try:
         manifest = _from_hub(source)
     except _Offline as offline:
-        manifest = _from_cache(source, offline.reason)
+        manifest = from_cache(source, offline.reason)
     if not manifest.available:
         if source.fallback == "error":
             raise StylelabError(unavailable_message(source, manifest.reason))
@@ -309,14 +309,15 @@ class _Offline(Exception):
 
 def _from_folder(source: ModelSource, folder: Path) -> Manifest:
     """A model in a local folder (diffusers' layout): its files as they are, nothing fetched."""
-    index = _read_index(folder)
+    index = read_index(folder)
     paths = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
     chosen, notes = select_files(paths, index, source.precision)
     files, _ = _listed(folder, chosen, {})
     return _manifest(source, "folder", folder.resolve(), files, kind=model_kind(index), notes=notes)
 
 
-def _read_index(folder: Path) -> dict:
+def read_index(folder: Path) -> dict:
+    """A model folder's model_index.json (never a download)."""
     try:
         return json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError) as exc:
@@ -462,7 +463,7 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
-def _from_cache(source: ModelSource, offline: str) -> Manifest:
+def from_cache(source: ModelSource, offline: str) -> Manifest:
     """Without a hub: the revision's snapshot in the cache, checked against the checksums its blobs are named by."""
     repo = repo_cache(source.model)
     commit = source.revision if COMMIT.match(source.revision or "") else _read_ref(repo, source.revision or "main")
@@ -470,7 +471,7 @@ def _from_cache(source: ModelSource, offline: str) -> Manifest:
     if commit is None or not folder.is_dir():
         return _not_available(source, f"{offline}, and the cache holds no snapshot of it")
     try:
-        index = _read_index(folder)
+        index = read_index(folder)
         paths = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
         chosen, notes = select_files(paths, index, source.precision)
     except StylelabError as exc:

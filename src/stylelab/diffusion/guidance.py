@@ -27,10 +27,11 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline
 from PIL import Image
 
 from stylelab.engine import images
@@ -40,14 +41,11 @@ from stylelab.spec.errors import StylelabError
 from stylelab.spec import files
 from stylelab.spec.files import file_digest
 from stylelab.engine.losses import StyleDistances
-from stylelab.spec.records import GenerationRecord, ImageEntry, ModelInfo, Timing
-from stylelab.spec.settings import PRECISIONS, STYLE_LOSSES, GuidanceSettings, ModelChoice
+from stylelab.spec.records import GenerationRecord, ImageEntry, Timing
+from stylelab.spec.settings import PRECISIONS, STYLE_LOSSES, GuidanceSettings
 from stylelab.engine.vgg import VGGFeatures
 
-if TYPE_CHECKING:
-    from .pipelines import StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
-
-    Pipeline = StyleGuidedStableDiffusionPipeline | StyleGuidedDDPMPipeline
+Pipeline = DiffusionPipeline  # a StyleGuidedStableDiffusionPipeline or StyleGuidedDDPMPipeline
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 assert tuple(DTYPES) == PRECISIONS, "one dtype per precision of stylelab.spec.settings"
@@ -276,10 +274,8 @@ class GuidedSampling:
     def record(self, run: runner.RunInfo, distances: dict[str, float]) -> GenerationRecord:
         s, origin = self.settings, self.pipe.origin
         timing = run.timing(sampling_s=round(run.loop_s, 4), guided_steps=sum(self.history["guided"]))
-        model = ModelInfo(name=origin.name, kind=self.pipe.kind, source=origin.source, embedded=origin.embedded,
-                          fallback_reason=origin.fallback_reason, scheduler=type(self.pipe.scheduler).__name__,
-                          revision=origin.revision, commit=origin.commit, pinned=origin.pinned,
-                          files=list(origin.files or []))
+        model = replace(origin, kind=self.pipe.kind, scheduler=type(self.pipe.scheduler).__name__,
+                        files=list(origin.files or []))
         return GenerationRecord(
             kind="generation", settings=replace(s, size=self.size, precision=self.precision),
             image_size=[self.size, self.size],
@@ -303,27 +299,3 @@ def sample(pipe: Pipeline, settings: GuidanceSettings, device: str = "auto", pro
     task = GuidedSampling(pipe, settings, style_image, generator)
     (image, record), _ = runner.run_task(task, device=device, progress=progress, checkpoints=checkpoints)
     return image, record
-
-
-def generate(choice: ModelChoice, settings: GuidanceSettings, progress: bool = True,
-             checkpoints: CheckpointPolicy | None = None,
-             manifest: str | None = None) -> tuple[torch.Tensor, GenerationRecord]:
-    """What `stylelab generate` computes: load the model (with its fallback), then one guided sample.
-
-    With `manifest` (what `stylelab models fetch` wrote), exactly the files it lists are loaded.
-    """
-    from .fetch import read_manifest
-    from .models import load_from_manifest, load_model  # here: models builds the pipelines, which run `sample`
-
-    settings.validate()  # before loading any model, so a mistake costs nothing
-    if settings.style:
-        files.read_image(settings.style, settings.max_pixels)  # the same, for a missing or oversized style
-    if manifest is not None:
-        fetched = read_manifest(manifest)
-        if fetched.model != choice.model:
-            raise StylelabError(f"the model manifest {manifest} is of '{fetched.model}', not of '{choice.model}': "
-                                "fetch the model again (`make models`).")
-        pipe = load_from_manifest(fetched, fallback=choice.fallback, seed=settings.seed)
-    else:
-        pipe = load_model(choice.model, fallback=choice.fallback, seed=settings.seed, revision=choice.revision)
-    return sample(pipe, settings, device=choice.device, progress=progress, checkpoints=checkpoints)

@@ -1,19 +1,17 @@
 """The diffusion models of Part 2: Stable Diffusion (latent, text-to-image) and a pixel-space DDPM, as pipelines.
 
-`load_model(name)` takes a hub id (CompVis/stable-diffusion-v1-4, google/ddpm-celebahq-256), a local folder
-in diffusers' layout (`save_pretrained` of our pipelines, or the standard StableDiffusionPipeline /
-DDPMPipeline layout), or one of the embedded stand-ins `embedded-sd` and `embedded-ddpm`: small models with
-random weights, built here from a seed with no download, so that the whole of Part 2 runs (and is tested) on
-a machine without the real weights. Every one is a StyleGuidedStableDiffusionPipeline or a
-StyleGuidedDDPMPipeline (stylelab.diffusion.pipelines); which one, a model's model_index.json says.
+`load_model(name)` takes a hub id (CompVis/stable-diffusion-v1-4, google/ddpm-celebahq-256), whose files the
+fetch selects are loaded from the local Hugging Face cache (never downloaded: `stylelab models fetch` is the
+one step that downloads), a local folder in diffusers' layout, or one of the embedded stand-ins `embedded-sd`
+and `embedded-ddpm`: small models with random weights, built here from a seed, so that the whole of Part 2
+runs (and is tested) without the real weights. `load_from_manifest` loads exactly the files a fetch listed.
+Every one is a StyleGuidedStableDiffusionPipeline or a StyleGuidedDDPMPipeline (stylelab.diffusion.pipelines)
+whose `origin` (a ModelInfo) says where its weights came from, for the record.
 
-`load_from_manifest` loads exactly the files `stylelab models fetch` (stylelab.diffusion.fetch) fetched and
-listed, from the cache, without network; a manifest that says the model is not available gives the stand-in.
-When a real model cannot be loaded, `fallback="embedded"` uses the stand-in of the same kind (its
-model_index.json's, where that can still be read; for a model with nothing on disk, the only hint left is
-"ddpm" in its name) and says so
-(log, and `pipe.origin.fallback_reason` for the record); `fallback="error"` stops with a message naming
-the model, the cache folder and how to get the model.
+A model that cannot be loaded takes, with `fallback="embedded"`, the stand-in of its kind (its
+model_index.json's where that can be read, else "ddpm" in its name) and says why; `fallback="error"` stops
+with a message naming the model, the cache folder and how to get the model. `generate` is what
+`stylelab generate` computes: the model, then one guided sample.
 """
 
 from __future__ import annotations
@@ -26,7 +24,13 @@ import torch
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.settings import FALLBACKS
 from .fetch import FETCH_COMMAND, Manifest, hub_cache, model_kind, single_model_layout
-from .pipelines import PIPELINES, Origin, StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
+from stylelab.run.checkpoint import CheckpointPolicy
+from stylelab.spec.files import read_image
+from stylelab.spec.records import GenerationRecord, ModelInfo
+from stylelab.spec.settings import GuidanceSettings, ModelChoice, fetch_precision
+from .fetch import ModelSource, from_cache, read_index, read_manifest
+from .guidance import sample
+from .pipelines import PIPELINES, StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
 
 log = logging.getLogger("stylelab.diffusion")
 
@@ -81,7 +85,7 @@ def build_embedded_sd(seed: int = 0, image_size: int = 64) -> StyleGuidedStableD
         pad_token_id=vocab["<|endoftext|>"]))
     pipe = StyleGuidedStableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                               scheduler=UniPCMultistepScheduler(**SD_SCHEDULE))
-    pipe.origin = Origin("embedded-sd", "embedded-sd", embedded=True)
+    pipe.origin = ModelInfo("embedded-sd", "sd", "embedded-sd", embedded=True)
     return pipe
 
 
@@ -95,7 +99,7 @@ def build_embedded_ddpm(seed: int = 0, image_size: int = 32) -> StyleGuidedDDPMP
         down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
         norm_num_groups=8)
     pipe = StyleGuidedDDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
-    pipe.origin = Origin("embedded-ddpm", "embedded-ddpm", embedded=True)
+    pipe.origin = ModelInfo("embedded-ddpm", "ddpm", "embedded-ddpm", embedded=True)
     return pipe
 
 
@@ -123,7 +127,7 @@ def build_sd_v1_architecture(seed: int = 0) -> StyleGuidedStableDiffusionPipelin
         pad_token_id=vocab["<|endoftext|>"]))
     pipe = StyleGuidedStableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                               scheduler=UniPCMultistepScheduler(**SD_SCHEDULE))
-    pipe.origin = Origin("sd-v1-architecture", "sd-v1-architecture (random weights)", embedded=True)
+    pipe.origin = ModelInfo("sd-v1-architecture", "sd", "sd-v1-architecture (random weights)", embedded=True)
     return pipe
 
 
@@ -133,29 +137,14 @@ STAND_INS = {"embedded-sd": build_embedded_sd, "embedded-ddpm": build_embedded_d
 # ------------------------------------------------------------------------------------------------ real
 
 
-def _where(name: str) -> str:
-    local = Path(name).expanduser()
-    return str(local) if local.is_dir() else name
-
-
-def read_index(name: str) -> dict:
-    """A model's model_index.json, from its folder or the local Hugging Face cache (never a download)."""
-    from diffusers import DiffusionPipeline
-
-    return DiffusionPipeline.load_config(_where(name), local_files_only=True)
-
-
-def _load_pipeline(name: str, revision: str | None = None, variant: str | None = None):
-    """`name` (a folder or a hub id in the local cache) as the pipeline its model_index.json says it is."""
-    where = _where(name)
-    local = Path(where)
-    if local.is_dir() and single_model_layout([p.name for p in local.iterdir()]):
-        pipe = _load_single_model(local)
+def _load_pipeline(folder: Path, variant: str | None = None):
+    """A model folder (a cache snapshot or a local one) as the pipeline its model_index.json says it is."""
+    if single_model_layout([p.name for p in folder.iterdir()]):
+        pipe = _load_single_model(folder)
     else:
-        hub = {"revision": revision} if revision and not local.is_dir() else {}
-        pipe = PIPELINES[model_kind(read_index(name))].from_pretrained(where, local_files_only=True, variant=variant,
-                                                                        **hub)
-    pipe.origin = Origin(name, where)
+        pipe = PIPELINES[model_kind(read_index(folder))].from_pretrained(folder, local_files_only=True,
+                                                                         variant=variant)
+    pipe.origin = ModelInfo(str(folder), pipe.kind, str(folder))
     return pipe
 
 
@@ -163,7 +152,7 @@ def _load_single_model(folder: Path) -> StyleGuidedDDPMPipeline:
     """A DDPM in the single-model layout (google/ddpm-celebahq-256): the UNet and scheduler_config.json on top."""
     from diffusers import UNet2DModel
 
-    if model_kind(read_index(str(folder))) != "ddpm":
+    if model_kind(read_index(folder)) != "ddpm":
         raise StylelabError(f"{folder}: a model at the top of its folder is supported for a DDPM only.")
     unet = UNet2DModel.from_pretrained(folder)
     scheduler = StyleGuidedDDPMPipeline.scheduler_class.from_pretrained(folder)
@@ -188,9 +177,9 @@ def load_from_manifest(manifest: Manifest, fallback: str = "embedded", seed: int
             what = "missing" if not path.is_file() else "of another size"
             raise StylelabError(f"{path}, which the model manifest lists, is {what} since the fetch: fetch the "
                                 f"model again (`{FETCH_COMMAND}`).")
-    pipe = _load_pipeline(str(folder), variant=manifest.variant if _has_variant(manifest) else None)
-    pipe.origin = Origin(manifest.model, str(folder), commit=manifest.commit, revision=manifest.revision,
-                         pinned=manifest.pinned, files=manifest.files)
+    pipe = _load_pipeline(folder, variant=manifest.variant if _has_variant(manifest) else None)
+    pipe.origin = ModelInfo(manifest.model, pipe.kind, str(folder), commit=manifest.commit, revision=manifest.revision,
+                            pinned=manifest.pinned, files=manifest.files)
     return pipe
 
 
@@ -199,29 +188,40 @@ def _has_variant(manifest: Manifest) -> bool:
 
 
 def _stand_in_kind(name: str) -> str:
-    """The kind of stand-in for a model that could not be loaded: what its model_index.json says if that
-    can be read; for a model with nothing to read, only a guess from the name is left ("ddpm" in it)."""
+    """The kind of stand-in for a model that could not be loaded: what its folder's model_index.json says if
+    it can be read; for a model with nothing to read, only a guess from the name is left ("ddpm" in it)."""
     try:
-        return model_kind(read_index(name))
+        return model_kind(read_index(Path(name).expanduser()))
     except Exception:  # noqa: BLE001 - no index, or one naming neither kind
         return "ddpm" if "ddpm" in Path(name).name.lower() else "sd"
 
 
 def load_model(name: str = DEFAULT_SD, fallback: str = "embedded", seed: int = 0,
-               embedded_size: int | None = None,
-               revision: str | None = None) -> StyleGuidedStableDiffusionPipeline | StyleGuidedDDPMPipeline:
-    """Load `name` (hub id in the local cache at `revision`, folder, or embedded-sd/embedded-ddpm), falling
-    back as `fallback` says. (`load_from_manifest` loads exactly what `stylelab models fetch` fetched.)"""
+               embedded_size: int | None = None, revision: str | None = None,
+               precision: str = "fp32") -> StyleGuidedStableDiffusionPipeline | StyleGuidedDDPMPipeline:
+    """Load `name`, falling back as `fallback` says: a stand-in (embedded-sd, embedded-ddpm), a local folder,
+    or a hub id at `revision`, whose files `stylelab models fetch` selects for `precision` are loaded from the
+    local Hugging Face cache, never downloaded (`load_from_manifest` loads a fetch's manifest)."""
     if fallback not in FALLBACKS:
         raise StylelabError(f"unknown fallback '{fallback}'; choose one of {', '.join(FALLBACKS)}.")
     sizes = {} if embedded_size is None else {"image_size": embedded_size}
     if name in STAND_INS:
         return STAND_INS[name](seed=seed, **sizes)
+    local = Path(name).expanduser()
+    if not local.is_dir():
+        manifest = from_cache(ModelSource(name, revision or "main", precision, fallback),
+                              "generate reads the local cache only")
+        if not manifest.available:
+            reason = f"it could not be loaded: {manifest.reason}"
+            return _stand_in(name, reason, fallback, seed, embedded_size, manifest.kind)
+        return load_from_manifest(manifest, fallback, seed, embedded_size)
     try:
-        return _load_pipeline(name, revision)
-    except Exception as exc:  # noqa: BLE001 - offline, missing files, wrong layout: all mean "not loadable"
+        pipe = _load_pipeline(local)
+    except Exception as exc:  # noqa: BLE001 - missing files, wrong layout: all mean "not loadable"
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-    return _stand_in(name, f"it could not be loaded: {reason}", fallback, seed, embedded_size)
+        return _stand_in(name, f"it could not be loaded: {reason}", fallback, seed, embedded_size)
+    pipe.origin = ModelInfo(name, pipe.kind, str(local))
+    return pipe
 
 
 def _stand_in(name: str, reason: str, fallback: str, seed: int, embedded_size: int | None, kind: str | None = None):
@@ -237,6 +237,29 @@ def _stand_in(name: str, reason: str, fallback: str, seed: int, embedded_size: i
                 name, reason, kind)
     sizes = {} if embedded_size is None else {"image_size": embedded_size}
     pipe = STAND_INS[f"embedded-{kind}"](seed=seed, **sizes)
-    pipe.origin = Origin(name, f"embedded-{kind}", embedded=True,
-                         fallback_reason=f"'{name}' is not available ({reason}); embedded-{kind} used instead")
+    pipe.origin = ModelInfo(name, kind, f"embedded-{kind}", embedded=True,
+                            fallback_reason=f"'{name}' is not available ({reason}); embedded-{kind} used instead")
     return pipe
+
+
+def generate(choice: ModelChoice, settings: GuidanceSettings, progress: bool = True,
+             checkpoints: CheckpointPolicy | None = None,
+             manifest: str | None = None) -> tuple[torch.Tensor, GenerationRecord]:
+    """What `stylelab generate` computes: load the model (with its fallback), then one guided sample.
+
+    With `manifest` (what `stylelab models fetch` wrote), exactly the files it lists are loaded; a hub id
+    without one loads the files the fetch selects for the run's precision, from the cache.
+    """
+    settings.validate()  # before loading any model, so a mistake costs nothing
+    if settings.style:
+        read_image(settings.style, settings.max_pixels)  # the same, for a missing or oversized style
+    if manifest is not None:
+        fetched = read_manifest(manifest)
+        if fetched.model != choice.model:
+            raise StylelabError(f"the model manifest {manifest} is of '{fetched.model}', not of '{choice.model}': "
+                                "fetch the model again (`make models`).")
+        pipe = load_from_manifest(fetched, fallback=choice.fallback, seed=settings.seed)
+    else:
+        pipe = load_model(choice.model, fallback=choice.fallback, seed=settings.seed, revision=choice.revision,
+                          precision=fetch_precision(settings.precision, choice.device))
+    return sample(pipe, settings, device=choice.device, progress=progress, checkpoints=checkpoints)

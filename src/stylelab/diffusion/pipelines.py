@@ -28,7 +28,7 @@ from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from stylelab.engine.images import tensor_to_pil
-from stylelab.spec.records import GenerationRecord
+from stylelab.spec.records import GenerationRecord, ModelInfo
 from stylelab.spec.settings import SEED_LIMIT, GuidanceSettings
 from . import guidance
 
@@ -36,20 +36,6 @@ PRECISION_OF = {dtype: name for name, dtype in guidance.DTYPES.items()}
 OUTPUT_TYPES = ("pil", "np", "pt")
 # Settings that `__call__` takes by diffusers' names for them.
 _DIFFUSERS_NAMES = {"steps": "num_inference_steps", "cfg_scale": "guidance_scale", "size": "height and width"}
-
-
-@dataclass
-class Origin:
-    """Where a pipeline's weights came from, for the record."""
-
-    name: str  # what was asked for
-    source: str  # what was loaded: a hub id, a folder, or the stand-in's name
-    embedded: bool = False  # a stand-in with random weights, built in memory
-    fallback_reason: str | None = None  # why the stand-in is used instead of `name`
-    revision: str | None = None  # the revision asked for, and the commit it was (from the model manifest)
-    commit: str | None = None
-    pinned: bool = False  # the revision asked was the commit itself
-    files: list[dict] | None = None  # each file loaded: path, size, sha256
 
 
 @dataclass
@@ -88,15 +74,16 @@ class _StyleGuided:
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
-    def origin(self) -> Origin:
+    def origin(self) -> ModelInfo:
+        """Where the weights came from (stylelab.diffusion.models sets it as it loads them)."""
         saved = self.__dict__.get("_origin")
         if saved is not None:
             return saved
-        name = self.name_or_path or f"{type(self).__name__} (in memory)"
-        return Origin(name=str(name), source=str(name))
+        name = str(self.name_or_path or f"{type(self).__name__} (in memory)")
+        return ModelInfo(name=name, kind=self.kind, source=name)
 
     @origin.setter
-    def origin(self, value: Origin) -> None:
+    def origin(self, value: ModelInfo) -> None:
         self._origin = value
 
     @property

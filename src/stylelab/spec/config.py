@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from stylelab.spec.settings import (LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, schema_of)
+from stylelab.spec.settings import LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, fetch_precision, schema_of
 
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 
@@ -126,14 +126,11 @@ def generation_spec(config: dict, run: dict) -> dict:
 
 def model_spec(config: dict) -> dict:
     """What the `models` rule fetches (`stylelab models fetch --spec`): the model at its revision, for the runs'
-    precision. (The fallback decides only whether a missing model stops the run: no part of the manifest.)
-
-    Precision auto resolves where the runs sample; with device cuda that is fp16 (the fp16 files, half the
-    bytes), elsewhere the full-precision files, which load in any precision."""
+    precision (stylelab.spec.settings.fetch_precision). (The fallback decides only whether a missing model
+    stops the run: no part of the manifest.)"""
     diffusion = config["diffusion"]
-    spec = {name: diffusion[name] for name in ("model", "revision", "precision")}
-    if spec["precision"] == "auto" and str(config["device"]).startswith("cuda"):
-        spec["precision"] = "fp16"
+    spec = {name: diffusion[name] for name in ("model", "revision")}
+    spec["precision"] = fetch_precision(diffusion["precision"], config["device"])
     return spec
 
 

@@ -47,11 +47,11 @@ class Timing:
 
 @dataclass
 class ModelInfo:
-    """The diffusion model a sample came from."""
+    """The diffusion model a sample came from: a pipeline's `origin` from its loading to its record."""
 
     name: str  # what was asked for
-    kind: str  # sd | ddpm
-    source: str  # what was loaded
+    kind: str = ""  # sd | ddpm
+    source: str = ""  # what was loaded
     embedded: bool = False  # a stand-in with random weights
     fallback_reason: str | None = None  # why the stand-in was used instead of `name`
     scheduler: str = ""

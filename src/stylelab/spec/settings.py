@@ -49,6 +49,12 @@ PRECISIONS = ("fp32", "fp16", "bf16")  # the dtypes of a diffusion model
 DIFFUSION_PRECISIONS = ("auto", *PRECISIONS)
 PART1_PRECISIONS = ("auto", "fp32", "bf16")  # of the VGG-19 network in Part 1 (stylelab.run.runtime.choose_precision)
 FALLBACKS = ("embedded", "error")
+
+
+def fetch_precision(precision: str, device: str) -> str:
+    """The precision whose files a model fetch selects for runs of `precision` on `device`: auto is fp16 on
+    CUDA (the fp16 files, half the bytes), elsewhere the full-precision files, which load in any precision."""
+    return "fp16" if precision == "auto" and str(device).startswith("cuda") else precision
 DEFAULT_MAX_PIXELS = 40_000_000
 SEED_LIMIT = 2**63  # torch's generators take a signed 64-bit seed
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
