@@ -292,8 +292,14 @@ def test_preview_is_the_same_experiments_smaller(project):
      "config: 'texture.style_weight' is '1e6', but it must be a number >= 0 (YAML reads 1e6 as text: write"),
     ("size: huge\n", "config: 'size' is 'huge', but it must be 'auto' or a whole number >= 8."),
     ("weights: imagenet\n", "config: 'weights' is 'imagenet', but it must be one of caffe, torchvision, random."),
+    ("images:\n  content: nope.png\n",
+     "config: images.content: nope.png does not exist: fix the path (it is relative to the folder the workflow runs "
+     "in) or put the image there."),
+    ("part3:\n  blend:\n    styles: [data/style/starry_night.jpg, gone/missing.jpg]\n",
+     "config: part3.blend.styles[1]: gone/missing.jpg does not exist"),
+    ("images:\n  style: config.yaml\n", "config: images.style: config.yaml is not an image file: name a PNG or JPEG"),
 ], ids=["misspelt-key", "unknown-layer", "negative-steps", "zero-steps", "nested-key", "yaml-1e6", "size",
-        "weights"])
+        "weights", "missing-content", "missing-blend-style", "not-an-image"])
 def test_config_mistakes_stop_before_any_job_with_one_message(project, overlay, message):
     name = write_overlay(project, "mistake.yaml", overlay)
     run = snakemake(project, "-n", "--cores", "1", "--configfile", name, "--", "report")
@@ -302,6 +308,7 @@ def test_config_mistakes_stop_before_any_job_with_one_message(project, overlay, 
     assert message in output
     assert output.count("config: ") == 1 and "Traceback" not in output
     assert "Job stats" not in output and "rule inversion" not in output and "Building DAG" not in output
+    assert "MissingInputException" not in output and not (project / "results").exists()
     if "one of conv_1" in message:
         assert output.rstrip().count("pool5") >= 1  # the whole list of valid names, canonical ones included
 

@@ -17,7 +17,9 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 # File names and the report's labels write weights alike; the config's messages and each run's spec come
 # from the library (stylelab.spec.config), which imports nothing heavy.
 from stylelab.report.contents import FIGURES as DECLARED_FIGURES, SECTIONS
+from stylelab.spec.errors import StylelabError
 from stylelab.spec.config import (
+    check_input_images,
     config_message,
     generation_spec,
     layer_jobs as config_layer_jobs,
@@ -46,6 +48,10 @@ def check_config(config):
         if not isinstance(error, jsonschema.ValidationError):
             raise
         raise WorkflowError(config_message(error)) from None
+    try:
+        check_input_images(config)
+    except StylelabError as mistake:
+        raise WorkflowError(str(mistake)) from None
 
 
 check_config(config)

@@ -29,7 +29,7 @@ from stylelab.spec.files import read_image
 from stylelab.spec.records import GenerationRecord, ModelInfo
 from stylelab.spec.settings import GuidanceSettings, ModelChoice, fetch_precision
 from .fetch import ModelSource, from_cache, read_index, read_manifest
-from .guidance import sample
+from . import guidance
 from .pipelines import PIPELINES, StyleGuidedDDPMPipeline, StyleGuidedStableDiffusionPipeline
 
 log = logging.getLogger("stylelab.diffusion")
@@ -262,4 +262,4 @@ def generate(choice: ModelChoice, settings: GuidanceSettings, progress: bool = T
     else:
         pipe = load_model(choice.model, fallback=choice.fallback, seed=settings.seed, revision=choice.revision,
                           precision=fetch_precision(settings.precision, choice.device))
-    return sample(pipe, settings, device=choice.device, progress=progress, checkpoints=checkpoints)
+    return guidance.sample(pipe, settings, device=choice.device, progress=progress, checkpoints=checkpoints)

@@ -134,6 +134,25 @@ def model_spec(config: dict) -> dict:
     return spec
 
 
+def input_images(config: dict) -> dict[str, str]:
+    """{config key: image file} of every input image the config names."""
+    named = {"images.content": config["images"]["content"], "images.style": config["images"]["style"]}
+    named.update({f"part3.blend.styles[{i}]": path for i, path in enumerate(config["part3"]["blend"]["styles"])})
+    return named
+
+
+def check_input_images(config: dict) -> None:
+    """One line for the first input image that is missing or not an image, before any job is planned."""
+    from stylelab.spec.errors import StylelabError
+    from stylelab.spec.files import check_image_file
+
+    for key, path in input_images(config).items():
+        try:
+            check_image_file(path, config["jobs"]["max_pixels"])
+        except StylelabError as exc:
+            raise StylelabError(f"config: {key}: {exc}") from None
+
+
 def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
     """{job name: its layers} of the inversion or texture group as the workflow runs it: a job per layer, or
     (jobs.layers_in_one_job) one job, `all_layers`, that runs them one after another in one process (for short

@@ -116,6 +116,25 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     return rgb
 
 
+def check_image_file(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse, from its header alone, what read_image would: a missing file, a folder, a file that is not an
+    image, or one of a size it refuses. One sentence naming the file and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise StylelabError(f"{path} does not exist: fix the path (it is relative to the folder the workflow runs "
+                            "in) or put the image there.")
+    if not path.is_file():
+        raise StylelabError(f"{path} is a folder, not an image file: name a PNG or JPEG file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_size(path, img.width, img.height, max_pixels, MIN_SIDE)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
+        kind = "not an image file" if isinstance(exc, UnidentifiedImageError) else f"unreadable ({exc})"
+        raise StylelabError(f"{path} is {kind}: name a PNG or JPEG image.") from None
+
+
 def short_side_size(width: int, height: int, short: int) -> tuple[int, int]:
     """(height, width) with the short side at `short`, as torchvision's Resize(int) computes it."""
     if width <= height:
