@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from stylelab.spec import config as workflow_config
-from stylelab.cli import PART1_COMMANDS, PART1_COMMON, _settings, build_parser
+from stylelab.cli import _settings, build_parser
+from stylelab.spec.config import COMMAND_SETTINGS
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.settings import GuidanceSettings, ModelChoice, TransferSettings, check_value, rules_of, schema_of
 
@@ -32,13 +33,12 @@ def _subparser(name: str) -> argparse.ArgumentParser:
     return action.choices[name]
 
 
-@pytest.mark.parametrize("command", sorted(PART1_COMMANDS))
+@pytest.mark.parametrize("command", sorted(COMMAND_SETTINGS))
 def test_each_part1_option_is_its_setting(command):
     """Every setting a Part 1 command takes is an option with the setting's choices and help."""
-    own, _ = PART1_COMMANDS[command]
     options = {a.dest: a for a in _subparser(command)._actions}
     rules = rules_of(TransferSettings)
-    for name in [*own, *PART1_COMMON]:
+    for name in COMMAND_SETTINGS[command]:
         action = options[name]
         assert action.option_strings == ["--" + name.replace("_", "-")]
         assert tuple(action.choices or ()) == rules[name].choices

@@ -289,7 +289,7 @@ def test_preview_is_the_same_experiments_smaller(project):
     ("transfer:\n  runs: [{style_loss: meanvar, style_weight: 10}, {style_los: gram, style_weight: 1}]\n",
      "config: unknown key 'style_los' in 'transfer.runs[1]' (did you mean 'style_loss'?)"),
     ("texture:\n  style_weight: 1e6\n",
-     "config: 'texture.style_weight' is '1e6', but it must be a number >= 0 (YAML reads 1e6 as text: write"),
+     "config: 'texture.style_weight' is '1e6', but it must be a finite number >= 0 (YAML reads 1e6 as text: write"),
     ("size: huge\n", "config: 'size' is 'huge', but it must be 'auto' or a whole number >= 8."),
     ("weights: imagenet\n", "config: 'weights' is 'imagenet', but it must be one of caffe, torchvision, random."),
     ("images:\n  content: nope.png\n",

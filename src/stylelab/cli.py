@@ -32,10 +32,11 @@ from typing import Sequence
 
 from stylelab import __version__
 from stylelab.report import contents
+from stylelab.spec.config import COMMAND_SETTINGS
 from stylelab.run.stopping import DEFAULT_EVERY, Interval, RunStopped, stop_on_sigterm
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.settings import (DEFAULT_MAX_PIXELS, ONE_LAYER_DEFAULTS, GuidanceSettings, ModelChoice, TransferSettings,
-                       _number, add_options, resolve, rules_of)
+                       add_options, resolve, rules_of)
 
 log = logging.getLogger("stylelab")
 
@@ -57,16 +58,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"stylelab: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
-def _pixel_count(text: str) -> int:
-    """A whole number of pixels; 4e7 is accepted for 40000000."""
-    value = _number(text, float, 1, "a number of pixels")
-    if value != int(value):
-        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, got {text}")
+def _count(text: str, what: str = "a whole number") -> int:
+    """A whole number >= 1; 4e7 is accepted for 40000000."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.5
+    if not (1 <= value < float("inf") and value == int(value)):
+        raise argparse.ArgumentTypeError(f"must be {what} >= 1, got {text}")
     return int(value)
 
 
-def _positive_int(text: str) -> int:
-    return _number(text, int, 1, "a whole number")
+def _pixel_count(text: str) -> int:
+    return _count(text, "a whole number of pixels")
 
 
 def _interval(text: str) -> Interval:
@@ -109,19 +113,20 @@ def _checkpointing() -> argparse.ArgumentParser:
     return p
 
 
-# The settings each command takes (beyond its images and layer), and its own defaults.
-PART1_COMMON = ("steps", "size", "init", "seed", "weights", "device", "precision", "optimizer", "lr", "bounds",
-                "tv_weight", "record_every")
-PART1_COMMANDS = {
-    "transfer": (("style_loss", "style_weight", "content_weight", "content_layers", "style_layers", "style_blend",
-                  "preserve_colors", "scales", "scale_steps"), {}),
-    "invert": (("content_weight",), ONE_LAYER_DEFAULTS),
-    "texture": (("style_loss", "style_weight"), ONE_LAYER_DEFAULTS),
-}
+# The settings each command takes (stylelab.spec.config.COMMAND_SETTINGS), and its own defaults.
+PART1_DEFAULTS = {"transfer": {}, "invert": ONE_LAYER_DEFAULTS, "texture": ONE_LAYER_DEFAULTS}
+
+
+def _checked_spec(command: str, spec: dict, names) -> dict:
+    """--spec's settings, after one line for any the command does not take."""
+    unknown = sorted(set(spec) - set(names))
+    if unknown:
+        raise StylelabError(f"spec: '{command}' takes no setting {', '.join(map(repr, unknown))}; its settings are: "
+                            f"{', '.join(sorted(names))}.")
+    return spec
 
 
 def _part1(sub, name: str, help: str, description: str, images: dict[str, bool], layer: str | None = None):
-    own, defaults = PART1_COMMANDS[name]
     p = sub.add_parser(name, parents=[_checkpointing()], help=help, description=description)
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, metavar="DIR", help="output folder for step_<N>.png and record.json")
@@ -134,7 +139,7 @@ def _part1(sub, name: str, help: str, description: str, images: dict[str, bool],
         g.add_argument("--layer", required=True, nargs="+", metavar="LAYER",
                        help=f"{layer}; several layers run one after another in this process, their image and "
                             "record names then need {layer}")
-    add_options(g, TransferSettings, [*own, *PART1_COMMON], defaults)
+    add_options(g, TransferSettings, COMMAND_SETTINGS[name], PART1_DEFAULTS[name])
     g.add_argument("--image-name", default="step_{step}.png", metavar="TEMPLATE",
                    help="file name of each saved image inside DIR; {step} is replaced by the step "
                         "(default: %(default)s)")
@@ -235,8 +240,8 @@ def _output_parsers(sub) -> None:
                                    "and --max-kb kilobytes.")
     s.add_argument("images", nargs="+", metavar="PNG")
     s.add_argument("--out-dir", required=True, metavar="DIR")
-    s.add_argument("--width", type=_positive_int, default=1000)
-    s.add_argument("--max-kb", type=_positive_int, default=250)
+    s.add_argument("--width", type=_count, default=1000)
+    s.add_argument("--max-kb", type=_count, default=250)
 
     r = sub.add_parser("report", help="the HTML and PDF report from a manifest of figures, records and costs",
                        description="Render the report. The manifest (JSON text or a JSON file, as the workflow's "
@@ -256,13 +261,9 @@ def _output_parsers(sub) -> None:
 def _settings(args: argparse.Namespace, layer: str | None = None) -> TransferSettings:
     """The run's settings (of `layer`, for invert and texture): the command line's, else --spec's, else the
     command's defaults."""
-    own, defaults = PART1_COMMANDS[args.command]
-    names = {*own, *PART1_COMMON}
-    unknown = sorted(set(args.spec) - names)
-    if unknown:
-        raise StylelabError(f"spec: '{args.command}' takes no setting {', '.join(map(repr, unknown))}; its settings "
-                            f"are: {', '.join(sorted(names))}.")
-    values = resolve(TransferSettings, args, args.spec, defaults)
+    names = COMMAND_SETTINGS[args.command]
+    values = resolve(TransferSettings, args, _checked_spec(args.command, args.spec, names),
+                     PART1_DEFAULTS[args.command])
     values = {k: v for k, v in values.items() if k in names}
     values["max_pixels"] = args.max_pixels
     if args.command == "invert":
@@ -295,10 +296,7 @@ def _generate(args: argparse.Namespace) -> None:
     from stylelab.spec.records import write_record
 
     model_names = set(rules_of(ModelChoice))
-    unknown = sorted(set(args.spec) - model_names - set(rules_of(GuidanceSettings)))
-    if unknown:
-        raise StylelabError(f"spec: 'generate' takes no setting {', '.join(map(repr, unknown))}; its settings are: "
-                            f"{', '.join(sorted(model_names | set(rules_of(GuidanceSettings))))}.")
+    _checked_spec("generate", args.spec, model_names | set(rules_of(GuidanceSettings)))
     choice = ModelChoice(**resolve(ModelChoice, args, {k: v for k, v in args.spec.items() if k in model_names}))
     values = resolve(GuidanceSettings, args, {k: v for k, v in args.spec.items() if k not in model_names})
     settings = GuidanceSettings(**values, max_pixels=args.max_pixels)
@@ -404,9 +402,7 @@ def _fetch(args: argparse.Namespace) -> None:
     model = getattr(args, "model", args.spec.get("model"))
     if model is not None and model != diffusion.get("model"):
         diffusion.pop("revision", None)  # the config's pin is of its own model
-    unknown = set(args.spec) - {n for group in FETCH_SETTINGS.values() for n in group}
-    if unknown:
-        raise StylelabError(f"spec: 'models fetch' takes no setting {', '.join(map(repr, sorted(unknown)))}.")
+    _checked_spec("models fetch", args.spec, [n for group in FETCH_SETTINGS.values() for n in group])
     values = {}
     for cls, names in FETCH_SETTINGS.items():
         spec = {k: v for k, v in args.spec.items() if k in names}

@@ -32,7 +32,7 @@ from PIL import Image
 
 from stylelab.report import analysis, contents
 from stylelab.spec import provenance
-from stylelab.spec.config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS
+from stylelab.spec.config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS, PART3_SETTINGS
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.files import write_bytes_atomic
 from stylelab.report.runs import STYLE_LOSS_NAMES, Run, load_runs
@@ -46,7 +46,6 @@ TEMPLATE_DIR, TEMPLATE_NAME = "templates", "report.html.j2"
 CSS_NAME = "style.css"
 
 # What a Part 3 section's runs set beside a transfer's settings (shown in its "what was run" table).
-PART3_SETTINGS = ("preserve_colors", "style_blend", "scales", "scale_steps")
 
 # The "what was run" table of a Part 1 section: the images and the layers (a section's `layers` are each
 # run's content or style layers), then what its config section holds, then what the config gives every Part 1

@@ -15,7 +15,8 @@ import json
 import re
 from typing import Any
 
-from stylelab.spec.settings import LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, fetch_precision, schema_of
+from stylelab.spec.settings import (INITS, LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, describe,
+                                    fetch_precision, schema_of)
 
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 
@@ -39,6 +40,16 @@ GENERATION_RUN_SETTINGS = ("prompt", "style_loss", "guidance_factor")
 PART3_FROM_TRANSFER = ("content_layers", "style_layers", "content_weight", "tv_weight", "init", "seed")
 PART3_EXPERIMENTS = ("colour", "scales", "blend")
 SCALE_RUN_SETTINGS = ("scales", "scale_steps", "steps")
+# What Part 3's transfers set beyond a transfer run's settings.
+PART3_SETTINGS = ("preserve_colors", "style_blend", "scales", "scale_steps")
+# The settings each Part 1 command takes beside its images and layer: what every run of the config shares, what
+# its config section holds, what a transfer run sets (and Part 3's), and how often the record keeps a loss.
+COMMAND_SETTINGS = {
+    "invert": NETWORK_SETTINGS + SECTION_SETTINGS["inversion"] + ("record_every",),
+    "texture": NETWORK_SETTINGS + SECTION_SETTINGS["texture"] + ("record_every",),
+    "transfer": NETWORK_SETTINGS + SECTION_SETTINGS["transfer"] + TRANSFER_RUN_SETTINGS + PART3_SETTINGS
+    + ("record_every",),
+}
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -207,13 +218,13 @@ SHARED = {
     "seed": _bare(schema_of(TransferSettings, "seed")),
     "weight": _bare(schema_of(TransferSettings, "style_weight")),
     "style_loss": _bare(schema_of(TransferSettings, "style_loss")),
-    "init": _bare(schema_of(TransferSettings, "init")),
+    "init": _bare(schema_of(TransferSettings, "init", enum=list(INITS))),  # the config names no init image
 }
 
 
 def _setting(cls, name: str, **narrow) -> dict:
     """A setting's schema node, as a $ref to a shared node where it is one (narrowed by `narrow`)."""
-    node = schema_of(cls, name)
+    node = schema_of(cls, name, **({"enum": list(INITS)} if name == "init" else {}))
     bare = _bare(node)
     for key, shared in SHARED.items():
         if bare == shared:
@@ -375,25 +386,6 @@ def _key(error) -> str:
     return text
 
 
-def _allowed(schema: dict) -> str:
-    """The values or range a schema node allows, in words."""
-    if "enum" in schema:
-        return "one of " + ", ".join(map(str, schema["enum"]))
-    if "const" in schema:
-        return repr(schema["const"])
-    if "anyOf" in schema:
-        return " or ".join(_allowed(option) for option in schema["anyOf"])
-    words = [{"integer": "a whole number", "number": "a number", "string": "text", "array": "a list",
-              "object": "a mapping", "null": "null"}.get(schema.get("type"), "a value")]
-    for key, text in (("minimum", ">= {}"), ("exclusiveMinimum", "> {}"), ("maximum", "<= {}"),
-                      ("minItems", "with at least {} item(s)")):
-        if key in schema:
-            words.append(text.format(schema[key]))
-    if schema.get("uniqueItems"):
-        words.append("without repeats")
-    return " ".join(words)
-
-
 def config_message(error) -> str:
     """One line a user can act on, for a jsonschema ValidationError: which key, what it holds, what it may hold."""
     key = _key(error)
@@ -412,4 +404,4 @@ def config_message(error) -> str:
     hint = ""
     if isinstance(error.instance, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?e[+-]?[0-9]+", error.instance):
         hint = f" (YAML reads {error.instance} as text: write {float(error.instance):.1e})"
-    return f"config: '{key}' is {error.instance!r}, but it must be {_allowed(error.schema)}{hint}."
+    return f"config: '{key}' is {error.instance!r}, but it must be {describe(error.schema)}{hint}."

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -130,60 +131,22 @@ def coerce(rule: Rule, value):
 
 
 def check_value(name: str, rule: Rule, value) -> str | None:
-    """What is wrong with `value` for this setting, in one sentence, or None when it is right."""
+    """What is wrong with `value` for this setting, in one sentence, or None when it is right: the value
+    against the setting's schema node (`node_of`), the one reading of its rule."""
     value = coerce(rule, value)
     label = _label(name, rule)
-    if value is None:
-        return None if rule.nullable or rule.kind in ("path", "paths") else f"{label} must be given."
-    kind = rule.kind
-    if kind == "choice":
-        return None if value in rule.choices else f"unknown {label} '{value}'; choose one of {', '.join(rule.choices)}."
-    if kind == "counts":
-        items = list(value) if isinstance(value, (list, tuple)) else None
-        low = rule.minimum if rule.minimum is not None else 1
-        if not items or any(not _whole(s) or s < low for s in items):
-            what = "positive whole numbers" if low == 1 else f"whole numbers >= {low:g}"
-            return f"{label} must be {what}, got {value}."
+    if value is None and rule.kind in ("path", "paths"):
         return None
-    if kind == "numbers":
-        items = list(value) if isinstance(value, (list, tuple)) else None
-        low = rule.minimum if rule.minimum is not None else 0
-        if not items or any(not _real(v) or not math.isfinite(v) or v < low for v in items):
-            return f"{label} must be finite numbers >= {low:g}, got {value}."
-        return None
-    if kind == "paths":
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) and v for v in items):
-            return f"{label} must be one file or a list of files, got {value!r}."
-        return None
-    if kind in ("count", "seed"):
-        low = rule.minimum if rule.minimum is not None else 0
-        if not _whole(value) or value < low or (kind == "seed" and value >= SEED_LIMIT):
-            top = " and below 2**63" if kind == "seed" else ""
-            return f"{label} must be a whole number >= {low:g}{top}, got {value!r}."
-        return None
-    if kind == "size":
-        if value == "auto" or (_whole(value) and value >= (rule.minimum or 8)):
-            return None
-        return f"{label} must be 'auto' or a whole number of pixels >= {rule.minimum or 8:g}, got {value!r}."
-    if kind == "number":
-        ok = _real(value) and math.isfinite(value)
-        ok = ok and (rule.minimum is None or value >= rule.minimum) and (rule.above is None or value > rule.above)
-        ok = ok and (rule.maximum is None or value <= rule.maximum)
-        if ok:
-            return None
-        bound = f"above {rule.above:g}" if rule.above is not None else f">= {rule.minimum:g}"
-        top = f" and <= {rule.maximum:g}" if rule.maximum is not None else ""
-        return f"{label} must be a finite number {bound}{top}, got {value}."
-    if kind == "layers":
+    if rule.kind == "layers":  # a layer name that is not one raises the error that lists the valid names
         if not isinstance(value, (list, tuple)):
             return f"{label} must be a list of layer names, got {value!r}."
-        for name in value:
-            tutorial_name(name)  # raises the error that lists the valid names
+        return [tutorial_name(layer) for layer in value] and None
+    node = node_of(rule)
+    if allows(node, value):
         return None
-    if kind in ("text", "path", "init"):
-        return None if isinstance(value, str) else f"{label} must be text, got {value!r}."
-    raise AssertionError(kind)
+    if "enum" in node and value is not None:
+        return f"unknown {label} '{value}'; choose one of {', '.join(node['enum'])}."
+    return f"{label} must be {describe(node)}." if value is None else f"{label} must be {describe(node)}, got {value!r}."
 
 
 def check_fields(settings) -> None:
@@ -425,51 +388,26 @@ class ModelChoice:
 # ------------------------------------------------------------------------------- the command line
 
 
-def _number(text: str, convert, minimum, what: str):
-    try:
-        value = convert(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
-    if not minimum <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be {what} >= {minimum:g}, got {text}")
-    return value
+def converter(rule: Rule) -> Callable[[str], Any] | None:
+    """The argparse `type` of a setting: the text as its schema node's type (each item's, for a list), checked
+    against that node; its message says what the value must be."""
+    node = node_of(rule)
+    node = next((o for o in node.get("anyOf", ()) if o.get("type") != "null"), node) if rule.nullable else node
+    item = node.get("items", node) if node.get("type") == "array" else node
+    types = {o.get("type") for o in item.get("anyOf", [item])}
+    if not types & {"integer", "number"}:
+        return None  # text, paths, layer names (checked by validate), choices (argparse's choices)
 
-
-def _seed(text: str) -> int:
-    value = _number(text, int, 0, "a whole number")
-    if value >= SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be below 2**63, got {text}")
-    return value
-
-
-def _above(limit: float) -> Callable[[str], float]:
-    def convert(text: str) -> float:
+    def convert(text: str):
         try:
-            value = float(text)
+            value = "auto" if text == "auto" and "string" in types else (int(text) if "integer" in types
+                                                                         else float(text))
         except ValueError:
-            value = float("nan")
-        if not limit < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a finite number above {limit:g}, got '{text}'")
+            value = None
+        if value is None or not allows(item, value):
+            raise argparse.ArgumentTypeError(f"must be {describe(item)}, got {text}")
         return value
     return convert
-
-
-def converter(rule: Rule) -> Callable[[str], Any] | None:
-    """The argparse `type` of a setting: its messages say what the value must be."""
-    kind = rule.kind
-    if kind in ("count", "counts"):
-        low = rule.minimum if rule.minimum is not None else 1
-        return lambda text: _number(text, int, low, "a whole number")
-    if kind == "seed":
-        return _seed
-    if kind == "size":
-        return lambda text: "auto" if text == "auto" else _number(text, int, rule.minimum or 8,
-                                                                  "'auto' or a whole number of pixels")
-    if kind in ("number", "numbers"):
-        if rule.above is not None:
-            return _above(rule.above)
-        return lambda text: _number(text, float, rule.minimum or 0.0, "a finite number")
-    return None  # text, paths, layer names (checked by validate), choices (argparse's choices)
 
 
 def add_options(group, cls, names: Sequence[str] | None = None, defaults: dict | None = None,
@@ -532,41 +470,82 @@ def resolve(cls, args: argparse.Namespace, spec: dict | None = None, defaults: d
 # ----------------------------------------------------------------------------------- the config schema
 
 
+# JSON Schema cannot say "finite": a number node's maximum is the largest float, which refuses infinity only.
+FINITE = sys.float_info.max
+
+
+def node_of(rule: Rule) -> dict:
+    """The JSON Schema node of a setting's rule: the one reading of it, from which the checks, the command line's
+    converters and the workflow's config schema come."""
+    kind, low = rule.kind, rule.minimum
+    whole = {"type": "integer", "minimum": int(low if low is not None else (1 if kind == "counts" else 0))}
+    if kind == "seed":
+        whole["maximum"] = SEED_LIMIT - 1
+    real = {"type": "number", "minimum": low if low is not None else 0, "maximum": FINITE}
+    if kind == "number":
+        real = {"type": "number", **({"minimum": low} if low is not None else {}), "maximum": FINITE}
+        if rule.above is not None:
+            real["exclusiveMinimum"] = rule.above
+        if rule.maximum is not None:
+            real["maximum"] = rule.maximum
+    text = {"type": "string"}
+    node = {"choice": {"type": "string", "enum": list(rule.choices)}, "count": whole, "seed": whole,
+            "counts": {"type": "array", "items": whole, "minItems": 1},
+            "numbers": {"type": "array", "items": real, "minItems": 1}, "number": real,
+            "paths": {"anyOf": [{**text, "minLength": 1}, {"type": "array", "items": {**text, "minLength": 1},
+                                                            "minItems": 1}]},
+            "size": {"anyOf": [{"type": "string", "const": "auto"}, {**whole, "minimum": int(low or 8)}]},
+            "layers": {"$ref": "#/$defs/layers"}}.get(kind, text)
+    return {"anyOf": [{"type": "null"}, node]} if rule.nullable else node
+
+
 def schema_of(cls, name: str, **narrow) -> dict:
-    """The JSON schema of one setting (for the workflow's config), narrowed by `narrow` (e.g. exclusiveMinimum)."""
+    """A setting's node, described, for the workflow's config, narrowed by `narrow` (e.g. exclusiveMinimum)."""
     rule = rules_of(cls)[name]
-    kind = rule.kind
-    if kind == "choice":
-        node = {"type": "string", "enum": list(rule.choices)}
-    elif kind in ("count", "seed"):
-        node = {"type": "integer", "minimum": int(rule.minimum if rule.minimum is not None else 0)}
-        if kind == "seed":
-            node["maximum"] = SEED_LIMIT - 1
-    elif kind == "counts":
-        node = {"type": "array", "items": {"type": "integer", "minimum": int(rule.minimum or 1)}, "minItems": 1,
-                "uniqueItems": True}
-    elif kind == "numbers":
-        node = {"type": "array", "items": {"type": "number", "minimum": rule.minimum or 0}, "minItems": 1}
-    elif kind == "paths":
-        node = {"anyOf": [{"type": "string", "minLength": 1},
-                          {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}]}
-    elif kind == "number":
-        node = {"type": "number"}
-        for key, value in (("minimum", rule.minimum), ("exclusiveMinimum", rule.above), ("maximum", rule.maximum)):
-            if value is not None:
-                node[key] = value
-    elif kind == "size":
-        node = {"anyOf": [{"type": "string", "const": "auto"}, {"type": "integer", "minimum": int(rule.minimum or 8)}]}
-    elif kind == "layers":
-        node = {"$ref": "#/$defs/layers"}
-    elif kind == "init":
-        node = {"type": "string", "enum": list(INITS)}
-    else:
-        node = {"type": "string", "minLength": 1}
-    node.update(narrow)
-    if rule.nullable:
-        node = {"anyOf": [{"type": "null"}, node]}
+    node = node_of(rule)
+    # The config's own reading: a list of step counts or sizes names each once, a text is not empty.
+    narrow = {**({"uniqueItems": True} if rule.kind == "counts" else {}),
+              **({"minLength": 1} if rule.kind in ("text", "path", "init") else {}), **narrow}
+    if narrow:
+        node = ({"anyOf": [node["anyOf"][0], {**node["anyOf"][1], **narrow}]} if rule.nullable
+                else {**node, **narrow})
     return {"description": rule.help, **node}
+
+
+def allows(node: dict, value) -> bool:
+    """Whether `value` is valid for `node`, a number also finite (what JSON Schema cannot say)."""
+    import jsonschema
+
+    if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+        return False
+    return jsonschema.Draft202012Validator(node).is_valid(value)
+
+
+def describe(node: dict, plural: bool = False) -> str:
+    """What a schema node allows, in words: "a whole number >= 1", "'auto' or a whole number >= 8"."""
+    if "enum" in node:
+        return "one of " + ", ".join(map(str, node["enum"]))
+    if "const" in node:
+        return repr(node["const"])
+    if "anyOf" in node:
+        return " or ".join(describe(option, plural) for option in node["anyOf"] if option.get("type") != "null")
+    kind = node.get("type")
+    if kind == "array":
+        many = describe(node.get("items", {}), plural=True)
+        return many + (", without repeats" if node.get("uniqueItems") else "")
+    if kind == "integer" and node.get("minimum") == 1 and plural:
+        return "positive whole numbers"
+    words = {"integer": ("a whole number", "whole numbers"), "number": ("a finite number", "finite numbers"),
+             "string": ("text", "texts"), "object": ("a mapping", "mappings"), "null": ("null", "null")}
+    text = [words.get(kind, ("a value", "values"))[plural]]
+    for key, form in (("minimum", ">= {:g}"), ("exclusiveMinimum", "above {:g}")):
+        if key in node:
+            text.append(form.format(node[key]))
+    if node.get("maximum") == SEED_LIMIT - 1:
+        text.append("and below 2**63")
+    elif node.get("maximum", FINITE) != FINITE:
+        text.append(f"and <= {node['maximum']:g}")
+    return " ".join(text)
 
 
 LAYER_ENUM = list(LAYER_NAMES) + list(CANONICAL_NAMES)
