@@ -151,7 +151,8 @@ def _divergence_message(settings: TransferSettings, step: int, values: dict, lr:
 def run_transfer(settings: TransferSettings, progress: bool = True, checkpoints=None) -> TransferResult:
     """Run the optimisation; with `checkpoints` (a CheckpointPolicy), save its state and resume from it."""
     settings.validate()
-    result, _ = runner.run_task(StyleTransfer(settings), settings.device, progress, checkpoints)
+    task = CoarseToFine(settings) if settings.scales else StyleTransfer(settings)
+    result, _ = runner.run_task(task, settings.device, progress, checkpoints)
     return result
 
 
@@ -160,19 +161,16 @@ class StyleTransfer:
 
     oom_advice = OOM_ADVICE
 
-    def __init__(self, settings: TransferSettings):
-        self.settings = settings
+    def __init__(self, settings: TransferSettings, start: torch.Tensor | None = None, keep_images: bool = True):
+        """`start`: an image to begin from instead of settings.init, resized (the coarser scale's result);
+        `keep_images`: keep and score the image at each listed step (a coarser scale keeps none)."""
+        self.settings, self.start, self.keep_images = settings, start, keep_images
         self.kind = settings.kind
         self.save_steps = sorted(set(int(s) for s in settings.steps))
-        # Coarse to fine: the steps of each scale before the last (none at one scale), then the last's.
-        coarse = len(settings.scales) - 1 if settings.scales else 0
-        self.coarse_steps = (list(settings.scale_steps) if settings.scale_steps is not None
-                             else [self.save_steps[-1]] * coarse)
-        self.starts = [sum(self.coarse_steps[:i]) for i in range(coarse + 1)]  # steps taken before each scale
-        self.total_steps = self.starts[-1] + self.save_steps[-1]
+        self.total_steps = self.save_steps[-1]
         self.lr = settings.learning_rate
         self.shape: tuple[int, ...] | None = None
-        self.vgg: VGGFeatures | None = None
+        self.vgg: VGGFeatures | None = None  # given: a network shared with the coarser scales
 
     def _size(self, device: torch.device) -> int:
         if self.settings.scales:
@@ -197,31 +195,22 @@ class StyleTransfer:
         return f"for {size} ({self.kind}, {self.settings.optimizer})"
 
     def setup(self, device: torch.device) -> None:
-        """The inputs at the run's (first) size, checked against the layers, then everything built from them."""
+        """The inputs at the run's size, checked against the layers, then everything built from them."""
         s = self.settings
-        self.device = device
-        self.sizes = list(s.scales) if s.scales else [self._size(device)]
+        self.device, self.size = device, self._size(device)
         self.precision, self.precision_reason = runtime.choose_precision(s.precision, device, s.kind)
         self.content_layers = list(s.content_layers) if s.content_weight > 0 else []
         self.style_layers = list(s.style_layers) if s.style_weight > 0 else []
-        self.scale_history: list[dict] = []
-        self._enter_scale(0)
-
-    def _enter_scale(self, index: int, start: torch.Tensor | None = None) -> None:
-        """Scale `index` of the run (the only one, unless coarse to fine): its inputs, targets, image and a
-        fresh optimiser; `start`, the previous scale's image, is resized to be its first image."""
-        self.scale_index, self.size = index, self.sizes[index]
-        content, styles = load_inputs(self.settings, self.size)
+        content, styles = load_inputs(s, self.size)
         self.shape = tuple((content if content is not None else styles[0]).shape)
-        # The first scale is the smallest: if the layers fit it, they fit every one.
         check_fits_layers(self.shape[-2], self.shape[-1], [*self.content_layers, *self.style_layers])
-        self._networks(self.device, content, styles, start)
+        self._networks(device, content, styles, self.start)
 
     def _networks(self, device: torch.device, content, styles, start=None) -> None:
         """The network, the objective's targets, the start image and the optimiser (the inputs are checked)."""
         s = self.settings
         runtime.seed_everything(s.seed)
-        if self.vgg is None:  # built once: every scale of a run shares it
+        if self.vgg is None:
             self.vgg = VGGFeatures(s.weights, seed=s.seed, precision=self.precision).to(device)
         self.objective = Objective(s.style_loss, s.content_weight, s.style_weight, s.tv_weight)
         self.colour_content = content  # the content's colours, put back on a luminance result
@@ -252,10 +241,8 @@ class StyleTransfer:
         self.image_distances: dict[int, dict] = {}
         self.initial_loss: float | None = None
         self.last: dict = {}
-        scale = (f" (scale {self.scale_index + 1} of {len(self.sizes)}: {self.scale_steps} steps)"
-                 if len(self.sizes) > 1 else "")
-        log.info("%s: %d steps%s, %s, size %dx%d, device %s, %s (%s), weights %s, layers %s", self.kind,
-                 self.total_steps, scale, s.optimizer, self.shape[-1], self.shape[-2], device, self.vgg.precision,
+        log.info("%s: %d steps, %s, size %dx%d, device %s, %s (%s), weights %s, layers %s", self.kind,
+                 self.total_steps, s.optimizer, self.shape[-1], self.shape[-2], device, self.vgg.precision,
                  self.precision_reason, s.weights, self.objective.layers)
 
     def _start(self, content: torch.Tensor | None) -> torch.Tensor:
@@ -295,39 +282,22 @@ class StyleTransfer:
         self.last["total"], self.last["parts"] = total, parts
         return total.detach() * self.scale[0]
 
-    @property
-    def scale_steps(self) -> int:
-        """The steps of the current scale (the last scale's are the run's --steps)."""
-        i = self.scale_index
-        return self.coarse_steps[i] if i < len(self.coarse_steps) else self.save_steps[-1]
-
     def step(self, n: int, clock) -> dict[str, float]:
-        if n > self.starts[self.scale_index] + self.scale_steps:  # the next scale begins
-            self._next_scale(clock)
         self.optimizer.step(self._closure)
         return self._after_step(n, clock)
-
-    def _next_scale(self, clock) -> None:
-        """Keep the finished scale's history; start the next from its image, resized."""
-        self.scale_history.append({
-            "size": self.size, "image_size": [int(self.shape[-2]), int(self.shape[-1])], "steps": self.scale_steps,
-            "history": self.history, "final_loss": self.history["total"][-1], "time_s": round(clock(), 6)})
-        self._enter_scale(self.scale_index + 1, self.image.detach().clamp(0, 1))
 
     def _after_step(self, n: int, clock) -> dict[str, float]:
         """After the optimiser's step n: the divergence check, the history, and the image at a saved step.
 
         One host sync for all of it: the step's losses come to the host together (on a recorded step), or the
-        total alone. The history counts each scale's own steps; images are saved at the last scale's."""
-        n_run, n = n, n - self.starts[self.scale_index]
-        last_scale = self.scale_index == len(self.sizes) - 1
-        saved = last_scale and n in self.save_steps
-        recorded = n % self.settings.record_every == 0 or n == self.scale_steps or saved
+        total alone."""
+        saved = self.keep_images and n in self.save_steps
+        recorded = n % self.settings.record_every == 0 or n == self.total_steps or saved
         values = _losses_dict(self.last["total"], self.last["parts"]) if recorded else None
         total = values["total"] if recorded else float(self.last["total"].detach())
         if not math.isfinite(total):
             values = values or _losses_dict(self.last["total"], self.last["parts"])
-            raise runner.Diverged(_divergence_message(self.settings, n_run, values, self.lr))
+            raise runner.Diverged(_divergence_message(self.settings, n, values, self.lr))
         if self.initial_loss is None:
             self.initial_loss = total
         if recorded:
@@ -365,14 +335,9 @@ class StyleTransfer:
             return None
         return {"image": self.image.detach(), "optimizer": self.optimizer.state_dict(), "scale": list(self.scale),
                 "history": self.history, "snapshots": self.snapshots, "image_losses": self.image_losses,
-                "image_distances": self.image_distances, "initial_loss": self.initial_loss,
-                "scale_index": self.scale_index, "scale_history": self.scale_history}
+                "image_distances": self.image_distances, "initial_loss": self.initial_loss}
 
     def load_state(self, saved: dict) -> None:
-        index = saved.get("scale_index", 0)
-        if index != self.scale_index:  # saved at a later scale: build that scale first
-            self._enter_scale(index, saved["image"])
-        self.scale_history = list(saved.get("scale_history", []))
         with torch.no_grad():
             self.image.copy_(saved["image"].to(self.device))
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -384,8 +349,7 @@ class StyleTransfer:
     def finish(self, run: runner.RunInfo) -> TransferResult:
         s, last = self.settings, self.save_steps[-1]
         settings = dataclasses.replace(s, steps=self.save_steps, size=self.size, lr=self.lr, precision=self.precision,
-                                       content_layers=self.content_layers, style_layers=self.style_layers,
-                                       scale_steps=self.coarse_steps if len(self.sizes) > 1 else None)
+                                       content_layers=self.content_layers, style_layers=self.style_layers)
         record = TransferRecord(
             kind=s.kind, settings=settings, image_size=[int(self.shape[-2]), int(self.shape[-1])],
             history=self.history,
@@ -393,12 +357,76 @@ class StyleTransfer:
                     for k in self.save_steps},
             final_losses=self.image_losses[last], initial_loss=self.initial_loss,
             optimizer_scale=self.scale[0] if self.scale else 1.0,
-            scale_history=self.scale_history,
             timing=Timing(steps=self.total_steps, time_per_step_s=round(run.time_per_step_s, 6), setup_s=round(run.setup_s, 4),
                           optimise_s=round(run.loop_s, 4)),
             precision=self.vgg.precision, precision_reason=self.precision_reason, weights=s.weights,
             seed=s.seed, **run.environment())
         return TransferResult(images=self.snapshots, record=record)
+
+
+class CoarseToFine:
+    """Coarse to fine as a runner task: the plain task at each scale in turn, each started from the one before
+    (resized), sharing one network; the run's steps are the scales' steps one after another."""
+
+    oom_advice = OOM_ADVICE
+
+    def __init__(self, settings: TransferSettings):
+        self.settings, self.kind = settings, settings.kind
+        last = sorted(set(int(s) for s in settings.steps))[-1]
+        self.coarse_steps = list(settings.scale_steps or [last] * (len(settings.scales) - 1))
+        self.starts = [sum(self.coarse_steps[:i]) for i in range(len(settings.scales))]  # steps before each
+        self.total_steps = self.starts[-1] + last
+        self.scale_history: list[dict] = []
+
+    def _scale(self, index: int, start: torch.Tensor | None, vgg: VGGFeatures | None) -> None:
+        """Scale `index`'s plain task, set up (the last keeps the run's images; the others only their history)."""
+        s, last = self.settings, index == len(self.settings.scales) - 1
+        steps = s.steps if last else (self.coarse_steps[index],)
+        self.index = index
+        self.task = StyleTransfer(dataclasses.replace(s, size=s.scales[index], steps=steps, scales=None,
+                                                      scale_steps=None), start=start, keep_images=last)
+        self.task.vgg = vgg
+        self.task.setup(self.device)
+        log.info("scale %d of %d: %d px, %d steps", index + 1, len(s.scales), s.scales[index],
+                 self.task.total_steps)
+
+    def identity(self, device: torch.device) -> dict:
+        return {**StyleTransfer(self.settings).identity(device), "task": "coarse to fine"}
+
+    def describe(self) -> str:
+        return self.task.describe() if hasattr(self, "task") else StyleTransfer(self.settings).describe()
+
+    def setup(self, device: torch.device) -> None:
+        self.device = device
+        self._scale(0, None, None)
+
+    def step(self, n: int, clock) -> dict[str, float]:
+        task = self.task
+        if n > self.starts[self.index] + task.total_steps:  # the next scale begins from this one's image
+            self.scale_history.append({
+                "size": task.size, "image_size": [int(task.shape[-2]), int(task.shape[-1])],
+                "steps": task.total_steps, "history": task.history, "final_loss": task.history["total"][-1],
+                "time_s": round(clock(), 6)})
+            self._scale(self.index + 1, task.image.detach().clamp(0, 1), task.vgg)
+        return self.task.step(n - self.starts[self.index], clock)
+
+    def state(self) -> dict | None:
+        state = self.task.state()
+        return None if state is None else {"scale": self.index, "task": state, "scale_history": self.scale_history}
+
+    def load_state(self, saved: dict) -> None:
+        if saved["scale"] != self.index:  # saved at a later scale: build that scale first
+            self._scale(saved["scale"], saved["task"]["image"], self.task.vgg)
+        self.task.load_state(saved["task"])
+        self.scale_history = list(saved["scale_history"])
+
+    def finish(self, run: runner.RunInfo) -> TransferResult:
+        result = self.task.finish(run)
+        record = result.record
+        record.settings = dataclasses.replace(record.settings, scales=list(self.settings.scales),
+                                              scale_steps=self.coarse_steps or None)
+        record.scale_history, record.timing.steps = self.scale_history, self.total_steps
+        return result
 
 
 def check_output_name(name: str, what: str) -> None:
