@@ -1,0 +1,238 @@
+"""The `stylelab` command: the one door between the workflow (or a user) and the library.
+
+    stylelab transfer --content IMG --style IMG --out DIR [options]
+    stylelab invert   --content IMG --layer L --out DIR [options]     (feature inversion)
+    stylelab texture  --style IMG --layer L --out DIR [options]       (texture synthesis)
+    stylelab generate --style IMG --out DIR [options]                 (style-guided diffusion)
+    stylelab models fetch [--model ID] [--revision REV] [--manifest JSON] (the diffusion model's files)
+    stylelab figure   inputs|layer-grid|step-grid|curves|gallery|guidance-curves|colour|scales|blend RECORD... --out PNG
+    stylelab figure   inputs --content IMG --style IMG... --out PNG       (the input images, no records)
+    stylelab report   --manifest JSON --html HTML [--pdf PDF]
+    stylelab small-png PNG... --out-dir DIR                              (README pictures)
+    stylelab config-schema [--write]                                     (the workflow config's schema)
+    stylelab layers
+
+The options of the run commands are made from stylelab.spec.settings (one definition per setting); `--spec JSON`
+gives them as one object, as the workflow's rules do, and an option on the command line wins over it.
+Part 1 commands write DIR/step_<N>.png for every step listed in --steps and DIR/record.json; generate
+writes DIR/image.png and DIR/record.json. A user mistake ends with one line on stderr and exit status 2,
+and nothing written. Long runs save checkpoints and resume from them (stylelab.run.runner); a SIGTERM saves
+one and exits with status 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from stylelab.cli.parser import FETCH_SETTINGS, PART1_DEFAULTS, build_parser, one_line
+from stylelab.run.stopping import RunStopped, stop_on_sigterm
+from stylelab.spec.config import COMMAND_SETTINGS
+from stylelab.spec.errors import StylelabError
+from stylelab.spec.settings import GuidanceSettings, ModelChoice, TransferSettings, resolve, rules_of
+
+log = logging.getLogger("stylelab")
+
+RESUMABLE = ("transfer", "invert", "texture", "generate")
+
+
+def _checked_spec(command: str, spec: dict, names) -> dict:
+    """--spec's settings, after one line for any the command does not take."""
+    unknown = sorted(set(spec) - set(names))
+    if unknown:
+        raise StylelabError(f"spec: '{command}' takes no setting {', '.join(map(repr, unknown))}; its settings are: "
+                            f"{', '.join(sorted(names))}.")
+    return spec
+
+
+def _settings(args: argparse.Namespace, layer: str | None = None) -> TransferSettings:
+    """The run's settings (of `layer`, for invert and texture): the command line's, else --spec's, else the
+    command's defaults."""
+    names = COMMAND_SETTINGS[args.command]
+    values = resolve(TransferSettings, args, _checked_spec(args.command, args.spec, names),
+                     PART1_DEFAULTS[args.command])
+    values = {k: v for k, v in values.items() if k in names}
+    values["max_pixels"] = args.max_pixels
+    if args.command == "invert":
+        values.update(content=args.content, style=None, content_layers=[layer], style_layers=[],
+                      style_weight=0.0, kind="inversion")
+    elif args.command == "texture":
+        values.update(content=None, style=args.style, content_layers=[], style_layers=[layer],
+                      content_weight=0.0, kind="texture")
+    else:
+        values.update(content=args.content, style=args.style)
+    return TransferSettings(**values)
+
+
+def _policy(args: argparse.Namespace, *names: str):
+    """Checkpointing as the command line asks; the outputs' location is part of the run's identity."""
+    from pathlib import Path
+
+    from stylelab.run.checkpoint import CheckpointPolicy
+
+    return CheckpointPolicy(every=args.checkpoint_every, resume=not args.fresh, keep_until_written=True,
+                            scope={"out": str(Path(args.out).resolve()), "names": list(names)})
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from stylelab.diffusion.models import generate
+    from stylelab.spec.files import write_bytes_atomic
+    from stylelab.engine.images import png_bytes
+    from stylelab.spec.records import write_record
+
+    model_names = set(rules_of(ModelChoice))
+    _checked_spec("generate", args.spec, model_names | set(rules_of(GuidanceSettings)))
+    choice = ModelChoice(**resolve(ModelChoice, args, {k: v for k, v in args.spec.items() if k in model_names}))
+    values = resolve(GuidanceSettings, args, {k: v for k, v in args.spec.items() if k not in model_names})
+    settings = GuidanceSettings(**values, max_pixels=args.max_pixels)
+    policy = _policy(args, "image.png", "record.json")
+    image, record = generate(choice, settings, progress=not args.quiet, checkpoints=policy, manifest=args.manifest)
+    out = Path(args.out)
+    write_bytes_atomic(out / "image.png", png_bytes(image))
+    record.outputs = ["image.png", "record.json"]
+    write_record(out / "record.json", record)
+    policy.outputs_written()
+    log.info("wrote %s and %s", out / "image.png", out / "record.json")
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "layers":
+        from stylelab.spec.layers import LAYERS
+        for layer in LAYERS:
+            print(f"{layer.name:<9} {layer.canonical}")
+        return
+    if args.command == "figure":
+        images = None
+        if args.content or args.style:
+            if args.figure != "inputs":
+                raise StylelabError("--content and --style are for the inputs figure only; the other figures "
+                                    "read the images their records name.")
+            images = {"content": [args.content] if args.content else [], "style": args.style or []}
+        elif not args.records:
+            raise StylelabError(f"figure {args.figure} needs record JSON files (or, for inputs, --content/--style).")
+        from stylelab.report.figures import write_figure
+        log.info("wrote %s", write_figure(args.figure, args.records, args.out, images))
+        return
+    if args.command == "config-schema":
+        from stylelab.spec.config import schema_yaml
+        if args.write:
+            from stylelab.spec.files import write_bytes_atomic
+            write_bytes_atomic(args.write, schema_yaml().encode())
+        else:
+            print(schema_yaml(), end="")
+        return
+    if args.command == "small-png":
+        from pathlib import Path
+
+        from stylelab.spec.files import write_bytes_atomic
+        from stylelab.spec.files import small_png
+        for source in args.images:
+            out = Path(args.out_dir) / Path(source).name
+            data = small_png(source, args.width, args.max_kb * 1000)
+            write_bytes_atomic(out, data)
+            log.info("wrote %s (%d KB)", out, len(data) // 1000)
+        return
+    if args.command == "report":
+        from stylelab.report.render import read_manifest, write_report
+        written = write_report(read_manifest(args.manifest), args.html, args.pdf, args.template, args.css)
+        log.info("wrote %s", ", ".join(map(str, written)))
+        return
+    if args.command == "generate":
+        _generate(args)
+        return
+    if args.command == "models":
+        _fetch(args)
+        return
+    _part1_run(args)
+
+
+def _part1_run(args: argparse.Namespace) -> None:
+    """invert, texture (one layer, or several one after another) and transfer: run, then write images and
+    records. Every run is checked before the first starts, and each is the run its own command would make."""
+    from stylelab.engine.transfer import check_image_name, check_output_name, run_transfer, write_outputs
+
+    from stylelab.spec.layers import tutorial_name
+
+    # The tutorial's names ({layer} in file names), whichever form was given.
+    layers = [tutorial_name(layer) for layer in args.layer] if getattr(args, "layer", None) else [None]
+    if len(layers) > 1 and not all("{layer}" in name for name in (args.image_name, args.record_name)):
+        raise StylelabError(f"{len(layers)} layers run one after another, so --image-name and --record-name need "
+                            "{layer} in them (e.g. --image-name {layer}.png --record-name {layer}.json).")
+    runs = []
+    for layer in layers:
+        settings = _settings(args, layer)
+        settings.validate()
+        names = (args.image_name.replace("{layer}", layer or ""), args.record_name.replace("{layer}", layer or ""))
+        check_image_name(names[0], len(set(settings.steps)))
+        check_output_name(names[1], "record name")
+        runs.append((settings, names))
+    for settings, (image_name, record_name) in runs:
+        policy = _policy(args, image_name, record_name)
+        result = run_transfer(settings, progress=not args.quiet, checkpoints=policy)
+        for path in write_outputs(result, args.out, image_name, record_name):
+            log.info("wrote %s", path)
+        policy.outputs_written()
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from stylelab.spec.config import read_configs
+    from stylelab.diffusion.fetch import ModelSource, fetch
+
+    # The config's diffusion section gives the defaults; a spec (the workflow's) gives all there is.
+    files = args.configfile if args.configfile is not None else [
+        p for p in ("config.yaml",) if Path(p).is_file() and not args.spec]
+    diffusion = read_configs(files).get("diffusion", {})
+    model = getattr(args, "model", args.spec.get("model"))
+    if model is not None and model != diffusion.get("model"):
+        diffusion.pop("revision", None)  # the config's pin is of its own model
+    _checked_spec("models fetch", args.spec, [n for group in FETCH_SETTINGS.values() for n in group])
+    values = {}
+    for cls, names in FETCH_SETTINGS.items():
+        spec = {k: v for k, v in args.spec.items() if k in names}
+        given = resolve(cls, args, spec, {k: diffusion[k] for k in names if k in diffusion})
+        values.update({k: given[k] for k in names if k in given})
+    choice = ModelChoice(**{k: values[k] for k in FETCH_SETTINGS[ModelChoice] if k in values})
+    manifest = fetch(ModelSource.of(choice, values.get("precision", GuidanceSettings.precision)))
+    if args.manifest:
+        manifest.write(args.manifest)
+    print(manifest.summary())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # `figure` takes its records anywhere among its options (argparse would give a "*" positional nothing once
+    # an option follows the figure's name); any other stray word is the usual error.
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "figure" and not any(word.startswith("-") for word in extra):
+        args.records += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # Only the long runs turn SIGTERM into "save a checkpoint and stop"; the others end at once as usual.
+    stopping = stop_on_sigterm() if args.command in RESUMABLE else contextlib.nullcontext()
+    try:
+        with stopping:
+            _run(args)
+    except StylelabError as exc:
+        print(f"stylelab: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except RunStopped as exc:
+        print(f"stylelab: {one_line(str(exc))}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print("stylelab: interrupted; the same command resumes from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
