@@ -1,14 +1,11 @@
-"""The report's numbers and the sentences that read them, computed from records and images only.
+"""The report's numbers and the sentences that read them, computed from records and images only. Torch-free.
 
-Every sentence here states a comparison the numbers make (which layer reconstructs the content image most
-closely, how much guidance lowered a style distance against the unguided sample of the same seed); none
-claims what only looking at the pictures could tell. Words are chosen by the sign and size of the numbers,
-so a run that goes the other way is described the other way.
+Every sentence states a comparison the numbers make, never what only looking at the pictures could tell; its
+words follow the sign and size of the numbers, so a run that goes the other way is described the other way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -17,26 +14,19 @@ from PIL import Image
 
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.files import load_pixels
-from stylelab.spec.settings import format_number
-from stylelab.report.runs import STYLE_LOSS_NAMES, Run
-from stylelab.spec.settings import STYLE_LOSSES
+from stylelab.spec.settings import STYLE_LOSSES, format_number
+from stylelab.report.runs import STYLE_LOSS_NAMES, Run, blend_shares
 from stylelab.spec.layers import resolve_layer
 
 
 def g(value: float | None, digits: int = 3) -> str:
     """A number for prose and tables: 3 significant digits, '-' when there is none."""
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}"
-
-
-def percent_change(before: float, after: float) -> float:
-    return 100.0 * (after - before) / before if before else float("nan")
+    return "-" if value is None else f"{value:.{digits}g}"
 
 
 def _change_words(before: float, after: float) -> str:
-    """'lowered by 42%' / 'raised by 7%' / 'left unchanged'."""
-    change = percent_change(before, after)
+    """'lowered by 42%' / 'raised by 7%' / 'left practically unchanged'."""
+    change = 100.0 * (after - before) / before if before else float("nan")
     if change != change:
         return "changed from 0"
     if abs(change) < 0.5:
@@ -44,34 +34,17 @@ def _change_words(before: float, after: float) -> str:
     return f"{'lowered' if change < 0 else 'raised'} by {abs(change):.0f}%"
 
 
-# ------------------------------------------------------------------------------------------- metrics
-
-
-def content_loss(losses: dict) -> float | None:
-    """The unweighted content loss of one saved image (summed over content layers), None without content."""
-    terms = [value for key, value in losses.items() if key.startswith("content/")]
-    return float(sum(terms)) if terms else None
-
-
-@dataclass
-class ImageMetrics:
-    """The numbers of one saved image: what the report's metrics tables show."""
-
-    label: str
-    step: int
-    content: float | None
-    gram: float | None
-    meanvar: float | None
-    stand_in: bool = False
-
-
-def image_metrics(run: Run, label: str | None = None) -> list[ImageMetrics]:
-    """One row per saved image of a transfer or generation run: content loss, Gram and MeanVar distances."""
+def image_metrics(run: Run, prefix: str = "") -> list[dict]:
+    """A row of the report's metrics table (labelled prefix + the run's label) per saved image of a transfer or
+    generation run: the unweighted content loss (summed over content layers, None without any), Gram and
+    MeanVar distances."""
     rows = []
     for step in run.steps:
         distances = run.distances(step)
-        rows.append(ImageMetrics(label or run.label, step, content_loss(run.record.images[str(step)].losses),
-                                 distances.get("gram"), distances.get("meanvar"), bool(run.stand_in)))
+        terms = [value for key, value in run.record.images[str(step)].losses.items() if key.startswith("content/")]
+        rows.append({"label": prefix + run.label, "step": step, "content": float(sum(terms)) if terms else None,
+                     "gram": distances.get("gram"), "meanvar": distances.get("meanvar"),
+                     "stand_in": bool(run.stand_in)})
     return rows
 
 
@@ -92,41 +65,27 @@ def pixel_rmse(run: Run) -> float | None:
     return float(np.sqrt(np.mean((image - reference) ** 2)))
 
 
-def _depth_ranks(runs: Sequence[Run]) -> dict[str, int]:
-    """Each one-layer run's depth rank within its layer type (0 = shallowest), as the grid's rows."""
-    ranks = {}
-    for kind in ("conv", "relu", "pool"):
-        mine = sorted((run for run in runs if resolve_layer(run.layer).kind == kind),
-                      key=lambda run: resolve_layer(run.layer).index)
-        for rank, run in enumerate(mine):
-            ranks[run.layer] = rank
-    return ranks
-
-
-# ----------------------------------------------------------------------------------------- sentences
-
-
 def inversion_findings(runs: Sequence[Run]) -> tuple[dict[str, float | None], list[str]]:
     """Pixel error of each inversion against the content image, and what it says about depth and type."""
     errors = {run.layer: pixel_rmse(run) for run in runs}
     known = {layer: e for layer, e in errors.items() if e is not None}
     if len(known) < 2:
         return errors, []
-    best = min(known, key=known.get)
-    worst = max(known, key=known.get)
+    best, worst = min(known, key=known.get), max(known, key=known.get)
     text = [f"Measured in pixels (RMSE against the content image, on a 0 to 1 scale), the reconstruction "
             f"is closest from {best} ({g(known[best])}) and furthest from {worst} ({g(known[worst])})."]
-    ranks = _depth_ranks(runs)
+    ranks = {}  # each layer's depth rank within its type (0 = shallowest), as the grid's rows
     for kind in ("conv", "relu", "pool"):
+        mine = sorted((run for run in runs if resolve_layer(run.layer).kind == kind),
+                      key=lambda run: resolve_layer(run.layer).index)
+        ranks.update((run.layer, rank) for rank, run in enumerate(mine))
         chain = sorted((layer for layer in known if resolve_layer(layer).kind == kind), key=ranks.get)
         if len(chain) < 2:
             continue
-        values = [known[layer] for layer in chain]
         listing = ", ".join(f"{layer} {g(known[layer])}" for layer in chain)
-        if all(b > a for a, b in zip(values, values[1:])):
-            text.append(f"For {kind} layers the error grows with depth ({listing}).")
-        else:
-            text.append(f"For {kind} layers the error does not grow steadily with depth ({listing}).")
+        grows = all(known[b] > known[a] for a, b in zip(chain, chain[1:]))
+        text.append(f"For {kind} layers the error {'grows' if grows else 'does not grow steadily'} with depth "
+                    f"({listing}).")
     by_rank: dict[int, list[float]] = {}
     for layer, value in known.items():
         by_rank.setdefault(ranks[layer], []).append(value)
@@ -146,14 +105,11 @@ def inversion_findings(runs: Sequence[Run]) -> tuple[dict[str, float | None], li
 
 
 def texture_findings(runs: Sequence[Run]) -> list[str]:
-    if not runs:
-        return []
     factors = {run.layer: float(run.record.initial_loss) / float(run.record.final_losses["total"])
                for run in runs if float(run.record.final_losses["total"]) > 0}
     if not factors:
         return []
-    low = min(factors, key=factors.get)
-    high = max(factors, key=factors.get)
+    low, high = min(factors, key=factors.get), max(factors, key=factors.get)
     return [f"From noise, each run lowered its single-layer Gram loss by a factor between {g(factors[low])} "
             f"({low}) and {g(factors[high])} ({high}). Gram losses of different layers are not on one scale, "
             f"so the grid, not these factors, is the comparison between layers."]
@@ -161,89 +117,93 @@ def texture_findings(runs: Sequence[Run]) -> list[str]:
 
 def transfer_findings(runs: Sequence[Run]) -> list[str]:
     """How the saved steps and the style weights move content loss and both style distances."""
-    text = []
+    text, finals = [], {}
     for run in runs:
-        first, last = run.steps[0], run.steps[-1]
-        if first == last:
-            continue
         metrics = image_metrics(run)
         a, b = metrics[0], metrics[-1]
-        own = run.record.settings.style_loss
-        name = STYLE_LOSS_NAMES.get(own, own)
-        own_a, own_b = getattr(a, own), getattr(b, own)
-        if None in (own_a, own_b, a.content, b.content):
+        finals[id(run)] = b
+        if a["step"] == b["step"]:
             continue
-        text.append(f"{run.label}: from step {first} to {last} the {name} distance was "
+        own = run.record.settings.style_loss
+        own_a, own_b = a[own], b[own]
+        if None in (own_a, own_b, a["content"], b["content"]):
+            continue
+        text.append(f"{run.label}: from step {a['step']} to {b['step']} the {run.loss_name} distance was "
                     f"{_change_words(own_a, own_b)} ({g(own_a)} to {g(own_b)}) and the content loss "
-                    f"{_change_words(a.content, b.content)} ({g(a.content)} to {g(b.content)}).")
-    finals = {id(run): image_metrics(run)[-1] for run in runs}
+                    f"{_change_words(a['content'], b['content'])} ({g(a['content'])} to {g(b['content'])}).")
     meanvar = sorted((run for run in runs if run.record.settings.style_loss == "meanvar"),
                      key=lambda run: run.record.settings.style_weight)
     if len(meanvar) > 1:
         lo, hi = meanvar[0], meanvar[-1]
         a, b = finals[id(lo)], finals[id(hi)]
-        if None not in (a.meanvar, b.meanvar, a.content, b.content):
+        if None not in (a["meanvar"], b["meanvar"], a["content"], b["content"]):
             text.append(f"Raising the MeanVar style weight from {format_number(lo.record.settings.style_weight)} "
-                        f"to {format_number(hi.record.settings.style_weight)} {_change_words(a.meanvar, b.meanvar)} "
-                        f"the final MeanVar distance ({g(a.meanvar)} to {g(b.meanvar)}) and "
-                        f"{_change_words(a.content, b.content)} the content loss ({g(a.content)} to {g(b.content)}).")
+                        f"to {format_number(hi.record.settings.style_weight)} "
+                        f"{_change_words(a['meanvar'], b['meanvar'])} the final MeanVar distance ({g(a['meanvar'])} "
+                        f"to {g(b['meanvar'])}) and {_change_words(a['content'], b['content'])} the content loss "
+                        f"({g(a['content'])} to {g(b['content'])}).")
     gram = [run for run in runs if run.record.settings.style_loss == "gram"]
     if gram and meanvar:
         gr = finals[id(gram[0])]
-        mv_gram = [finals[id(run)].gram for run in meanvar if finals[id(run)].gram is not None]
-        mv_mv = [finals[id(run)].meanvar for run in meanvar if finals[id(run)].meanvar is not None]
-        if gr.gram is not None and mv_gram and gr.meanvar is not None and mv_mv:
-            text.append(f"Judged by both measures: the Gram run ends at Gram distance {g(gr.gram)} and MeanVar "
-                        f"distance {g(gr.meanvar)}; the MeanVar runs end at Gram distances {g(min(mv_gram))} to "
+        mv_gram = [finals[id(run)]["gram"] for run in meanvar if finals[id(run)]["gram"] is not None]
+        mv_mv = [finals[id(run)]["meanvar"] for run in meanvar if finals[id(run)]["meanvar"] is not None]
+        if gr["gram"] is not None and mv_gram and gr["meanvar"] is not None and mv_mv:
+            text.append(f"Judged by both measures: the Gram run ends at Gram distance {g(gr['gram'])} and MeanVar "
+                        f"distance {g(gr['meanvar'])}; the MeanVar runs end at Gram distances {g(min(mv_gram))} to "
                         f"{g(max(mv_gram))} and MeanVar distances {g(min(mv_mv))} to {g(max(mv_mv))}.")
     return text
 
 
-def _generation_reference(run: Run, candidates: Sequence[Run]) -> Run | None:
-    """The unguided sample that differs from a guided `run` only by the guidance (same prompt and seed;
-    the same number of steps when there is one)."""
-    settings = run.record.settings
-    same = [other for other in candidates if other.record.settings.guidance_factor == 0
-            and other.record.settings.prompt == settings.prompt and other.record.settings.seed == settings.seed]
-    exact = [other for other in same if other.record.timing.steps == run.record.timing.steps]
-    return (exact or same or [None])[0]
-
-
-def _guidance_sentences(runs: Sequence[Run]) -> list[str]:
-    """Each guided sample against the unguided one of the same prompt and seed."""
+def guidance_findings(runs: Sequence[Run], transfers: Sequence[Run] = ()) -> list[str]:
+    """Part 2 A: each guided sample against the unguided one of the same prompt and seed (and, where there is
+    one, the same number of steps), and Part 1 transfer on the unguided sample against the best guided one."""
     text = []
-    for run in runs:
-        settings = run.record.settings
-        if settings.guidance_factor <= 0:
+    unguided = [run for run in runs if run.record.settings.guidance_factor == 0]
+    guided = [run for run in runs if run.record.settings.guidance_factor > 0]
+    for run in guided:
+        settings, steps = run.record.settings, run.record.timing.steps
+        same = [other for other in unguided if other.record.settings.prompt == settings.prompt
+                and other.record.settings.seed == settings.seed]
+        if not same:
             continue
-        reference = _generation_reference(run, runs)
-        if reference is None:
-            continue
+        reference = ([other for other in same if other.record.timing.steps == steps] or same)[0]
         loss = settings.style_loss
         other = "meanvar" if loss == "gram" else "gram"
         mine, base = run.record.style_distances, reference.record.style_distances
-        steps_note = ("" if reference.record.timing.steps == run.record.timing.steps
-                      else f" ({reference.record.timing.steps} steps)")
+        steps_note = "" if reference.record.timing.steps == steps else f" ({reference.record.timing.steps} steps)"
         text.append(f"{run.label}: against the unguided sample of the same seed{steps_note}, guidance "
                     f"{_change_words(base[loss], mine[loss])} the {STYLE_LOSS_NAMES[loss]} distance "
                     f"({g(base[loss])} to {g(mine[loss])}) and {_change_words(base[other], mine[other])} the "
                     f"{STYLE_LOSS_NAMES[other]} distance.")
+    for transfer in transfers:
+        loss = transfer.record.settings.style_loss
+        final = image_metrics(transfer)[-1]
+        same_loss = [run.record.style_distances[loss] for run in guided if run.record.settings.style_loss == loss]
+        if final[loss] is None or not same_loss:
+            continue
+        name = STYLE_LOSS_NAMES[loss]
+        text.append(f"Part 1 {name} transfer on the unguided sample reaches {name} distance {g(final[loss])} after "
+                    f"{final['step']} steps; the best {name}-guided sample reaches {g(min(same_loss))}.")
+    if text and any(run.stand_in for run in runs):
+        text.append("These samples come from a stand-in model with random weights: the numbers show what the "
+                    "guidance does to the style distances, not what the real model would draw.")
     return text
 
 
-def _prompt_sentences(plain: Sequence[Run], guided: Sequence[Run]) -> list[str]:
-    """Unguided samples whose prompt names the style, against the first prompt, and against guidance."""
+def prompt_findings(runs: Sequence[Run]) -> list[str]:
+    """Part 2 B: unguided samples whose prompt names the style, against the first prompt and against guidance
+    (the guided samples against the unguided one are Part 2 A's, guidance_findings)."""
     text = []
-    if not plain:
-        return text
-    first = plain[0]
-    prompted = [run for run in plain if run.record.settings.prompt != first.record.settings.prompt]
+    plain = [run for run in runs if run.record.settings.guidance_factor == 0]
+    guided = [run for run in runs if run.record.settings.guidance_factor > 0]
+    first = plain[0].record.settings.prompt if plain else None
+    prompted = [run for run in plain if run.record.settings.prompt != first]
     for run in prompted:
-        a, b = first.record.style_distances, run.record.style_distances
+        a, b = plain[0].record.style_distances, run.record.style_distances
         text.append(f"Naming the style in the prompt (\u201c{run.record.settings.prompt}\u201d) "
                     f"{_change_words(a['gram'], b['gram'])} the Gram distance and "
                     f"{_change_words(a['meanvar'], b['meanvar'])} the MeanVar distance against "
-                    f"\u201c{first.record.settings.prompt}\u201d.")
+                    f"\u201c{first}\u201d.")
     for run in prompted[:1]:
         for loss in STYLE_LOSSES:
             values = [other.record.style_distances[loss] for other in guided
@@ -257,41 +217,6 @@ def _prompt_sentences(plain: Sequence[Run], guided: Sequence[Run]) -> list[str]:
                         f"{STYLE_LOSS_NAMES[loss]}-guided sample{'s' if len(values) > 1 else ''} ({spread}) "
                         f"{'is' if closer == 1 else 'are'} closer to the style image than the sample with the style "
                         f"in the prompt ({g(mine)}).")
-    return text
-
-
-def _transfer_sentences(guided: Sequence[Run], transfers: Sequence[Run]) -> list[str]:
-    """Part 1 transfer on the unguided sample against the best guided sample of the same style loss."""
-    text = []
-    for transfer in transfers:
-        loss = transfer.record.settings.style_loss
-        final = image_metrics(transfer)[-1]
-        same_loss = [run.record.style_distances[loss] for run in guided if run.record.settings.style_loss == loss]
-        value = getattr(final, loss)
-        if value is None or not same_loss:
-            continue
-        text.append(f"Part 1 {STYLE_LOSS_NAMES[loss]} transfer on the unguided sample reaches {STYLE_LOSS_NAMES[loss]} "
-                    f"distance {g(value)} after {final.step} steps; the best {STYLE_LOSS_NAMES[loss]}-guided sample "
-                    f"reaches {g(min(same_loss))}.")
-    return text
-
-
-def guidance_findings(runs: Sequence[Run], transfers: Sequence[Run] = ()) -> list[str]:
-    """Part 2 A: each guided sample against the unguided one, and Part 1 transfer on a generated sample."""
-    guided = [run for run in runs if run.record.settings.guidance_factor > 0]
-    text = _guidance_sentences(runs) + _transfer_sentences(guided, transfers)
-    if text and any(run.stand_in for run in runs):
-        text.append("These samples come from a stand-in model with random weights: the numbers show what the "
-                    "guidance does to the style distances, not what the real model would draw.")
-    return text
-
-
-def prompt_findings(runs: Sequence[Run]) -> list[str]:
-    """Part 2 B: the style named in the prompt, against the first prompt and against guidance. The guided
-    samples' own comparison with the unguided one is Part 2 A's (guidance_findings), not repeated here."""
-    plain = [run for run in runs if run.record.settings.guidance_factor == 0]
-    guided = [run for run in runs if run.record.settings.guidance_factor > 0]
-    text = _prompt_sentences(plain, guided)
     if text and any(run.stand_in for run in runs):
         text.append("With the stand-in's random weights, the words of a prompt carry no meaning to the model: "
                     "what naming the style does here is chance, not what a trained model would do.")
@@ -302,8 +227,7 @@ def prompt_findings(runs: Sequence[Run]) -> list[str]:
 
 
 def _mean_colour_gap(run: Run) -> float | None:
-    """How far the image's mean colour is from the content image's: the largest per-channel gap of the RGB
-    means, in 0..255 units (None when the content image cannot be read)."""
+    """The largest per-channel gap (0..255) between the RGB means of the image and of the content image."""
     try:
         with Image.open(run.record.settings.content) as img:
             content = np.asarray(img.convert("RGB").resize(tuple(run.image().shape[1::-1])), dtype=float)
@@ -315,8 +239,9 @@ def _mean_colour_gap(run: Run) -> float | None:
 def colour_findings(runs: Sequence[Run]) -> list[str]:
     """Per style loss: how far each mode's mean colour is from the content's, against the plain transfer."""
     text = []
-    for label in dict.fromkeys(_weight_label(run) for run in runs):
-        row = {run.record.settings.preserve_colors: run for run in runs if _weight_label(run) == label}
+    labels = [f"{run.loss_name} at style weight {format_number(run.record.settings.style_weight)}" for run in runs]
+    for label in dict.fromkeys(labels):
+        row = {run.record.settings.preserve_colors: run for run, mine in zip(runs, labels) if mine == label}
         gaps = {mode: _mean_colour_gap(run) for mode, run in row.items()}
         if gaps.get("none") is None or len(gaps) < 2:
             continue
@@ -324,12 +249,6 @@ def colour_findings(runs: Sequence[Run]) -> list[str]:
         text.append(f"{label}: the image's mean colour is {gaps['none']:.1f} (of 255) from the content's in the "
                     f"plain transfer; {others} with colour preservation.")
     return text
-
-
-def _weight_label(run: Run) -> str:
-    settings = run.record.settings
-    return f"{STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)} at style weight " \
-           f"{format_number(settings.style_weight)}"
 
 
 def time_to_reach(run: Run, objective: float) -> float | None:
@@ -354,13 +273,11 @@ def scales_findings(runs: Sequence[Run]) -> list[str]:
         time, loss = float(run.record.timing.optimise_s), run.image_loss()
         reached = time_to_reach(run, base_loss)
         sizes = " > ".join(map(str, run.record.settings.scales))
-        sentence = (f"Coarse to fine ({sizes} px) took {time:.1f} s against {base_time:.1f} s at one scale "
+        reach = (f"it reached the single scale's final objective after {reached:.1f} s ({reached / base_time:.2f}x "
+                 f"its time)." if reached is not None else "it did not reach the single scale's final objective.")
+        text.append(f"Coarse to fine ({sizes} px) took {time:.1f} s against {base_time:.1f} s at one scale "
                     f"({time / base_time:.2f}x) and ended at objective {loss:.3g} against {base_loss:.3g} "
-                    f"({loss / base_loss:.2f}x); ")
-        sentence += (f"it reached the single scale's final objective after {reached:.1f} s "
-                     f"({reached / base_time:.2f}x its time)." if reached is not None
-                     else "it did not reach the single scale's final objective.")
-        text.append(sentence)
+                    f"({loss / base_loss:.2f}x); {reach}")
     return text
 
 
@@ -368,10 +285,6 @@ def blend_findings(runs: Sequence[Run]) -> list[str]:
     """Blended styles: the final objective of each blend against its own blended target."""
     if len(runs) < 2:
         return []
-    parts = []
-    for run in runs:
-        weights = run.record.settings.style_blend or [1.0]
-        total = sum(weights)
-        parts.append(f"{' / '.join(format_number(round(w / total, 3)) for w in weights)}: {run.image_loss():.3g}")
+    parts = [f"{blend_shares(run.record.settings.style_blend or [1.0])}: {run.image_loss():.3g}" for run in runs]
     return [f"Final objective against each blended target (weights in the order of the style images): "
             f"{'; '.join(parts)}."]

@@ -1,18 +1,7 @@
-"""Figures of the Part 1 experiments, made from their images and records only (never by re-running one).
+"""Figures of the experiments, drawn from their images and records only (never by re-running one).
 
-    inputs           the content and style images the runs name, as given
-    layer-grid       one image per one-layer run (inversion, texture): columns by layer type, rows by depth,
-                     after the target (the content image, or the style image of a texture)
-    step-grid        one row per run (transfer), one column per saved step
-    curves           the loss history of every run of one experiment, on a log scale
-    gallery          the style image, then the final image of each run (Part 2 generations and transfers), the
-                     content of the transfers marked
-    guidance-curves  the style losses of the clean estimate x0 along the denoising schedule (Part 2)
-    colour           colour preservation: inputs, then each mode per style loss (Part 3)
-    scales           coarse to fine against one scale: images, and the objective against time (Part 3)
-    blend            blended styles between their style images (Part 3)
-
-Each draws a matplotlib Figure from runs (stylelab.report.runs); write_figure saves one as a PNG.
+Each drawing in FIGURES makes a matplotlib Figure from runs (stylelab.report.runs); write_figure saves one as a
+PNG. Torch-free.
 """
 
 from __future__ import annotations
@@ -34,9 +23,8 @@ from PIL import Image
 
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.files import write_bytes_atomic
-from stylelab.spec.settings import format_number
-from stylelab.report.runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, load_runs
-from stylelab.spec.settings import COLOR_MODES, STYLE_LOSSES
+from stylelab.spec.settings import COLOR_MODES, STYLE_LOSSES, format_number
+from stylelab.report.runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, blend_shares, load_runs
 from stylelab.spec.layers import resolve_layer
 
 LAYER_TYPES = ("conv", "relu", "pool")
@@ -72,9 +60,15 @@ def _blank(ax) -> None:
         spine.set_visible(False)
 
 
+def _log_panel(ax, xlabel: str, title: str, fontsize: float) -> None:
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=fontsize)
+    ax.grid(True, which="major", alpha=0.3)
+
+
 def input_image(path: str, what: str, size: Sequence[int] | None = None) -> np.ndarray:
-    """An input image a record names (content or style), as RGB; with `size` (height, width), resized as the
-    runs resized it (bilinear, stylelab.engine.images.resize)."""
+    """An input image a record names, as RGB; with `size` (h, w), resized as the runs resized it (bilinear)."""
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
@@ -86,45 +80,19 @@ def input_image(path: str, what: str, size: Sequence[int] | None = None) -> np.n
     return np.asarray(rgb)
 
 
-def _short_side(image: np.ndarray, short: int) -> tuple[int, int]:
-    """(height, width) with the short side at `short`, the aspect kept (a style image's size in a run)."""
-    h, w = image.shape[:2]
-    return (round(short * h / w), short) if w <= h else (short, round(short * w / h))
-
-
-def _target(runs: Sequence[Run], kind: str) -> tuple[str, np.ndarray] | None:
-    """What one-layer runs imitate: the content image of inversions, the style image of textures, at the
-    runs' size; None when the records name none."""
-    settings = runs[0].record.settings
-    path, what = (settings.content, "content") if kind == "inversion" else (settings.style, "style")
-    if not path:
-        return None
-    h, w = runs[0].record.image_size
-    if kind == "inversion":
-        return f"content image\n(the target), {w}x{h} px", input_image(path, what, (h, w))
-    image = input_image(path, what)
-    size = _short_side(image, min(h, w))
-    return f"style image\n{size[1]}x{size[0]} px", input_image(path, what, size)
-
-
-def named_inputs(runs: Sequence[Run]) -> dict[str, list[str]]:
-    """The content and style images the records name, each once, in the order first named."""
+def inputs_figure(runs: Sequence[Run]) -> Figure:
+    """The content and style images the records name, each once, side by side as given."""
     named = {}
     for what in ("content", "style"):
         paths = (getattr(run.record.settings, what) for run in runs)
         named[what] = list(dict.fromkeys(p for item in paths if item
                                          for p in ([item] if isinstance(item, str) else item) if p))
-    return named
-
-
-def inputs_figure(runs: Sequence[Run]) -> Figure:
-    """The content and style images the records name, each once, side by side as given."""
-    return images_figure(named_inputs(runs))
+    return images_figure(named)
 
 
 def images_figure(images: dict[str, Sequence[str]]) -> Figure:
     """The images of `images` ({"content": [path], "style": [path, ...]}), each once, side by side as given
-    (the inputs figure; the workflow draws it from the config's images, so no run's record redraws it)."""
+    (the inputs figure as the workflow draws it, from the config's images)."""
     cells = []
     for what in ("content", "style"):
         for path in dict.fromkeys(images.get(what, ())):
@@ -145,18 +113,23 @@ def images_figure(images: dict[str, Sequence[str]]) -> Figure:
 
 
 def layer_grid_figure(runs: Sequence[Run]) -> Figure:
-    """Final images of one-layer runs: a column per layer type (conv, relu, pool), a row per depth, after a
-    first column with what they imitate (the content image of inversions, the style image of textures).
-
-    Rows follow the order of the runs within each layer type, so conv_1, conv_5, conv_10 and
-    relu_1, relu_5, relu_10 fill the rows shallow to deep as listed.
-    """
+    """Final images of one-layer runs: a column per layer type, a row per depth in the order of the runs, after
+    a first column with what they imitate (the content image, or a texture's style image)."""
     kind = _one_kind(runs, ("inversion", "texture"))
     columns = {t: [r for r in runs if resolve_layer(r.layer).kind == t] for t in LAYER_TYPES}
     columns = {t: rs for t, rs in columns.items() if rs}
-    target = _target(runs, kind)
-    n_rows, n_cols = max(len(rs) for rs in columns.values()), len(columns) + (target is not None)
+    settings = runs[0].record.settings
+    path, what = (settings.content, "content") if kind == "inversion" else (settings.style, "style")
     h, w = runs[0].record.image_size
+    target = None
+    if path and kind == "inversion":
+        target = f"content image\n(the target), {w}x{h} px", input_image(path, what, (h, w))
+    elif path:  # the style image as the runs sized it: its short side at theirs, the aspect kept
+        ih, iw = input_image(path, what).shape[:2]
+        short = min(h, w)
+        size = (round(short * ih / iw), short) if iw <= ih else (short, round(short * iw / ih))
+        target = f"style image\n{size[1]}x{size[0]} px", input_image(path, what, size)
+    n_rows, n_cols = max(len(rs) for rs in columns.values()), len(columns) + (target is not None)
     fig = Figure(figsize=(CELL_INCHES * n_cols + 0.6, CELL_INCHES * h / w * n_rows + 1.2), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     if target is not None:
@@ -210,18 +183,13 @@ def step_grid_figure(runs: Sequence[Run]) -> Figure:
 
 def _summed(history: dict, prefix: str) -> np.ndarray | None:
     keys = [k for k in history if k.startswith(prefix)]
-    if not keys:
-        return None
-    return np.sum([np.asarray(history[k], dtype=float) for k in keys], axis=0)
+    return np.sum([np.asarray(history[k], dtype=float) for k in keys], axis=0) if keys else None
 
 
 def loss_curves_figure(runs: Sequence[Run]) -> Figure:
-    """Loss against step for every run of one experiment, log scale.
-
-    One-layer runs: the loss, and the loss relative to the start (their scales differ by orders of
-    magnitude from layer to layer). Transfer runs: the weighted total, and the unweighted content and
-    style terms (style summed over its layers), since the style weights differ from run to run.
-    """
+    """Loss against step for every run of one experiment, log scale: for one-layer runs the loss, also relative
+    to the start (scales differ by orders of magnitude between layers); for transfers the weighted total and the
+    unweighted content and style terms (the style weights differ between runs)."""
     kind = _one_kind(runs, ("inversion", "texture", "transfer"))
     if kind == "transfer":
         panels = [("weighted total loss", lambda h: np.asarray(h["total"], dtype=float)),
@@ -242,12 +210,8 @@ def loss_curves_figure(runs: Sequence[Run]) -> Figure:
             # A loss of exactly 0 has no place on a log axis; leave those points out.
             values = np.where(values > 0, values, np.nan)
             ax.plot(run.record.history["step"], values, color=colour, label=run.label, linewidth=1.3)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title(title, fontsize=11)
-        ax.grid(True, which="major", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=9, loc="outside right upper", frameon=False)
+        _log_panel(ax, "step", title, 11)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=9, loc="outside right upper", frameon=False)
     fig.suptitle(f"{KIND_TITLES[kind]}: loss per step ({_subtitle(runs[0])})", fontsize=12)
     return fig
 
@@ -261,11 +225,6 @@ def _stand_in_note(fig: Figure, runs: Sequence[Run]) -> None:
         width = max(40, int(fig.get_figwidth() * 72 / (8 * 0.62)))
         text = "Stand-in model with random weights, not the real model: " + "; ".join(reasons)
         fig.supxlabel(textwrap.fill(text, width), fontsize=8, color="#b00000")
-
-
-def _distances(run: Run) -> str:
-    distances = run.distances()
-    return "   ".join(f"{STYLE_LOSS_NAMES[k]} {v:.3g}" for k, v in distances.items())
 
 
 def gallery_figure(runs: Sequence[Run]) -> Figure:
@@ -286,7 +245,8 @@ def gallery_figure(runs: Sequence[Run]) -> Figure:
                 title = "content of the Part 1 transfers:\n" + title
         else:
             title = f"Part 1 transfer, {run.steps[-1]} steps\n{run.label}"
-        cells.append((title, _distances(run), run.image()))
+        distances = "   ".join(f"{STYLE_LOSS_NAMES[k]} {v:.3g}" for k, v in run.distances().items())
+        cells.append((title, distances, run.image()))
     for path in contents:  # a content image the gallery has no run of
         at = next(i for i, cell in enumerate(cells) if cell[0].startswith("Part 1 transfer"))
         cells.insert(at, (f"content of the Part 1 transfers\n{path.parent.name}/{path.name}", None,
@@ -302,8 +262,7 @@ def gallery_figure(runs: Sequence[Run]) -> Figure:
         ax.set_title(title, fontsize=8.5)
         if xlabel:
             ax.set_xlabel("distance to style: " + xlabel, fontsize=7.5)
-    generations = [r for r in runs if r.kind == "generation"]
-    model = generations[0].record.model.source if generations else ""
+    model = next((run.record.model.source for run in runs if run.kind == "generation"), "")
     fig.suptitle(f"Style-guided diffusion{' (' + model + ')' if model else ''}, one seed for all", fontsize=12)
     _stand_in_note(fig, runs)
     return fig
@@ -324,13 +283,9 @@ def guidance_curves_figure(runs: Sequence[Run]) -> Figure:
             values = np.array([np.nan if v is None or v <= 0 else v for v in history[f"style/{loss}"]], dtype=float)
             fraction = np.asarray(history["step"], dtype=float) / len(history["step"])
             ax.plot(fraction, values, color=colour, linewidth=1.3, label=label)
-        ax.set_yscale("log")
-        ax.set_xlabel("fraction of the denoising schedule")
-        ax.set_title(f"{STYLE_LOSS_NAMES[loss]} style loss of x0", fontsize=11)
-        ax.grid(True, which="major", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
+        _log_panel(ax, "fraction of the denoising schedule", f"{STYLE_LOSS_NAMES[loss]} style loss of x0", 11)
     # Centred beside the plots: at the top it ran into the title, and below them into the stand-in banner.
-    fig.legend(handles, labels, fontsize=8.5, loc="outside right center", frameon=False)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8.5, loc="outside right center", frameon=False)
     fig.suptitle("Style loss of the clean-image estimate at each step", fontsize=12)
     _stand_in_note(fig, runs)
     return fig
@@ -342,13 +297,11 @@ COLOUR_MODE_TITLES = {"none": "plain transfer", "luminance": "luminance only", "
 
 
 def _loss_label(run: Run) -> str:
-    settings = run.record.settings
-    return f"{STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)}, w {format_number(settings.style_weight)}"
+    return f"{run.loss_name}, w {format_number(run.record.settings.style_weight)}"
 
 
 def colour_figure(runs: Sequence[Run]) -> Figure:
-    """Colour preservation: a row per style loss and weight, the content and style images, then one column per
-    mode (plain, luminance only, colours matched)."""
+    """Colour preservation: a row per style loss and weight, the content and style images, then a column per mode."""
     _one_kind(runs, ("transfer",))
     order = list(COLOR_MODES)  # plain first, whatever order the records come in
     modes = sorted(dict.fromkeys(run.record.settings.preserve_colors for run in runs),
@@ -384,17 +337,8 @@ def colour_figure(runs: Sequence[Run]) -> Figure:
     return fig
 
 
-def _scale_trace(run: Run) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(size, time in s, total loss) of each scale of a run, coarse to fine, on the run's one clock."""
-    record = run.record
-    scales = [(entry["size"], entry["history"]) for entry in getattr(record, "scale_history", [])]
-    scales.append((record.settings.size, record.history))
-    return [(size, np.asarray(h["time_s"], dtype=float), np.asarray(h["total"], dtype=float)) for size, h in scales]
-
-
 def scales_figure(runs: Sequence[Run]) -> Figure:
-    """Coarse to fine against one scale: each run's final image (time, final objective), and the objective
-    against time, each scale of a run in its own shade."""
+    """Coarse to fine against one scale: each run's final image, and the objective against time per scale."""
     _one_kind(runs, ("transfer",))
     h, w = runs[0].record.image_size
     fig = Figure(figsize=(CELL_INCHES * 1.3 * len(runs) + 5.2, CELL_INCHES * 1.3 * h / w + 1.4), layout="constrained")
@@ -402,21 +346,22 @@ def scales_figure(runs: Sequence[Run]) -> Figure:
     colours = matplotlib.colormaps["tab10"].colors
     plot = fig.add_subplot(grid[0, len(runs):])
     for i, (run, colour) in enumerate(zip(runs, colours)):
+        # Each scale of the run, coarse to fine, on the run's one clock: (size, its history).
+        scales = [(entry["size"], entry["history"]) for entry in run.record.scale_history]
+        scales.append((run.record.settings.size, run.record.history))
+        name = Path(run.path).stem.replace("_", " ")
         ax = fig.add_subplot(grid[0, i])
         _blank(ax)
         ax.imshow(run.image(), interpolation="antialiased")
-        sizes = " > ".join(str(size) for size, _, _ in _scale_trace(run))
-        ax.set_title(f"{Path(run.path).stem.replace('_', ' ')}\n{sizes} px", fontsize=9.5)
+        ax.set_title(f"{name}\n{' > '.join(str(size) for size, _ in scales)} px", fontsize=9.5)
         ax.set_xlabel(f"{run.record.timing.optimise_s:.1f} s, final objective {run.image_loss():.3g}", fontsize=8)
-        for k, (size, times, totals) in enumerate(_scale_trace(run)):
-            last = k == len(_scale_trace(run)) - 1
-            plot.plot(times, np.where(totals > 0, totals, np.nan), color=colour, linewidth=1.4 if last else 1.0,
-                      alpha=1.0 if last else 0.55, linestyle="-" if last else "--",
-                      label=f"{Path(run.path).stem.replace('_', ' ')}, {size} px")
-    plot.set_yscale("log")
-    plot.set_xlabel("time (s, optimisation only)")
-    plot.set_title("objective at each scale", fontsize=10)
-    plot.grid(True, which="major", alpha=0.3)
+        for k, (size, history) in enumerate(scales):
+            last = k == len(scales) - 1
+            totals = np.asarray(history["total"], dtype=float)
+            plot.plot(np.asarray(history["time_s"], dtype=float), np.where(totals > 0, totals, np.nan), color=colour,
+                      linewidth=1.4 if last else 1.0, alpha=1.0 if last else 0.55, linestyle="-" if last else "--",
+                      label=f"{name}, {size} px")
+    _log_panel(plot, "time (s, optimisation only)", "objective at each scale", 10)
     plot.legend(fontsize=7.5, frameon=False)
     fig.suptitle(f"Coarse to fine against one scale ({_subtitle(runs[0])})", fontsize=12)
     return fig
@@ -427,13 +372,9 @@ def blend_figure(runs: Sequence[Run]) -> Figure:
     _one_kind(runs, ("transfer",))
     styles = runs[0].record.settings.style
     styles = [styles] if isinstance(styles, str) else list(styles)
-    ordered = sorted(runs, key=lambda run: [-w for w in run.record.settings.style_blend or [1.0]])
     cells = [(f"style: {Path(styles[0]).stem}", input_image(styles[0], "style"), None)]
-    for run in ordered:
-        weights = run.record.settings.style_blend or [1.0]
-        total = sum(weights)
-        cells.append((" / ".join(format_number(round(w / total, 3)) for w in weights), run.image(),
-                      f"loss {run.image_loss():.3g}"))
+    cells += [(blend_shares(run.record.settings.style_blend or [1.0]), run.image(), f"loss {run.image_loss():.3g}")
+              for run in sorted(runs, key=lambda run: [-w for w in run.record.settings.style_blend or [1.0]])]
     cells += [(f"style: {Path(path).stem}", input_image(path, "style"), None) for path in styles[1:]]
     h, w = runs[0].record.image_size
     fig = Figure(figsize=(CELL_INCHES * len(cells), CELL_INCHES * h / w + 1.3), layout="constrained")
@@ -456,8 +397,7 @@ FIGURES = {"inputs": inputs_figure, "layer-grid": layer_grid_figure, "step-grid"
 
 def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
                  images: dict[str, Sequence[str]] | None = None) -> Path:
-    """Draw figure `name` (a key of FIGURES) from the records and write it as a PNG. The inputs figure may
-    take `images` instead of records (then it depends on the image files only)."""
+    """Draw figure `name` (a key of FIGURES) from the records, or the inputs figure from `images`, as a PNG."""
     if name == "inputs" and images is not None:
         return _save(images_figure(images), out)
     return _save(FIGURES[name](load_runs(record_paths)), out)

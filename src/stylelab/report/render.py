@@ -1,14 +1,8 @@
 """The report: records, figures, benchmark files and the config -> Jinja templates -> HTML and PDF.
 
-`write_report` reads a manifest (what the workflow made: per section its figures and records, the
-benchmark files per part, the effective config), builds one context from it, and renders
-`report.html.j2`: one self-contained HTML file (figures as data URIs, the style sheet inline), and with
-WeasyPrint the same page as an A4 PDF (the print rules of the style sheet: title page, page numbers,
-figures kept whole). Everything shown comes from those files; nothing is recomputed except simple
-comparisons (stylelab.report.analysis).
-
-The template and the style sheet (templates/report.html.j2 and style.css beside this module) are package
-data of stylelab.report, so a report renders from any working directory; --template and --css give others.
+`write_report` renders a manifest (per section its figures and records, the benchmark files, the config) with
+the packaged templates/report.html.j2 and style.css into one self-contained HTML file, and with WeasyPrint an
+A4 PDF. Nothing is recomputed except simple comparisons (stylelab.report.analysis). Torch-free.
 """
 
 from __future__ import annotations
@@ -45,39 +39,16 @@ REPORT_FILES = "stylelab.report"
 TEMPLATE_DIR, TEMPLATE_NAME = "templates", "report.html.j2"
 CSS_NAME = "style.css"
 
-# What a Part 3 section's runs set beside a transfer's settings (shown in its "what was run" table).
-
-# The "what was run" table of a Part 1 section: the images and the layers (a section's `layers` are each
-# run's content or style layers), then what its config section holds, then what the config gives every Part 1
-# run (stylelab.spec.config), so a setting added to a section shows here by itself. `size` is shown as the image
-# size the records measured. A setting no run has (an inversion's style image) is left out.
-_PART1_INPUTS = ("content", "style", "content_layers", "style_layers")
-_MEASURED = ("size",)
-# The same table for Part 2 generations (fields of GuidanceSettings).
+# The "what was run" table of a Part 2 section (fields of GuidanceSettings); a Part 1 section's is made from the
+# config's settings (stylelab.spec.config), so a setting added to a config section shows by itself.
 GENERATION_SETTINGS_SHOWN = ("prompt", "style", "style_layers", "seed", "cfg_scale", "size", "guidance_start",
                              "guidance_end", "guidance_every", "precision", "weights")
 
 
-def settings_shown(kind: str) -> tuple[str, ...]:
-    """The settings the "what was run" table of a section of this kind of record shows, in order."""
-    if kind == "generation":
-        return GENERATION_SETTINGS_SHOWN
-    names = _PART1_INPUTS + SECTION_SETTINGS[kind] + (TRANSFER_RUN_SETTINGS + PART3_SETTINGS if kind == "transfer"
-                                                      else ())
-    names += tuple(name for name in NETWORK_SETTINGS if name not in _MEASURED)
-    return tuple(dict.fromkeys(names))  # each once, first place kept
-
-
-# How figures are embedded, so that the report can be mailed (under 3 MB at the default sizes). Figures of
-# images (grids, galleries) are drawn wider than the HTML's text column (59rem = 944 px: report/style.css's
-# 62rem less its padding), so they go in resampled to that width (Lanczos: what a browser shows of the full
-# file anyway; in the PDF, about 150 dpi across its column) and as JPEG, quality 80 with no chroma
-# subsampling (subsampling blurs the colour noise of the shallow textures, a loss one sees; at 4:4:4 and the
-# column's width, crops of the texture, colour and coarse-to-fine figures side by side at 2x could not be
-# told apart), unless the full-size PNG is smaller (blocky upscaled pixels of tiny previews). Line plots stay
-# PNG at full size with their few colours kept (256 at most: anti-aliased edges blend a handful of line
-# colours with white), crisp when zoomed and a third of the bytes. Either drops the alpha channel matplotlib
-# writes (every figure is opaque). The figure files on disk stay as made.
+# Figures are embedded small enough to mail the report (under 3 MB). Figures of images go in at the HTML
+# column's width (944 px: style.css's 62rem less padding), Lanczos, as JPEG at quality 80 without chroma
+# subsampling (which visibly blurs the shallow textures' colour noise), unless the full-size PNG is smaller.
+# Line plots stay full-size PNG, quantised to 256 colours where that is smaller. Alpha is dropped (all opaque).
 EMBED_WIDTH = 944
 JPEG_QUALITY = 80
 
@@ -99,7 +70,11 @@ def embedded_image(path: Path, photographic: bool) -> tuple[str, bytes]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            rgb = img.convert("RGB") if img.mode in ("RGB", "L", "P") else _on_white(img.convert("RGBA"))
+            if img.mode in ("RGB", "L", "P"):
+                rgb = img.convert("RGB")
+            else:
+                rgba = img.convert("RGBA")
+                rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise StylelabError(f"figure {path} cannot be read ({exc}); make it again.") from None
     png = _encoded(rgb, "PNG", optimize=True)
@@ -112,35 +87,27 @@ def embedded_image(path: Path, photographic: bool) -> tuple[str, bytes]:
     return "image/png", min(png, _encoded(palette, "PNG", optimize=True), key=len)
 
 
-def _on_white(rgba):
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
-
-
-def _data_uri(path: Path, photographic: bool = False) -> str:
-    mime, data = embedded_image(path, photographic)
-    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
-
-
-def _shown(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(format_number, value))
-    return format_number(value)
-
-
 def _devices(runs: Sequence[Run]) -> list[str]:
     return provenance.unique(f"{run.record.device} ({run.record.device_name})" for run in runs)
 
 
 def _settings_table(kind: str, runs: Sequence[Run]) -> tuple[dict, list[str]]:
     """(settings every run shares, names of the settings that differ between runs)."""
+    names = GENERATION_SETTINGS_SHOWN
+    if kind != "generation":
+        names = ("content", "style", "content_layers", "style_layers") + SECTION_SETTINGS[kind]
+        names += TRANSFER_RUN_SETTINGS + PART3_SETTINGS if kind == "transfer" else ()
+        # not `size`: the table shows the image size the records measured
+        names += tuple(name for name in NETWORK_SETTINGS if name != "size")
     shared, differ = {}, []
-    for name in settings_shown(kind):
+    for name in dict.fromkeys(names):  # each once, first place kept
         values = [getattr(run.record.settings, name) for run in runs]
         if all(v is None or v in ([], ()) for v in values):
             continue
         if all(v == values[0] for v in values):
-            shared[name.replace("_", " ")] = _shown(values[0])
+            value = values[0]
+            shared[name.replace("_", " ")] = (", ".join(map(format_number, value)) if isinstance(value, (list, tuple))
+                                              else format_number(value))
         else:
             differ.append(name.replace("_", " "))
     sizes = {tuple(run.record.image_size) for run in runs}
@@ -169,56 +136,51 @@ def _run_rows(kind: str, runs: Sequence[Run], pixel_errors: dict | None = None) 
     return rows
 
 
-def _metrics(runs: Sequence[Run], prefix: str = "") -> list[dict]:
-    return [{"label": prefix + m.label, "step": m.step, "content": m.content, "gram": m.gram,
-             "meanvar": m.meanvar, "stand_in": m.stand_in}
-            for run in runs for m in analysis.image_metrics(run)]
-
-
 def _figure(path: Path, stand_in: str | None = None) -> dict:
     declared = contents.figure(path.stem)
+    mime, data = embedded_image(path, bool(declared and declared.photo))
     return {"name": path.stem, "caption": declared.caption if declared else path.stem.replace("_", " "),
-            "src": _data_uri(path, bool(declared and declared.photo)), "stand_in": stand_in}
+            "src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"), "stand_in": stand_in}
+
+
+# The findings of each section but inversion (whose pixel errors also fill its runs table) and guidance.
+_FINDINGS = {"texture": analysis.texture_findings, "transfer": analysis.transfer_findings,
+             "prompt": analysis.prompt_findings, "colour": analysis.colour_findings,
+             "scales": analysis.scales_findings, "blend": analysis.blend_findings}
 
 
 def build_section(spec: dict) -> dict:
     """One section's context from its manifest entry: figures, settings, runs, metrics and findings."""
     section_id = spec["id"]
-    meta = {k: v for k, v in dataclasses.asdict(contents.section(section_id)).items() if k not in ("records", "transfers")}
+    meta = {k: v for k, v in dataclasses.asdict(contents.section(section_id)).items()
+            if k not in ("records", "transfers")}
+    kind = meta["kind"]
     runs = load_runs(spec["records"])
-    wrong = sorted({run.kind for run in runs} - {meta["kind"]})
+    wrong = sorted({run.kind for run in runs} - {kind})
     if wrong:
-        raise StylelabError(f"section '{section_id}' shows records of kind {meta['kind']}, but got {', '.join(wrong)} "
-                            f"({', '.join(str(run.path) for run in runs if run.kind != meta['kind'])}).")
+        raise StylelabError(f"section '{section_id}' shows records of kind {kind}, but got {', '.join(wrong)} "
+                            f"({', '.join(str(run.path) for run in runs if run.kind != kind)}).")
     transfers = load_runs(spec["transfers"]) if spec.get("transfers") else []
-    stand_ins = provenance.unique(run.stand_in for run in runs if run.stand_in)
-    stand_in = "; ".join(stand_ins) or None
-    settings, differ = _settings_table(meta["kind"], runs)
+    stand_in = "; ".join(provenance.unique(run.stand_in for run in runs if run.stand_in)) or None
+    settings, differ = _settings_table(kind, runs)
     context = {"id": section_id, **meta, "settings": settings, "differ": differ, "stand_in": stand_in,
-               "figures": [_figure(Path(f), stand_in) for f in spec["figures"]], "metrics": [], "findings": []}
+               "figures": [_figure(Path(f), stand_in) for f in spec["figures"]], "metrics": [],
+               "n_runs": len(runs) + len(transfers), "records": runs + transfers}
+    errors = None
     if section_id == "inversion":
         errors, context["findings"] = analysis.inversion_findings(runs)
-        context["runs"] = _run_rows("inversion", runs, errors)
-    elif section_id == "texture":
-        context["runs"] = _run_rows("texture", runs)
-        context["findings"] = analysis.texture_findings(runs)
-    elif meta["part"] == "Part 3":
-        context["runs"] = _run_rows("transfer", runs)
-        context["findings"] = {"colour": analysis.colour_findings, "scales": analysis.scales_findings,
-                               "blend": analysis.blend_findings}[section_id](runs)
-    elif section_id == "transfer":
-        context["runs"] = _run_rows("transfer", runs)
-        context["metrics"] = _metrics(runs)
-        context["findings"] = analysis.transfer_findings(runs)
+    elif section_id == "guidance":
+        context["findings"] = analysis.guidance_findings(runs, transfers)
     else:
-        context["runs"] = _run_rows("generation", runs)
-        context["metrics"] = _metrics(runs) + _metrics(transfers, prefix="Part 1 transfer on the unguided sample: ")
-        context["findings"] = (analysis.guidance_findings(runs, transfers) if section_id == "guidance"
-                               else analysis.prompt_findings(runs))
+        context["findings"] = _FINDINGS[section_id](runs)
+    context["runs"] = _run_rows(kind, runs, errors)
+    if section_id == "transfer" or kind == "generation":
+        context["metrics"] = [m for run in runs for m in analysis.image_metrics(run)]
+    if kind == "generation":
+        context["metrics"] += [m for run in transfers
+                               for m in analysis.image_metrics(run, "Part 1 transfer on the unguided sample: ")]
         if transfers:
             context["transfer_settings"] = _settings_table("transfer", transfers)[0]
-    context["n_runs"] = len(runs) + len(transfers)
-    context["records"] = runs + transfers
     return context
 
 
@@ -227,45 +189,15 @@ def _packages(versions: dict) -> dict:
     return {name: v for name, v in versions.items() if name != provenance.COMMIT}
 
 
-def _provenance(config: dict, all_runs: Sequence[Run], costs: dict) -> dict:
-    versions = _packages(all_runs[0].record.versions) if all_runs else {}
-    report_versions = _packages(provenance.package_versions())
-    git = provenance.git_state()
-    results = provenance.result_commits(run.record.versions for run in all_runs)
-    return {
-        "date": provenance.now_utc(),
-        "git": git,
-        # The commits that computed the results (each with how many records), and whether the report was
-        # rendered from another one: then the title page names both.
-        "results": results,
-        "same_commit": git["commit"] is not None and [(r["commit"], r["dirty"]) for r in results]
-                       == [(git["commit"], bool(git["dirty"]))],
-        "versions": versions or report_versions,
-        "versions_differ": sorted({name for run in all_runs for name, v in _packages(run.record.versions).items()
-                                   if versions.get(name) != v}),
-        "devices": _devices(all_runs),
-        "precisions": provenance.unique(run.record.precision for run in all_runs),
-        "weights": provenance.unique(run.record.weights for run in all_runs),
-        "seeds": provenance.unique(run.record.seed for run in all_runs),
-        "models": _models(all_runs),
-        "host": platform.node(),
-        "config_yaml": yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100) if config else "",
-        "costs": costs,
-    }
-
-
 def _models(runs: Sequence[Run]) -> list[dict]:
-    """The diffusion models the generations sampled from, each once: what was asked, what was loaded, its
-    commit and whether the config pinned it, and each file's checksum (from the model manifest)."""
+    """The diffusion models the generations sampled from, each once, with their files' checksums."""
     found = {}
     for run in runs:
         model = getattr(run.record, "model", None)
         if model is None:
             continue
         key = (model.name, model.source, model.commit)
-        found.setdefault(key, {"name": model.name, "kind": model.kind, "source": model.source,
-                               "embedded": model.embedded, "revision": model.revision, "commit": model.commit,
-                               "pinned": model.pinned,
+        found.setdefault(key, {**dataclasses.asdict(model),
                                "files": [{**f, "shown_size": _bytes(f["size"])} for f in model.files]})
     return list(found.values())
 
@@ -281,40 +213,54 @@ def build_context(manifest: dict, css: str) -> dict:
     sections = [build_section(spec) for spec in manifest.get("sections", [])]
     if not sections:
         raise StylelabError("the report manifest lists no sections.")
-    seen, all_runs = set(), []
-    for section in sections:
-        for run in section.pop("records"):
-            if run.path not in seen:
-                seen.add(run.path)
-                all_runs.append(run)
-    costs = provenance.cost_table(manifest.get("benchmarks", {}), manifest.get("root", "."))
-    stand_ins = provenance.unique(s["stand_in"] for s in sections if s["stand_in"])
+    all_runs = list({run.path: run for section in sections for run in section.pop("records")}.values())
     intros = {part: [_figure(Path(f)) for f in figures] for part, figures in manifest.get("intro", {}).items()}
+    config = manifest.get("config", {})
+    versions = _packages(all_runs[0].record.versions) if all_runs else {}
+    git = provenance.git_state()
+    # The commits that computed the results; when the report is rendered from another, the title page names both.
+    results = provenance.result_commits(run.record.versions for run in all_runs)
     return {
         "title": manifest.get("title", "Neural style experiments"),
         "sections": sections,
         "intros": intros,
         "parts": provenance.unique(s["part"] for s in sections),
         "part_titles": contents.PARTS,
-        "stand_ins": stand_ins,
+        "stand_ins": provenance.unique(s["stand_in"] for s in sections if s["stand_in"]),
         "n_records": len(all_runs),
         "n_figures": sum(len(s["figures"]) for s in sections) + sum(map(len, intros.values())),
-        "provenance": _provenance(manifest.get("config", {}), all_runs, costs),
+        "provenance": {
+            "date": provenance.now_utc(),
+            "git": git,
+            "results": results,
+            "same_commit": git["commit"] is not None and [(r["commit"], r["dirty"]) for r in results]
+                           == [(git["commit"], bool(git["dirty"]))],
+            "versions": versions or _packages(provenance.package_versions()),
+            "versions_differ": sorted({name for run in all_runs for name, v in _packages(run.record.versions).items()
+                                       if versions.get(name) != v}),
+            "devices": _devices(all_runs),
+            "precisions": provenance.unique(run.record.precision for run in all_runs),
+            "weights": provenance.unique(run.record.weights for run in all_runs),
+            "seeds": provenance.unique(run.record.seed for run in all_runs),
+            "models": _models(all_runs),
+            "host": platform.node(),
+            "config_yaml": (yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
+                            if config else ""),
+            "costs": provenance.cost_table(manifest.get("benchmarks", {}), manifest.get("root", ".")),
+        },
         "css": Markup(css),  # our own file, read as is: escaping would break the CSS inside <style>
         "loss_names": STYLE_LOSS_NAMES,
     }
 
 
-def _given(path: str | os.PathLike, what: str, option: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise StylelabError(f"report {what} {path} not found; give {option} PATH, or leave {option} out to use "
-                            "the one installed with stylelab.")
-    return path
-
-
-def _packaged(*parts: str):
-    """A file of the packaged report files (an importlib.resources Traversable)."""
+def _report_file(given: str | os.PathLike | None, what: str, option: str, *parts: str):
+    """The file given with `option`, else the packaged one at `parts` (an importlib.resources Traversable)."""
+    if given is not None:
+        path = Path(given)
+        if not path.is_file():
+            raise StylelabError(f"report {what} {path} not found; give {option} PATH, or leave {option} out to use "
+                                "the one installed with stylelab.")
+        return path
     try:
         resource = importlib.resources.files(REPORT_FILES).joinpath(*parts)
     except ModuleNotFoundError:
@@ -325,45 +271,21 @@ def _packaged(*parts: str):
     return resource
 
 
-def _style_sheet(css: str | os.PathLike | None) -> str:
-    if css is None:
-        return _packaged(CSS_NAME).read_text(encoding="utf-8")
-    return _given(css, "style sheet", "--css").read_text(encoding="utf-8")
-
-
-def _environment(template: str | os.PathLike | None) -> tuple[jinja2.Environment, str]:
-    """The Jinja environment that loads the template, and the template's name in it."""
+def render_html(manifest: dict, template: str | os.PathLike | None = None,
+                css: str | os.PathLike | None = None) -> str:
+    """The report as one HTML page. `template` and `css` are files; None means the ones installed with stylelab."""
+    path = _report_file(template, "template", "--template", TEMPLATE_DIR, TEMPLATE_NAME)
     if template is None:
-        _packaged(TEMPLATE_DIR, TEMPLATE_NAME)
         loader, name = jinja2.PackageLoader(REPORT_FILES, TEMPLATE_DIR), TEMPLATE_NAME
     else:
-        path = _given(template, "template", "--template")
         loader, name = jinja2.FileSystemLoader(str(path.parent)), path.name
     env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     env.filters["g"] = analysis.g
     env.filters["num"] = format_number
-    return env, name
-
-
-def render_html(manifest: dict, template: str | os.PathLike | None = None, css: str | os.PathLike | None = None) -> str:
-    """The report as one HTML page. `template` and `css` are files; None means the ones installed with stylelab."""
-    env, name = _environment(template)
-    context = build_context(manifest, _style_sheet(css))
+    sheet = _report_file(css, "style sheet", "--css", CSS_NAME).read_text(encoding="utf-8")
+    context = build_context(manifest, sheet)
     return env.get_template(name).render(**context)
-
-
-def render_pdf(html: str) -> bytes:
-    """The HTML as an A4 PDF (WeasyPrint; the @page and print rules are in the style sheet)."""
-    try:
-        import weasyprint
-    except (ImportError, OSError) as exc:
-        raise StylelabError(f"WeasyPrint cannot start ({exc}). It needs the Debian libraries libpango-1.0-0 "
-                            "libpangoft2-1.0-0 libharfbuzz-subset0: run `make env` as root, or install them "
-                            "with apt-get.") from None
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-    return weasyprint.HTML(string=html, base_url=".").write_pdf()
 
 
 def read_manifest(text_or_path: str) -> dict:
@@ -385,19 +307,25 @@ def read_manifest(text_or_path: str) -> dict:
 
 def write_report(manifest: dict, html_out: str | os.PathLike, pdf_out: str | os.PathLike | None = None,
                  template: str | os.PathLike | None = None, css: str | os.PathLike | None = None) -> list[Path]:
-    """Render, then write both files; nothing is written unless both renderings succeeded.
-
-    `template` and `css` are files; None means the ones installed with stylelab (stylelab.report).
-    """
+    """Render the HTML and, with WeasyPrint, an A4 PDF (the style sheet's print rules); nothing is written unless
+    both renderings succeeded."""
     start = time.perf_counter()
     html = render_html(manifest, template, css)
     html_s = time.perf_counter() - start
-    pdf = render_pdf(html) if pdf_out else None
+    if pdf_out:
+        try:
+            import weasyprint
+        except (ImportError, OSError) as exc:
+            raise StylelabError(f"WeasyPrint cannot start ({exc}). It needs the Debian libraries libpango-1.0-0 "
+                                "libpangoft2-1.0-0 libharfbuzz-subset0: run `make env` as root, or install them "
+                                "with apt-get.") from None
+        logging.getLogger("weasyprint").setLevel(logging.ERROR)
+        logging.getLogger("fontTools").setLevel(logging.ERROR)
+        pdf = weasyprint.HTML(string=html, base_url=".").write_pdf()
     log.info("rendered HTML in %.1f s%s", html_s,
              f", PDF in {time.perf_counter() - start - html_s:.1f} s" if pdf_out else "")
-    written = [Path(html_out)]
     write_bytes_atomic(html_out, html.encode("utf-8"))
-    if pdf_out:
-        write_bytes_atomic(pdf_out, pdf)
-        written.append(Path(pdf_out))
-    return written
+    if not pdf_out:
+        return [Path(html_out)]
+    write_bytes_atomic(pdf_out, pdf)
+    return [Path(html_out), Path(pdf_out)]

@@ -1,6 +1,6 @@
 """Runs as the figures and the report see them: a typed record, the folder its images are in, and a label.
 
-Read-only: nothing here computes a result; everything comes from the record (stylelab.spec.records).
+Read-only: everything comes from the record (stylelab.spec.records). Torch-free.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from stylelab.spec.settings import format_number
 from stylelab.spec.records import RECORD_NAME, GenerationRecord, Record, read_record
 from stylelab.spec.layers import resolve_layer
 
-KIND_TITLES = {"inversion": "Feature inversion", "texture": "Texture synthesis", "transfer": "Style transfer",
-               "generation": "Style-guided diffusion"}
+KIND_TITLES = {"inversion": "Feature inversion", "texture": "Texture synthesis", "transfer": "Style transfer"}
 STYLE_LOSS_NAMES = {"gram": "Gram", "meanvar": "MeanVar"}
+
+
+def blend_shares(weights: Sequence[float]) -> str:
+    """Blend weights as shares of their sum: '0.5 / 0.5'."""
+    return " / ".join(format_number(round(w / sum(weights), 3)) for w in weights)
 
 
 @dataclass
@@ -42,6 +46,12 @@ class Run:
         return layers[0]
 
     @property
+    def loss_name(self) -> str:
+        """The style loss, as shown: Gram or MeanVar."""
+        loss = self.record.settings.style_loss
+        return STYLE_LOSS_NAMES.get(loss, loss)
+
+    @property
     def stand_in(self) -> str | None:
         """For a generation made by an embedded stand-in model: what was used instead of what, and why."""
         model = self.record.model if isinstance(self.record, GenerationRecord) else None
@@ -50,60 +60,39 @@ class Run:
         return model.fallback_reason or f"{model.source} asked for by name"
 
     @property
-    def name(self) -> str:
-        """The run's name in the config: its folder for a generation (<name>/record.json), else the file's stem."""
-        return self.path.parent.name if self.path.name == RECORD_NAME else self.path.stem
-
-    @property
-    def description(self) -> str:
-        """What a generation was: guided (by which loss, how strongly) or not, and its steps."""
-        settings = self.record.settings
-        steps = self.record.timing.steps
-        if settings.guidance_factor > 0:
-            loss = STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)
-            return f"{loss}-guided, s = {format_number(settings.guidance_factor)}, {steps} steps"
-        return f"unguided, {steps} steps"
-
-    @property
-    def shown_name(self) -> str | None:
-        """A generation's name where its description does not already start with it. Two unguided runs
-        differ by their prompts only ("unguided" and "style_in_prompt"); the name tells them apart."""
-        name = self.name
-        return None if not name or self.description.startswith(name) else name
-
-    @property
     def label(self) -> str:
         settings = self.record.settings
         if self.kind == "generation":
-            name = self.shown_name
-            return self.description + (f" ({name})" if name else "")
+            steps = self.record.timing.steps
+            text = (f"{self.loss_name}-guided, s = {format_number(settings.guidance_factor)}, {steps} steps"
+                    if settings.guidance_factor > 0 else f"unguided, {steps} steps")
+            # Its name in the config (its folder, <name>/record.json) where the text does not start with it: two
+            # unguided runs differ by their prompts only ("unguided" and "style_in_prompt").
+            name = self.path.parent.name if self.path.name == RECORD_NAME else self.path.stem
+            return text + (f" ({name})" if name and not text.startswith(name) else "")
         if self.kind in ("inversion", "texture"):
             layer = resolve_layer(self.layer)
             return f"{layer.name} ({layer.canonical})"
-        loss = STYLE_LOSS_NAMES.get(settings.style_loss, settings.style_loss)
-        label = f"{loss}, style weight {format_number(settings.style_weight)}"
-        # Part 3's settings, where a run has them (records made before Part 3 have none).
-        mode = getattr(settings, "preserve_colors", "none")
-        if mode != "none":
-            label += f", colours: {mode}"
-        blend = getattr(settings, "style_blend", None)
-        if blend:
-            label += ", blend " + " / ".join(format_number(round(w / sum(blend), 3)) for w in blend)
-        scales = getattr(settings, "scales", None)
-        if scales:
-            label += ", scales " + " > ".join(map(str, scales)) + " px"
+        label = f"{self.loss_name}, style weight {format_number(settings.style_weight)}"
+        if settings.preserve_colors != "none":
+            label += f", colours: {settings.preserve_colors}"
+        if settings.style_blend:
+            label += ", blend " + blend_shares(settings.style_blend)
+        if settings.scales:
+            label += ", scales " + " > ".join(map(str, settings.scales)) + " px"
         return label
 
     @property
     def steps(self) -> list[int]:
         return self.record.steps
 
-    def _step(self, step: int | None) -> str:
-        return str(self.steps[-1] if step is None else step)
+    def _saved(self, step: int | None):
+        """A saved image's entry in the record (the last one by default)."""
+        return self.record.images[str(self.steps[-1] if step is None else step)]
 
     def image_path(self, step: int | None = None) -> Path:
         """The file of a saved image (the last one by default), beside the record."""
-        return self.path.parent / self.record.images[self._step(step)].file
+        return self.path.parent / self._saved(step).file
 
     def image(self, step: int | None = None) -> np.ndarray:
         path = self.image_path(step)
@@ -115,17 +104,14 @@ class Run:
                                 "Run the experiment again to recreate it.") from None
 
     def image_loss(self, step: int | None = None) -> float:
-        return float(self.record.images[self._step(step)].losses["total"])
+        return float(self._saved(step).losses["total"])
 
     def distances(self, step: int | None = None) -> dict[str, float]:
-        """Gram and MeanVar distance of a saved image to the style image ({} when the run has no style image).
-
-        A generation saves one image, its final one, whose distances are the record's `style_distances`;
-        a Part 1 run keeps them with each saved image.
-        """
+        """Gram and MeanVar distance of a saved image to the style image ({} without a style image). A
+        generation saves only its final image, whose distances are the record's `style_distances`."""
         if isinstance(self.record, GenerationRecord):
             return self.record.style_distances
-        return self.record.images[self._step(step)].distances
+        return self._saved(step).distances
 
 
 def load_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
