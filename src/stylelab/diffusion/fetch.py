@@ -1,24 +1,11 @@
 """Fetch a diffusion model: exactly the files a run loads, at a pinned commit, verified, into the Hugging Face cache.
 
-`fetch(ModelSource)` is `stylelab models fetch` and the workflow's `models` rule: the one step that may
-talk to a hub. It asks the hub for the repository's file list at the revision (which resolves a branch to
-its commit), reads model_index.json, picks the files the pipeline loads for the precision asked
-(`select_files`: model_index.json, the scheduler and tokenizer, each model's config and its safetensors
-weights, the fp16 variant for fp16, the full-precision ones otherwise; never a .ckpt, .bin, flax, onnx,
-safety checker or other variant), and fetches just those with `snapshot_download(allow_patterns=...)`
-into the standard cache (HF_HOME / HF_HUB_CACHE; HF_TOKEN where a model needs one), which resumes an
-interrupted download. Every file is then checked against the hub's checksum (the LFS SHA-256, or the git
-blob id of a small file); a cached file that differs is fetched again.
-
-Without network (HF_HUB_OFFLINE=1, or a hub that cannot be reached) the same files are looked for in the
-cache at the revision and checked against the checksums the cache names them by (blobs are stored under
-their hub checksum), with no request at all; a corrupted file is then an error, since nothing can be
-fetched. A model that is neither there nor fetchable is "not available": the manifest says why and the
-generate jobs use the stand-in, or, with `fallback: error`, the fetch stops with one line.
-
-The result is a small manifest (JSON): the model, the revision asked and the commit it resolved to, the
-snapshot folder, and each file's path, size and SHA-256. `stylelab generate --manifest` loads exactly
-those files from that folder, never from the network.
+`fetch(ModelSource)` (`stylelab models fetch`, the workflow's `models` rule) is the one step that may talk to a
+hub: it resolves the revision to its commit, picks the files the pipeline loads for the precision
+(`select_files`), downloads just those (resuming) and checks each against the hub's checksum. Without network
+the same files are looked for in the cache and checked against the checksums its blobs are named by. A model
+that is neither there nor fetchable is "not available": generate uses the stand-in, or, with `fallback: error`,
+the fetch stops. The result is a JSON manifest that `stylelab generate --manifest` loads from, never the network.
 
 Imports neither torch nor diffusers: the fetch runs where Snakemake runs (a cluster's login node).
 """
@@ -56,6 +43,8 @@ CONFIG_SUFFIXES = (".json", ".txt")
 # The old single-model layout of some hub repositories (google/ddpm-celebahq-256): the UNet's config and
 # weights and scheduler_config.json at the top, beside model_index.json.
 ROOT_FILES = {"scheduler": ("scheduler_config.json",)}
+# Top-level files of the single-model layout that belong to no model.
+_ROOT_OTHERS = {"model_index.json", *(name for names in ROOT_FILES.values() for name in names)}
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -75,13 +64,11 @@ class ModelSource:
     def validate(self) -> None:
         check_fields(ModelChoice(model=self.model, revision=self.revision, fallback=self.fallback))
         if self.precision not in DIFFUSION_PRECISIONS:
-            raise StylelabError(f"precision must be one of {', '.join(DIFFUSION_PRECISIONS)}, got "
-                                f"{self.precision!r}.")
+            raise StylelabError(f"precision must be one of {', '.join(DIFFUSION_PRECISIONS)}, got {self.precision!r}.")
 
 
 def variant_of(precision: str) -> str | None:
-    """The weights' variant a precision loads: fp16 files for fp16, the full-precision ones for fp32, bf16 and auto
-    (which resolves on the machine that samples; full-precision files load in any precision)."""
+    """fp16 files for fp16; the full-precision ones, which load in any precision, for fp32, bf16 and auto."""
     return "fp16" if precision == "fp16" else None
 
 
@@ -103,9 +90,8 @@ def model_kind(index: dict) -> str:
 def select_files(paths, index: dict, precision: str) -> tuple[list[str], list[str]]:
     """The files a pipeline loads, of a repository's `paths`: (sorted paths, notes on what was chosen).
 
-    Per model: its configs and the weights of the variant asked for (fp16), else the full-precision ones
-    (as diffusers does), in safetensors; a model with no safetensors at all takes its .bin weights (loaded
-    with torch.load(weights_only=True)), with a note. Never a .ckpt, flax, onnx or other component's file.
+    Per model: its configs and its safetensors weights of the variant asked for, else the full-precision ones
+    (as diffusers does); .bin weights, with a note, only where there are no safetensors.
     """
     paths = set(paths)
     chosen, notes = {"model_index.json"}, []
@@ -129,37 +115,26 @@ def select_files(paths, index: dict, precision: str) -> tuple[list[str], list[st
                 chosen.add(prefix + name)
         if component in ("scheduler", "tokenizer"):
             continue
-        picked, note = _pick_weights(component, weights, variant_of(precision), inside)
-        chosen.update(prefix + name for name in picked)
-        notes += note
+        wanted = variant_of(precision)
+        found = [(fmt, variant) for fmt in ("safetensors", "bin") for variant in dict.fromkeys((wanted, None))
+                 if (fmt, variant) in weights]
+        if not found:
+            others = ", ".join(name for name in inside if not name.endswith(CONFIG_SUFFIXES)) or "none"
+            raise StylelabError(f"{component} has no weights stylelab can load (safetensors or .bin; it has: "
+                                f"{others}).")
+        chosen.update(prefix + name for name in weights[found[0]])
+        fmt, variant = found[0]
+        if variant != wanted:
+            notes.append(f"{component} has no {wanted} weights: its full-precision ones are used")
+        if fmt == "bin":
+            notes.append(f"{component} has no safetensors weights: its .bin file is used (a pickle, "
+                         "loaded with torch.load(weights_only=True))")
     return sorted(chosen), notes
-
-
-# Top-level files of the single-model layout that belong to no model.
-_ROOT_OTHERS = {"model_index.json", *(name for names in ROOT_FILES.values() for name in names)}
 
 
 def single_model_layout(paths) -> bool:
     """A repository in the single-model layout (a DDPM's unet at the top), not diffusers' folder per component."""
     return "config.json" in paths and not any(p.startswith("unet/") for p in paths)
-
-
-def _pick_weights(component: str, weights: dict, wanted: str | None, inside: list[str]):
-    for fmt in ("safetensors", "bin"):
-        for variant in dict.fromkeys((wanted, None)):
-            if (fmt, variant) in weights:
-                notes = []
-                if variant != wanted:
-                    notes.append(f"{component} has no {wanted} weights: its full-precision ones are used")
-                if fmt == "bin":
-                    notes.append(f"{component} has no safetensors weights: its .bin file is used (a pickle, "
-                                 "loaded with torch.load(weights_only=True))")
-                return weights[(fmt, variant)], notes
-    others = ", ".join(name for name in inside if not name.endswith(CONFIG_SUFFIXES)) or "none"
-    raise StylelabError(f"{component} has no weights stylelab can load (safetensors or .bin; it has: {others}).")
-
-
-# --------------------------------------------------------------------------------------------- checksums
 
 
 def file_hashes(path: Path) -> tuple[str, str]:
@@ -171,25 +146,6 @@ def file_hashes(path: Path) -> tuple[str, str]:
             sha256.update(chunk)
             git.update(chunk)
     return sha256.hexdigest(), git.hexdigest()
-
-
-def cached_checksum(path: Path) -> str | None:
-    """The checksum a cache file is stored under: its blob's name (sha256 or git id), when it is a link."""
-    if not path.is_symlink():
-        return None
-    name = Path(os.readlink(path)).name
-    return name if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", name) else None
-
-
-def mismatch(path: Path, expected: str | None) -> tuple[str, str | None]:
-    """(the file's SHA-256, what is wrong with it or None): `expected` is a SHA-256 or a git blob id."""
-    sha256, git = file_hashes(path)
-    if expected is None or expected in (sha256, git):
-        return sha256, None
-    return sha256, f"its checksum is {sha256 if len(expected) == 64 else git}, not {expected}"
-
-
-# ------------------------------------------------------------------------------------------------ manifest
 
 
 @dataclass
@@ -257,13 +213,14 @@ def unavailable_message(source: ModelSource, reason: str) -> str:
 
 
 def _listed(folder: Path, paths, expected: dict[str, str | None]) -> tuple[list[dict], list[str]]:
-    """Each file's entry (path, size, sha256), and the paths whose checksum is not the expected one."""
+    """Each file's entry (path, size, sha256), and the paths whose checksum (SHA-256 or git id) is not `expected`."""
     entries, bad = [], []
     for path in paths:
-        sha256, problem = mismatch(folder / path, expected.get(path))
+        sha256, git = file_hashes(folder / path)
         entries.append({"path": path, "size": (folder / path).stat().st_size, "sha256": sha256})
-        if problem:
-            log.warning("%s: %s", path, problem)
+        want = expected.get(path)
+        if want is not None and want not in (sha256, git):
+            log.warning("%s: its checksum is %s, not %s", path, sha256 if len(want) == 64 else git, want)
             bad.append(path)
     return entries, bad
 
@@ -274,26 +231,24 @@ def _manifest(source: ModelSource, how: str, folder: Path, files: list[dict], **
                     variant=variant_of(source.precision), **extra)
 
 
-# ---------------------------------------------------------------------------------------------- fetching
-
-
 def fetch(source: ModelSource) -> Manifest:
-    """The manifest of `source`'s model, fetching what is missing where the hub can be reached.
-
-    Raises StylelabError for a corrupted file that cannot be fetched again, and, with `fallback: error`,
-    for a model that is not available.
-    """
+    """The manifest of `source`'s model, fetching what is missing where the hub can be reached. Raises
+    StylelabError for a corrupted file that cannot be fetched again, and, with `fallback: error`, a missing model."""
     source.validate()
     if source.model in STAND_INS:
         return Manifest(model=source.model, revision=None, precision=source.precision, available=True,
                         source="embedded", kind=source.model.removeprefix("embedded-"))
     local = Path(source.model).expanduser()
-    if local.is_dir():
-        return _from_folder(source, local)
+    if local.is_dir():  # a model in a local folder: its files as they are, nothing fetched
+        index = read_index(local)
+        paths = [str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()]
+        chosen, notes = select_files(paths, index, source.precision)
+        files, _ = _listed(local, chosen, {})
+        return _manifest(source, "folder", local.resolve(), files, kind=model_kind(index), notes=notes)
     try:
         manifest = _from_hub(source)
     except _Offline as offline:
-        manifest = from_cache(source, offline.reason)
+        manifest = from_cache(source, str(offline))
     if not manifest.available:
         if source.fallback == "error":
             raise StylelabError(unavailable_message(source, manifest.reason))
@@ -302,18 +257,7 @@ def fetch(source: ModelSource) -> Manifest:
 
 
 class _Offline(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _from_folder(source: ModelSource, folder: Path) -> Manifest:
-    """A model in a local folder (diffusers' layout): its files as they are, nothing fetched."""
-    index = read_index(folder)
-    paths = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
-    chosen, notes = select_files(paths, index, source.precision)
-    files, _ = _listed(folder, chosen, {})
-    return _manifest(source, "folder", folder.resolve(), files, kind=model_kind(index), notes=notes)
+    """The hub cannot be asked (its one argument says why): the cache is all there is."""
 
 
 def read_index(folder: Path) -> dict:
@@ -325,24 +269,23 @@ def read_index(folder: Path) -> dict:
                             "layout.") from None
 
 
-def _errors():
-    from huggingface_hub import errors
-
-    return errors
-
-
 def _from_hub(source: ModelSource) -> Manifest:
     """Ask the hub for the file list, fetch the files the pipeline loads, and check them."""
     import httpx2
-    from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+    from huggingface_hub import HfApi, constants, errors, hf_hub_download, snapshot_download
 
-    errors = _errors()
     if constants.HF_HUB_OFFLINE:
         raise _Offline("HF_HUB_OFFLINE is set")
     try:
         info = HfApi().model_info(source.model, revision=source.revision, files_metadata=True)
-    except (errors.GatedRepoError, errors.RepositoryNotFoundError, errors.RevisionNotFoundError) as exc:
-        return _not_available(source, _hub_answer(source, exc))
+    except errors.GatedRepoError:  # before RepositoryNotFoundError, its base class
+        return _not_available(source, "the hub asks for a token for this model: accept its licence on the hub and "
+                                      "set HF_TOKEN")
+    except errors.RevisionNotFoundError:
+        return _not_available(source, f"the hub has no revision {source.revision} of this model: set "
+                                      "diffusion.revision to one of its commits, or main")
+    except errors.RepositoryNotFoundError:
+        return _not_available(source, "the hub has no such model (or it is private: set HF_TOKEN)")
     except (httpx2.TransportError, errors.OfflineModeIsEnabled, OSError) as exc:
         # No network, or the hub does not answer: what the cache holds is all there is.
         raise _Offline(f"the hub {constants.ENDPOINT} cannot be reached ({_first_line(exc)})") from None
@@ -383,18 +326,16 @@ def _from_hub(source: ModelSource) -> Manifest:
 
 def repo_cache(model: str) -> Path:
     """The model's folder in the Hugging Face cache (blobs/, snapshots/<commit>/, refs/)."""
-    from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model")
+    return Path(hub_cache()) / repo_folder_name(repo_id=model, repo_type="model")
 
 
 def download_blob(model: str, path: str, commit: str, sha256: str, size: int) -> None:
     """A large file into the cache's blobs/ under its SHA-256, as huggingface_hub names it, resuming.
 
-    huggingface_hub (2.4) starts an interrupted file over from its first byte in a new process; here the
-    bytes go to blobs/<sha256>.partial, and a fetch that was stopped (killed, network gone) asks for the
-    rest with a Range request. Checked before it becomes the blob; a lock keeps two fetches apart.
+    huggingface_hub (2.4) starts an interrupted file over from its first byte; here the bytes go to
+    blobs/<sha256>.partial and a stopped fetch asks for the rest with a Range request. A lock keeps two apart.
     """
     import fcntl
 
@@ -443,16 +384,6 @@ def _forget(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _hub_answer(source: ModelSource, exc: Exception) -> str:
-    errors = _errors()
-    if isinstance(exc, errors.GatedRepoError):
-        return "the hub asks for a token for this model: accept its licence on the hub and set HF_TOKEN"
-    if isinstance(exc, errors.RevisionNotFoundError):
-        return (f"the hub has no revision {source.revision} of this model: set diffusion.revision to one of its "
-                "commits, or main")
-    return "the hub has no such model (or it is private: set HF_TOKEN)"
-
-
 def _not_available(source: ModelSource, reason: str) -> Manifest:
     return Manifest(model=source.model, revision=source.revision, precision=source.precision, available=False,
                     source="none", reason=reason, cache=hub_cache())
@@ -465,10 +396,13 @@ def _first_line(exc: Exception) -> str:
 
 def from_cache(source: ModelSource, offline: str) -> Manifest:
     """Without a hub: the revision's snapshot in the cache, checked against the checksums its blobs are named by."""
-    repo = repo_cache(source.model)
-    commit = source.revision if COMMIT.match(source.revision or "") else _read_ref(repo, source.revision or "main")
-    folder = repo / "snapshots" / (commit or "-")
-    if commit is None or not folder.is_dir():
+    repo, revision = repo_cache(source.model), source.revision or "main"
+    try:
+        commit = revision if COMMIT.match(revision) else (repo / "refs" / revision).read_text().strip()
+    except OSError:
+        commit = ""
+    folder = repo / "snapshots" / commit
+    if not COMMIT.match(commit) or not folder.is_dir():
         return _not_available(source, f"{offline}, and the cache holds no snapshot of it")
     try:
         index = read_index(folder)
@@ -476,7 +410,10 @@ def from_cache(source: ModelSource, offline: str) -> Manifest:
         chosen, notes = select_files(paths, index, source.precision)
     except StylelabError as exc:
         return _not_available(source, f"{offline}, and its snapshot in the cache is incomplete ({exc})")
-    expected = {path: cached_checksum(folder / path) for path in chosen}
+    expected = {}
+    for path in chosen:  # a cached file links to its blob, which is named by its checksum (sha256 or git id)
+        blob = Path(os.readlink(folder / path)).name if (folder / path).is_symlink() else ""
+        expected[path] = blob if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", blob) else None
     unchecked = [path for path, value in expected.items() if value is None]
     files, bad = _listed(folder, chosen, expected)
     if bad:
@@ -488,12 +425,3 @@ def from_cache(source: ModelSource, offline: str) -> Manifest:
     log.info("%s: %s; using the cached snapshot %s (%d files checked)", source.model, offline, commit, len(files))
     return _manifest(source, "cache", folder, files, kind=model_kind(index), commit=commit,
                      pinned=source.revision == commit, cache=hub_cache(), notes=notes + [offline])
-
-
-def _read_ref(repo: Path, revision: str) -> str | None:
-    ref = repo / "refs" / revision
-    try:
-        commit = ref.read_text().strip()
-    except OSError:
-        return None
-    return commit if COMMIT.match(commit) else None

@@ -1,25 +1,13 @@
 """Sampling with style-loss guidance: classifier guidance with a style loss in place of a classifier.
 
-At every step the UNet predicts the noise `eps` (without gradient; for Stable Diffusion as a conditional
-and unconditional batch combined with classifier-free guidance). The clean-image estimate
+At each step the clean estimate x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t) of the UNet's noise prediction
+eps (abar from the scheduler's `alphas_cumprod`: any variance-preserving scheduler works), decoded to [0, 1], is
+scored by the VGG-19 style loss of Part 1. Its gradient g with respect to eps, divided by mean(|g|), shifts the
+prediction, eps_guided = eps - s * g * sqrt(1 - abar_t), which moves x0 downhill on the style loss (x0 falls as
+eps rises). With s = 0 nothing is computed: the image is the unguided one, bit for bit.
 
-    x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)
-
-comes from the scheduler's `alphas_cumprod`, so any variance-preserving scheduler works. x0 is decoded by
-the VAE (Stable Diffusion) or used as is (pixel-space DDPM), mapped to [0, 1], and scored by the VGG-19
-style loss of Part 1 against the style image. The gradient g of that loss with respect to eps (a leaf,
-detached from the UNet), divided by mean(|g|), shifts the prediction:
-
-    eps_guided = eps - s * g * sqrt(1 - abar_t)
-
-and the scheduler steps with eps_guided. Since x0 falls as eps rises, this moves x0 downhill on the style
-loss. With s = 0 no guidance is computed at all, so the image is the unguided one, bit for bit.
-
-The denoising loop is `GuidedSampling`, a task of stylelab.run.runner (which owns device, determinism,
-checkpoints, progress, divergence and timing). Its state for a checkpoint is the latents, the scheduler's
-state (multistep schedulers keep past predictions), the noise generator and the history, so a resumed run
-ends bit for bit where an uninterrupted one does on a CPU. Both `stylelab generate` (through `generate`)
-and the pipelines' `__call__` (through `sample`) run it.
+`GuidedSampling`, a task of stylelab.run.runner, is the loop both `stylelab generate` and the pipelines' `__call__`
+run (through `sample`); its checkpointed state makes a resumed run end bit for bit as an uninterrupted one on a CPU.
 """
 
 from __future__ import annotations
@@ -45,12 +33,8 @@ from stylelab.spec.records import GenerationRecord, ImageEntry, Timing
 from stylelab.spec.settings import PRECISIONS, STYLE_LOSSES, GuidanceSettings
 from stylelab.engine.vgg import VGGFeatures
 
-Pipeline = DiffusionPipeline  # a StyleGuidedStableDiffusionPipeline or StyleGuidedDDPMPipeline
-
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 assert tuple(DTYPES) == PRECISIONS, "one dtype per precision of stylelab.spec.settings"
-OOM_ADVICE = ("Lower --size (memory grows with the number of pixels), use --precision fp16 or bf16 on a GPU, "
-              "leave the GPU to one job at a time, or use --device cpu.")
 
 
 def style_tensor(style: str | Image.Image, size: int, max_pixels: int | None) -> torch.Tensor:
@@ -79,83 +63,35 @@ class StyleScorer:
         return self.distances(self.vgg(image.float(), self.layers))
 
 
-def alphas_bar(scheduler, t) -> torch.Tensor:
-    return scheduler.alphas_cumprod[int(t)]
-
-
 def clean_estimate(latents: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
     return (latents - (1 - abar).sqrt() * eps) / abar.sqrt()
 
 
-def style_guidance(eps: torch.Tensor, latents: torch.Tensor, abar: torch.Tensor, factor: float,
-                   decode: Callable[[torch.Tensor], torch.Tensor],
-                   scorer: StyleScorer) -> tuple[torch.Tensor, dict[str, float]]:
-    """The guided noise prediction: eps shifted down the gradient of the guiding style loss of x0.
-
-    `decode` maps a clean estimate to an image in [0, 1]. Also returns both style losses of that x0.
-    """
-    eps = eps.detach().requires_grad_(True)
-    with torch.enable_grad():
-        losses = scorer(decode(clean_estimate(latents, eps, abar)))
-        (grad,) = torch.autograd.grad(losses[scorer.style_loss], eps)
-    grad = grad / grad.abs().mean().clamp_min(torch.finfo(grad.dtype).tiny)
-    return (eps - factor * grad * (1 - abar).sqrt()).detach(), {k: float(v.detach()) for k, v in losses.items()}
-
-
-# Types a scheduler's state may hold and torch.load(weights_only=True) reads back.
-_PLAIN = (torch.Tensor, int, float, bool, str, type(None))
-
-
 def _plain(value) -> bool:
+    """A value a scheduler's state may hold and torch.load(weights_only=True) reads back."""
     if isinstance(value, (list, tuple)):
         return all(_plain(v) for v in value)
-    return isinstance(value, _PLAIN)
+    return isinstance(value, (torch.Tensor, int, float, bool, str, type(None)))
 
 
-def scheduler_state(scheduler) -> dict:
-    """A scheduler's mutable state: every plain attribute (step index, past model outputs, last sample...).
-
-    diffusers' schedulers keep their state in attributes, and which ones differs by scheduler (UniPC keeps
-    the last predictions for its multistep update, DDPM only a step index), so all plain ones are taken;
-    the configuration is rebuilt from the model and is left out.
-    """
-    return {name: value for name, value in vars(scheduler).items()
-            if name != "_internal_dict" and _plain(value)}
-
-
-def restore_scheduler_state(scheduler, state: dict, device: torch.device) -> None:
-    def move(value, like):
-        if isinstance(value, torch.Tensor):
-            return value.to(like.device if isinstance(like, torch.Tensor) else device)
-        if isinstance(value, (list, tuple)):
-            return type(value)(move(v, None) for v in value)
-        return value
-
-    for name, value in state.items():
-        setattr(scheduler, name, move(value, getattr(scheduler, name, None)))
-
-
-def divergence(n: int, total: int, loss: float | None, latents: torch.Tensor, guided: bool) -> str | None:
-    """Why step n of `total` diverged (what stopped being finite, the likely cause), or None while all is well."""
-    if loss is not None and not math.isfinite(loss):
-        what = f"the style loss became {loss}"
-    elif not bool(torch.isfinite(latents).all()):
-        what = "the latents stopped being finite"
-    else:
-        return None
-    cause = ("the guidance factor is too large (lower --guidance-factor)" if guided else
-             "the model or precision overflows (use --precision fp32)")
-    return f"{what} at step {n} of {total}: sampling diverged, most likely because {cause}. Nothing was written."
+def _moved(value, like, device: torch.device):
+    """A scheduler attribute from a checkpoint, on the device of the one it replaces (else the run's)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(like.device if isinstance(like, torch.Tensor) else device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_moved(v, None, device) for v in value)
+    return value
 
 
 class GuidedSampling:
     """The guided denoising loop of a pipeline as a runner task: one step is one scheduler step."""
 
     kind = "generation"
-    oom_advice = OOM_ADVICE
+    oom_advice = ("Lower --size (memory grows with the number of pixels), use --precision fp16 or bf16 on a GPU, "
+                  "leave the GPU to one job at a time, or use --device cpu.")
 
-    def __init__(self, pipe: Pipeline, settings: GuidanceSettings, style_image: str | Image.Image | None = None,
-                 generator: torch.Generator | None = None):
+    def __init__(self, pipe: DiffusionPipeline, settings: GuidanceSettings,
+                 style_image: str | Image.Image | None = None, generator: torch.Generator | None = None):
         self.pipe, self.settings, self.generator = pipe, settings, generator
         self.style_image = style_image if style_image is not None else (settings.style or None)
         self.size = settings.size or pipe.image_size
@@ -224,42 +160,53 @@ class GuidedSampling:
         t = pipe.scheduler.timesteps[index]
         with torch.no_grad():
             eps = pipe.predict_noise(self.latents, t, self.prompt_embeds, s.cfg_scale)
-        abar = alphas_bar(pipe.scheduler, t).to(self.device, torch.float32)
+        abar = pipe.scheduler.alphas_cumprod[int(t)].to(self.device, torch.float32)
         guided = s.guided_at(index)
         losses = {}
-        if guided:
-            eps, losses = style_guidance(eps.float(), self.latents.float(), abar, s.guidance_factor, pipe.decode,
-                                         self.scorer)
-            eps = eps.to(self.dtype)
+        if guided:  # eps shifted down the gradient of the guiding style loss of x0
+            eps = eps.float().detach().requires_grad_(True)
+            with torch.enable_grad():
+                measured = self.scorer(pipe.decode(clean_estimate(self.latents.float(), eps, abar)))
+                (grad,) = torch.autograd.grad(measured[self.scorer.style_loss], eps)
+            grad = grad / grad.abs().mean().clamp_min(torch.finfo(grad.dtype).tiny)
+            eps = (eps - s.guidance_factor * grad * (1 - abar).sqrt()).detach().to(self.dtype)
+            losses = {k: float(v.detach()) for k, v in measured.items()}
         elif self.scorer is not None and index % s.track_every == 0:
             with torch.no_grad():
                 x0_image = pipe.decode(clean_estimate(self.latents.float(), eps.float(), abar))
                 losses = {k: float(v) for k, v in self.scorer(x0_image).items()}
         self.latents = pipe.scheduler.step(eps, t, self.latents, **self.step_options).prev_sample
-        self._note(n, int(t), guided, losses, clock())
+        # The history has the style losses of x0 where they were measured, else None.
+        noted = {"step": n, "timestep": int(t), "guided": guided, "time_s": round(clock(), 6),
+                 **{f"style/{key}": losses.get(key) for key in STYLE_LOSSES}}
+        for key, value in noted.items():
+            self.history[key].append(value)
         loss = losses.get(s.style_loss)
-        problem = divergence(n, self.total_steps, loss, self.latents, guided)
-        if problem is not None:
-            raise runner.Diverged(problem)  # the runner adds where the last good checkpoint is kept
-        return {} if loss is None else {f"x0 {s.style_loss} loss": loss}
-
-    def _note(self, n: int, timestep: int, guided: bool, losses: dict[str, float], elapsed_s: float) -> None:
-        """Step n in the history (the style losses of x0 where they were measured, else None)."""
-        self.history["step"].append(n)
-        self.history["timestep"].append(timestep)
-        self.history["guided"].append(guided)
-        for key in STYLE_LOSSES:
-            self.history[f"style/{key}"].append(losses.get(key))
-        self.history["time_s"].append(round(elapsed_s, 6))
+        if loss is not None and not math.isfinite(loss):
+            what = f"the style loss became {loss}"
+        elif not bool(torch.isfinite(self.latents).all()):
+            what = "the latents stopped being finite"
+        else:
+            return {} if loss is None else {f"x0 {s.style_loss} loss": loss}
+        cause = ("the guidance factor is too large (lower --guidance-factor)" if guided else
+                 "the model or precision overflows (use --precision fp32)")
+        # The runner adds where the last good checkpoint is kept.
+        raise runner.Diverged(f"{what} at step {n} of {self.total_steps}: sampling diverged, most likely because "
+                              f"{cause}. Nothing was written.")
 
     def state(self) -> dict:
-        return {"latents": self.latents, "generator": self.generator.get_state(),
-                "scheduler": scheduler_state(self.pipe.scheduler), "history": self.history}
+        # diffusers' schedulers keep their state in attributes that differ by scheduler (UniPC its last
+        # predictions, DDPM a step index): every plain one is taken; the configuration comes from the model.
+        scheduler = {name: value for name, value in vars(self.pipe.scheduler).items()
+                     if name != "_internal_dict" and _plain(value)}
+        return {"latents": self.latents, "generator": self.generator.get_state(), "scheduler": scheduler,
+                "history": self.history}
 
     def load_state(self, state: dict) -> None:
         self.latents = state["latents"].to(self.device, self.dtype)
         self.generator.set_state(state["generator"])
-        restore_scheduler_state(self.pipe.scheduler, state["scheduler"], self.device)
+        for name, value in state["scheduler"].items():
+            setattr(self.pipe.scheduler, name, _moved(value, getattr(self.pipe.scheduler, name, None), self.device))
         self.history = state["history"]
 
     def finish(self, run: runner.RunInfo) -> tuple[torch.Tensor, GenerationRecord]:
@@ -269,14 +216,11 @@ class GuidedSampling:
             distances = {}
             if self.scorer is not None:
                 distances = {k: float(v) for k, v in self.scorer(image.to(self.device)).items()}
-        return image, self.record(run, distances)
-
-    def record(self, run: runner.RunInfo, distances: dict[str, float]) -> GenerationRecord:
         s, origin = self.settings, self.pipe.origin
         timing = run.timing(sampling_s=round(run.loop_s, 4), guided_steps=sum(self.history["guided"]))
         model = replace(origin, kind=self.pipe.kind, scheduler=type(self.pipe.scheduler).__name__,
                         files=list(origin.files or []))
-        return GenerationRecord(
+        return image, GenerationRecord(
             kind="generation", settings=replace(s, size=self.size, precision=self.precision),
             image_size=[self.size, self.size],
             history=self.history, timing=Timing(**timing), model=model, style_distances=distances,
@@ -287,14 +231,12 @@ class GuidedSampling:
             **run.environment())
 
 
-def sample(pipe: Pipeline, settings: GuidanceSettings, device: str = "auto", progress: bool = True,
+def sample(pipe: DiffusionPipeline, settings: GuidanceSettings, device: str = "auto", progress: bool = True,
            checkpoints: CheckpointPolicy | None = None, style_image: str | Image.Image | None = None,
            generator: torch.Generator | None = None) -> tuple[torch.Tensor, GenerationRecord]:
-    """One guided sample from `pipe`: (image tensor (1, 3, H, W) in [0, 1], its record).
-
-    With `checkpoints`, the state is saved as the policy says and a run with the same settings resumes from it.
-    `style_image` (a path or a PIL image) stands in for `settings.style`; `generator` for the seed's generator.
-    """
+    """One guided sample from `pipe`: (image tensor (1, 3, H, W) in [0, 1], its record), checkpointed and resumed
+    as `checkpoints` says. `style_image` (a path or a PIL image) stands in for `settings.style`, `generator` for
+    the seed's generator."""
     settings.validate()
     task = GuidedSampling(pipe, settings, style_image, generator)
     (image, record), _ = runner.run_task(task, device=device, progress=progress, checkpoints=checkpoints)

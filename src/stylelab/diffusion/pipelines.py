@@ -1,16 +1,9 @@
 """Style-guided diffusion pipelines: Stable Diffusion (latent, text-to-image) and a pixel-space DDPM.
 
-Both are diffusers `DiffusionPipeline`s, as the community pipeline clip_guided_stable_diffusion is: the
-components are registered with `register_modules`, so `from_pretrained`, `save_pretrained`, `components`
-and `to()` come from diffusers (the progress bar is stylelab.run.runner's; `set_progress_bar_config(disable=True)`
-turns it off). What they add is what the guided sampler needs of a model:
-
-    encode_prompt(prompt, ...)   the text conditioning (Stable Diffusion; None for the unconditional DDPM)
-    predict_noise(latents, t, ...)  the UNet's eps, with classifier-free guidance when the prompt is a pair
-    decode(x0)                   a clean estimate as an RGB image in [0, 1] (the VAE, or the pixels as they are)
-
-and `__call__`, which runs the guided denoising loop of stylelab.diffusion.guidance: the very loop
-`stylelab generate` runs, so a pipeline call and the command give the same image, bit for bit.
+Both are diffusers `DiffusionPipeline`s whose components are registered with `register_modules`, so
+`from_pretrained`, `save_pretrained`, `components` and `to()` come from diffusers. They add what the guided
+sampler needs of a model (`encode_prompt`, `predict_noise`, `decode`) and a `__call__` that runs the very loop
+`stylelab generate` runs (stylelab.diffusion.guidance), so both give the same image, bit for bit:
 
     pipe = StyleGuidedStableDiffusionPipeline.from_pretrained(folder)
     image = pipe("a cat", style_image="picasso.jpg", guidance_factor=0.6, num_inference_steps=50).images[0]
@@ -61,12 +54,8 @@ class _StyleGuided:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """DiffusionPipeline.from_pretrained, with this sampler's scheduler built from the model's schedule.
-
-        A folder in the standard StableDiffusionPipeline layout (the hub's) names a PNDM scheduler and has a
-        safety checker: its scheduler config is read into `scheduler_class` and the components this pipeline
-        has no place for are left unloaded.
-        """
+        """DiffusionPipeline.from_pretrained, with this sampler's scheduler built from the model's schedule (the
+        hub's layout names a PNDM scheduler); the components this pipeline has no place for are left unloaded."""
         if "scheduler" not in kwargs:
             hub = {k: kwargs[k] for k in ("local_files_only", "cache_dir", "revision", "token") if k in kwargs}
             kwargs["scheduler"] = cls.scheduler_class.from_pretrained(pretrained_model_name_or_path,
@@ -98,13 +87,11 @@ class _StyleGuided:
         """One style-guided sample; what is not given takes GuidanceSettings' default, as `stylelab generate` does.
 
         `style_image` (a path or a PIL image) is what the VGG style loss of each step's clean estimate is
-        measured against. Every GuidanceSettings field is an option by its own name: `guidance_factor` (s in
-        eps - s * g * sqrt(1 - abar_t); 0 is unguided), `style_loss`, `seed`, `negative_prompt`,
-        `guidance_start`, `guidance_end`, `guidance_every`, `style_layers`, `weights`, `track_every`. Three
-        have diffusers' names: `num_inference_steps` (steps), `guidance_scale` (cfg_scale, classifier-free
-        guidance) and `height` / `width` (size: the image is square, so they must agree; default: the model's
-        own size). The noise comes from `generator` when given (the record's seed is then its initial seed),
-        else from a CPU generator seeded with `seed`. The precision is the pipeline's dtype.
+        measured against. Every GuidanceSettings field is an option by its own name (`guidance_factor`: 0 is
+        unguided, `style_loss`, `seed`, ...) but three, by diffusers' names: `num_inference_steps` (steps),
+        `guidance_scale` (cfg_scale) and `height` / `width` (size: the image is square, so they must agree;
+        default: the model's own size). The noise comes from `generator` when given (the record's seed is then
+        its initial seed), else from a CPU generator seeded with `seed`. The precision is the pipeline's dtype.
         Returns a StyleGuidedPipelineOutput: `.images` and `.record` (or `(images,)` with return_dict=False).
         """
         if output_type not in OUTPUT_TYPES:
@@ -112,42 +99,28 @@ class _StyleGuided:
         for name, option in _DIFFUSERS_NAMES.items():
             if name in settings:
                 raise TypeError(f"give {option} instead of {name}")
+        if height is not None and width is not None and height != width:
+            raise ValueError(f"the guided sampler makes square images; got height {height} and width {width}")
         given = {"prompt": prompt, "steps": num_inference_steps, "cfg_scale": guidance_scale,
-                 "size": _square(height, width)}
+                 "size": height if height is not None else width}
         settings.update({name: value for name, value in given.items() if value is not None})
         if generator is not None:
             settings["seed"] = generator.initial_seed() % SEED_LIMIT  # exact for a freshly seeded generator
         if self.dtype not in PRECISION_OF:
             raise ValueError(f"the pipeline's dtype {self.dtype} is none of {', '.join(map(str, PRECISION_OF))}")
-        chosen = GuidanceSettings(style=_style_name(style_image), precision=PRECISION_OF[self.dtype], **settings)
+        if isinstance(style_image, PIL.Image.Image):  # the style as GuidanceSettings records it
+            style = f"(PIL image {style_image.width} x {style_image.height})"
+        else:  # None, or a path (a path-like as a string)
+            style = style_image if style_image is None or isinstance(style_image, str) else str(style_image)
+        chosen = GuidanceSettings(style=style, precision=PRECISION_OF[self.dtype], **settings)
         progress = not getattr(self, "_progress_bar_config", {}).get("disable", False)
-        image, record = guidance.sample(self, chosen, device=str(self._execution_device), progress=progress,
-                                        style_image=style_image, generator=generator)
-        images = _as_output(image, output_type)
+        images, record = guidance.sample(self, chosen, device=str(self._execution_device), progress=progress,
+                                         style_image=style_image, generator=generator)
+        if output_type == "np":
+            images = images.permute(0, 2, 3, 1).numpy()
+        elif output_type == "pil":
+            images = [tensor_to_pil(one) for one in images]  # the conversion stylelab's PNGs are written with
         return StyleGuidedPipelineOutput(images=images, record=record) if return_dict else (images,)
-
-
-def _square(height: int | None, width: int | None) -> int | None:
-    if height is not None and width is not None and height != width:
-        raise ValueError(f"the guided sampler makes square images; got height {height} and width {width}")
-    return height if height is not None else width
-
-
-def _style_name(style_image) -> str | None:
-    """The style as GuidanceSettings records it: the path, or a note that it was an image in memory."""
-    if style_image is None or isinstance(style_image, str):
-        return style_image
-    if isinstance(style_image, PIL.Image.Image):
-        return f"(PIL image {style_image.width} x {style_image.height})"
-    return str(style_image)  # a path-like
-
-
-def _as_output(image: torch.Tensor, output_type: str):
-    if output_type == "pt":
-        return image
-    if output_type == "np":
-        return image.permute(0, 2, 3, 1).numpy()
-    return [tensor_to_pil(one) for one in image]  # the conversion stylelab's PNGs are written with
 
 
 class StyleGuidedStableDiffusionPipeline(_StyleGuided, DiffusionPipeline):
