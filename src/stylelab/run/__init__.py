@@ -1,5 +1,4 @@
-"""How a task runs: device, precision and determinism (runtime), the step loop with progress, timing and
-divergence checks (runner), checkpoints and their resumption, and stopping on SIGTERM.
+"""How a task runs: device, precision and determinism, the step loop, checkpoints, and stopping on SIGTERM.
 
 Imports only stylelab.spec. `stopping` is torch-free, so the command line parses without torch.
 """

@@ -1,22 +1,8 @@
 """Checkpoints, so that an interrupted run goes on where it stopped and ends with the same image, bit for bit.
 
-A long run (1000 L-BFGS steps, or a guided diffusion sample) saves its whole state every so often: the image
-or latents, the optimiser's or scheduler's state, every random generator, and the history and saved images
-so far. Started again with the same command (by hand, or by `snakemake --rerun-incomplete`), it loads that
-state and continues. On a CPU the result is then identical to an uninterrupted run's: the remaining steps
-read only restored values, and torch.save keeps a tensor's bits (and which tensors share storage) exactly.
-A run that finishes deletes its checkpoint; one that fails keeps its last good one.
-
-Checkpoints live outside Snakemake's outputs (which Snakemake deletes when a job fails): in
-$STYLELAB_CACHE/checkpoints/ if that variable is set, otherwise in .stylelab-cache/checkpoints/ under the
-working directory (the project root, when Snakemake runs the command). Each run has its own folder, named by
-a SHA-256 of everything that decides its result (settings, the bytes of its input images, device, torch
-version) and of where it writes its outputs: a run with any other setting never picks up a stale state,
-and two different runs never share one.
-
-A SIGTERM (what a batch scheduler sends before it pre-empts a job) is turned into a request to stop: the
-loop finishes its current step, saves a checkpoint and exits with status 143. A SIGKILL cannot be caught;
-the run then resumes from its last periodic checkpoint.
+They live outside Snakemake's outputs (deleted when a job fails), one folder per run named by a SHA-256 of
+everything that decides its result and where it writes, so no run picks up a stale state. A finished run
+deletes its checkpoint; a failed one keeps its last good one.
 """
 
 from __future__ import annotations
@@ -48,14 +34,6 @@ DESCRIPTION_FILE = "run.json"
 CACHE_ENV = "STYLELAB_CACHE"
 
 
-def cache_root() -> Path:
-    """Where checkpoints live: $STYLELAB_CACHE, or .stylelab-cache in the working directory."""
-    return Path(os.environ.get(CACHE_ENV) or ".stylelab-cache").expanduser()
-
-
-# -------------------------------------------------------------------------------------- random states
-
-
 def rng_state() -> dict:
     """Every global random generator's state, in types that torch.load(weights_only=True) accepts."""
     np_state = np.random.get_state(legacy=False)
@@ -80,16 +58,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
-
-
 @dataclass
 class CheckpointPolicy:
     """What a command asks of checkpointing; `open` makes the store of one run from its identity."""
 
     every: Interval = field(default_factory=lambda: Interval.parse(DEFAULT_EVERY))
     resume: bool = True  # False (--fresh): delete any old checkpoint of this run and start over
-    root: Path | None = None  # None: cache_root()
+    root: Path | None = None  # None: $STYLELAB_CACHE, or .stylelab-cache in the working directory
     scope: dict = field(default_factory=dict)  # where the run writes its outputs, part of its identity
     # True: a finished run's checkpoint stays until outputs_written() (the CLI calls it once its files are
     # on disk), so a kill while the outputs are being written still finds the run's last state.
@@ -100,14 +75,14 @@ class CheckpointPolicy:
         identity = {"format": FORMAT, "torch": torch.__version__, **identity, "outputs": self.scope}
         text = json.dumps(identity, sort_keys=True, default=str)
         key = hashlib.sha256(text.encode()).hexdigest()
-        folder = (self.root or cache_root()) / "checkpoints" / f"{identity.get('kind', 'run')}-{key[:20]}"
+        root = self.root or Path(os.environ.get(CACHE_ENV) or ".stylelab-cache").expanduser()
+        folder = root / "checkpoints" / f"{identity.get('kind', 'run')}-{key[:20]}"
         store = Checkpoint(folder, self.every, identity)
         if not self.resume:
             store.discard()
         return store
 
     def finished(self, store: "Checkpoint") -> None:
-        """The run of `store` has computed its result: its checkpoint has served."""
         if self.keep_until_written:
             self._finished.append(store)
         else:
@@ -156,11 +131,8 @@ class Checkpoint:
         return False
 
     def save(self, step: int, state: dict) -> None:
-        """Write the state atomically (temporary file, then rename): a kill mid-write keeps the previous one.
-
-        A checkpoint only saves time, so a cache that cannot be written (full disk, read-only folder) is a
-        warning and the run goes on without checkpoints, rather than a failed run.
-        """
+        """Write the state atomically. A checkpoint only saves time, so a cache that cannot be written is a warning
+        and the run goes on without checkpoints."""
         if self._broken:
             return
         buffer = io.BytesIO()
@@ -180,12 +152,10 @@ class Checkpoint:
         log.info("checkpoint saved at step %d (%.1f MB) in %s", step, buffer.tell() / 1e6, self.folder)
 
     def discard(self) -> None:
-        if self.folder.exists():
-            shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
         self.saved_step = None
 
     def kept_note(self) -> str:
-        """For an error message: where the last good state is, if there is one."""
         if self.saved_step is None:
             return "No checkpoint was saved before it."
         return (f"The last good checkpoint (step {self.saved_step}) is kept in {self.folder} (a run with other "

@@ -1,20 +1,8 @@
 """The one loop every long run goes through: style transfer (Part 1) and guided sampling (Part 2).
 
-A *task* is an algorithm cut into steps: it sets itself up on a device, takes one step at a time, hands
-over its state for a checkpoint (and takes one back), and finally gives its result. The runner owns what
-every task shares, so each of those is written once:
-
-- device choice and the determinism settings in force (runtime);
-- checkpoints: resume from the last saved state, save one when due or when a SIGTERM asks the run to stop,
-  then stop with `RunStopped` (stylelab.run.checkpoint);
-- a step that stops being finite (the task raises `Diverged`): one message, with where the last good
-  checkpoint is kept;
-- running out of memory: one message with the device's memory and the task's advice;
-- the progress bar, the log lines, and the timing of set-up and loop.
-
-    result, run = run_task(task, device="auto", progress=True, checkpoints=policy)
-
-`run` (a RunInfo) says how the run went: device, set-up and loop time, where it resumed from.
+A *task* is an algorithm cut into steps. The runner owns what every task shares: device and determinism,
+checkpoints (resume, save when due or on SIGTERM), one message for a diverged step or for running out of
+memory, the progress bar, the log and the timing.
 """
 
 from __future__ import annotations
@@ -27,8 +15,7 @@ from typing import Any, Callable, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from stylelab.run import checkpoint, runtime
-from stylelab.run import stopping
+from stylelab.run import checkpoint, runtime, stopping
 from stylelab.run.checkpoint import CheckpointPolicy
 from stylelab.run.stopping import RunStopped
 from stylelab.spec import provenance
@@ -46,26 +33,16 @@ class Task(Protocol):
     total_steps: int
     oom_advice: str  # what to change when the device runs out of memory
 
-    def identity(self, device: torch.device) -> dict:
-        """Everything that decides the result (the checkpoint folder is named by its hash)."""
-
-    def describe(self) -> str:
-        """What is being computed, for an out-of-memory message ("for a 64 x 96 image (transfer, lbfgs)")."""
-
-    def setup(self, device: torch.device) -> None:
-        """Build the networks and targets and the starting state on `device`."""
-
-    def step(self, n: int, clock: Callable[[], float]) -> dict[str, float]:
-        """Take step n (1-based); `clock()` is the run's loop time so far. Returns values to show (may be empty)."""
-
-    def state(self) -> dict | None:
-        """Everything the remaining steps read, for a checkpoint; None when now is no good state to keep."""
-
-    def load_state(self, state: dict) -> None:
-        """Take back a state that `state()` gave."""
-
-    def finish(self, run: "RunInfo") -> Any:
-        """The result, once every step is taken."""
+    # identity: everything that decides the result (its hash names the checkpoint folder); describe: what is
+    # computed, for an out-of-memory message; step n (1-based) returns values to show; state: what the remaining
+    # steps read, for a checkpoint (None: no good state now); finish: the result.
+    def identity(self, device: torch.device) -> dict: ...
+    def describe(self) -> str: ...
+    def setup(self, device: torch.device) -> None: ...
+    def step(self, n: int, clock: Callable[[], float]) -> dict[str, float]: ...
+    def state(self) -> dict | None: ...
+    def load_state(self, state: dict) -> None: ...
+    def finish(self, run: "RunInfo") -> Any: ...
 
 
 @dataclass
@@ -82,12 +59,10 @@ class RunInfo:
         return self.loop_s / self.steps
 
     def timing(self, **extra) -> dict:
-        """The record's timing block."""
         return {"setup_s": round(self.setup_s, 4), **extra, "time_per_step_s": round(self.time_per_step_s, 6),
                 "steps": self.steps}
 
     def environment(self) -> dict:
-        """The record's fields on where and how the run was made."""
         return {"resumed_from": self.resumed_from, "device": str(self.device),
                 "device_name": runtime.device_name(self.device), "versions": provenance.package_versions(),
                 "determinism": self.determinism}
@@ -105,29 +80,25 @@ def run_task(task: Task, device: str = "auto", progress: bool = True,
     store = checkpoints.open({"kind": task.kind, **task.identity(resolved)}) if checkpoints is not None else None
     with runtime.explain_out_of_memory(resolved, task.describe, task.oom_advice):
         task.setup(resolved)
-        first, elapsed_before = _resume(task, store, run)
+        first, elapsed_before = 1, 0.0
+        saved = store.load() if store is not None else None
+        if saved is not None:  # resume from the last checkpoint
+            task.load_state(saved["task"])
+            run.resumed_from = [*saved["resumed_from"], saved["step"]]
+            checkpoint.set_rng_state(saved["rng"])
+            log.info("resuming %s from its checkpoint at step %d of %d (%s)", task.kind, saved["step"],
+                     task.total_steps, store.folder)
+            if saved.get("threads") != torch.get_num_threads():
+                log.warning("the checkpoint was written with %s threads and this run has %d: on a CPU the result "
+                            "may differ from an uninterrupted run in the last bits", saved.get("threads"),
+                            torch.get_num_threads())
+            first, elapsed_before = saved["step"] + 1, saved["elapsed_s"]
         run.setup_s = time.perf_counter() - t_start
         run.loop_s = _loop(task, store, run, first, elapsed_before, progress)
         result = task.finish(run)
     if store is not None:
         checkpoints.finished(store)
     return result, run
-
-
-def _resume(task: Task, store, run: RunInfo) -> tuple[int, float]:
-    """Load the last checkpoint, if any: (the first step still to take, the loop time already spent)."""
-    saved = store.load() if store is not None else None
-    if saved is None:
-        return 1, 0.0
-    task.load_state(saved["task"])
-    run.resumed_from = [*saved["resumed_from"], saved["step"]]
-    checkpoint.set_rng_state(saved["rng"])
-    log.info("resuming %s from its checkpoint at step %d of %d (%s)", task.kind, saved["step"], task.total_steps,
-             store.folder)
-    if saved.get("threads") != torch.get_num_threads():
-        log.warning("the checkpoint was written with %s threads and this run has %d: on a CPU the result may "
-                    "differ from an uninterrupted run in the last bits", saved.get("threads"), torch.get_num_threads())
-    return saved["step"] + 1, saved["elapsed_s"]
 
 
 def _loop(task: Task, store, run: RunInfo, first: int, elapsed_before: float, progress: bool) -> float:

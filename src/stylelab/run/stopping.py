@@ -1,8 +1,5 @@
-"""When a run saves and when it stops: the checkpoint interval and the SIGTERM request, without torch.
-
-stylelab.run.checkpoint (which saves the states) and the command line (which parses --checkpoint-every and
-reports a stop) both read them here; the command line can so build its parser, and run the commands that
-need no network (figures, the report), without importing torch.
+"""When a run saves and when it stops: the checkpoint interval and the SIGTERM request (torch-free, so that the
+command line can build its parser without importing torch).
 """
 
 from __future__ import annotations
@@ -35,8 +32,7 @@ class Interval:
             if "." in number:
                 raise ValueError(f"a number of steps is a whole number, got '{text}'")
             return cls(steps=int(number) or None)
-        seconds = float(number) * {"s": 1, "m": 60, "h": 3600}[unit]
-        return cls(seconds=seconds or None)
+        return cls(seconds=float(number) * {"s": 1, "m": 60, "h": 3600}[unit] or None)
 
     def __str__(self) -> str:
         if self.steps:
@@ -46,18 +42,13 @@ class Interval:
         return "only when stopped"
 
 
-# ------------------------------------------------------------------------------------------- stopping
-
-
 class RunStopped(Exception):
     """The run stopped on request (SIGTERM) after saving a checkpoint; the same command continues it."""
 
     def __init__(self, step: int, total: int, folder: Path | None):
         self.step, self.total, self.folder = step, total, folder
-        if folder is not None:
-            then = f"its checkpoint is in {folder}. Run the same command again to continue from there."
-        else:
-            then = "no checkpoint could be saved, so the same command starts again from the last one, if any."
+        then = (f"its checkpoint is in {folder}. Run the same command again to continue from there." if folder
+                else "no checkpoint could be saved, so the same command starts again from the last one, if any.")
         super().__init__(f"stopped by SIGTERM after step {step} of {total}; {then}")
 
 

@@ -1,11 +1,6 @@
 """The workflow's configuration: its schema and the spec each rule hands its run, both made from stylelab.spec.settings.
 
-Which config key holds which setting is said once, in the tables below; the schema
-(workflow/schemas/config.schema.yaml, written by `stylelab config-schema --write`, which a test keeps in
-step) and the specs (`part1_spec`, `generation_spec`) are derived from them. A config mistake becomes one
-line naming the key, what it holds and what it may hold (`config_message`).
-
-Imports nothing heavy (no torch): the Snakefile reads it.
+Which config key holds which setting is said once, in the tables below. Imports nothing heavy: the Snakefile reads it.
 """
 
 from __future__ import annotations
@@ -15,12 +10,13 @@ import json
 import re
 from typing import Any
 
+from stylelab.spec.errors import StylelabError
 from stylelab.spec.settings import (INITS, LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, describe,
-                                    fetch_precision, schema_of)
+                                    fetch_precision, format_number, schema_of)
 
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 
-# Part 1 settings at the top level of the config: every Part 1 run shares them.
+# Part 1 settings at the top level of the config, shared by every Part 1 run.
 NETWORK_SETTINGS = ("weights", "device", "precision", "size", "optimizer", "lr", "bounds")
 # The settings each Part 1 section holds (beside its layers or runs), in the config's order.
 SECTION_SETTINGS = {
@@ -35,15 +31,12 @@ DIFFUSION_MODEL = ("model", "revision", "fallback")
 DIFFUSION_SETTINGS = ("steps", "seed", "size", "cfg_scale", "precision")
 GUIDANCE_WINDOW = {"start": "guidance_start", "end": "guidance_end", "every": "guidance_every"}
 GENERATION_RUN_SETTINGS = ("prompt", "style_loss", "guidance_factor")
-# Part 3 (beyond the assignment): every run is a style transfer with these settings of the transfer section;
-# its experiments, in the report's order, and what each of their runs may set.
+# Part 3: style transfers with these settings of the transfer section; its experiments in the report's order.
 PART3_FROM_TRANSFER = ("content_layers", "style_layers", "content_weight", "tv_weight", "init", "seed")
 PART3_EXPERIMENTS = ("colour", "scales", "blend")
 SCALE_RUN_SETTINGS = ("scales", "scale_steps", "steps")
-# What Part 3's transfers set beyond a transfer run's settings.
 PART3_SETTINGS = ("preserve_colors", "style_blend", "scales", "scale_steps")
-# The settings each Part 1 command takes beside its images and layer: what every run of the config shares, what
-# its config section holds, what a transfer run sets (and Part 3's), and how often the record keeps a loss.
+# The settings each Part 1 command takes beside its images and layer.
 COMMAND_SETTINGS = {
     "invert": NETWORK_SETTINGS + SECTION_SETTINGS["inversion"] + ("record_every",),
     "texture": NETWORK_SETTINGS + SECTION_SETTINGS["texture"] + ("record_every",),
@@ -52,19 +45,11 @@ COMMAND_SETTINGS = {
 }
 
 
-# ------------------------------------------------------------------------------------------------ specs
-
-
 def part1_spec(config: dict, group: str, run: dict | None = None, steps: list[int] | None = None) -> dict:
-    """The settings of one Part 1 run, as `stylelab invert|texture|transfer --spec` takes them.
-
-    `group` is inversion, texture or transfer; `run` is one entry of a `runs` list, `steps` replaces the
-    section's (Part 2's transfer on a generated image has its own). The layer of an inversion or texture
-    run and the image paths are given beside the spec: they are the rule's wildcard and inputs.
-    """
-    section = config[group]
+    """The settings of one Part 1 run of `group` as its command's --spec takes them (the layer and images beside it);
+    `run` is one entry of a `runs` list, `steps` replaces the section's."""
     spec: dict[str, Any] = {name: config[name] for name in NETWORK_SETTINGS}
-    spec.update({name: section[name] for name in SECTION_SETTINGS[group]})
+    spec.update({name: config[group][name] for name in SECTION_SETTINGS[group]})
     steps = steps if steps is not None else spec["steps"]
     spec["steps"] = whole_steps([steps] if isinstance(steps, (int, float)) else steps)
     if run is not None:
@@ -74,30 +59,18 @@ def part1_spec(config: dict, group: str, run: dict | None = None, steps: list[in
 
 def transfer_run_id(run: dict) -> str:
     """A transfer run's name in file names and labels: its style loss and weight (gram_w1e6)."""
-    from stylelab.spec.settings import format_number
-
     return f"{run['style_loss']}_w{format_number(run['style_weight'])}"
 
 
-def blend_run_id(weights) -> str:
-    """A blend run's name: its weights (w0.7-0.3)."""
-    from stylelab.spec.settings import format_number
-
-    return "w" + "-".join(format_number(w) for w in weights)
-
-
 def part3_runs(config: dict) -> dict[str, dict[str, dict]]:
-    """{experiment: {run name: what the run sets beside the shared settings}} of Part 3, in the config's order.
-
-    colour: each mode of colour.modes for each of colour.runs (mode none is the plain transfer); scales: each
-    of scales.runs with scales.style_loss and style_weight; blend: blend.styles at each of blend.weights."""
+    """{experiment: {run name: what the run sets beside the shared settings}} of Part 3, in the config's order."""
     part3 = config["part3"]
     colour = {f"{mode}_{transfer_run_id(run)}": {**run, "preserve_colors": mode}
               for mode in part3["colour"]["modes"] for run in part3["colour"]["runs"]}
     loss = {name: part3["scales"][name] for name in TRANSFER_RUN_SETTINGS}
     scales = {run["name"]: {**loss, **{k: run[k] for k in SCALE_RUN_SETTINGS if k in run}}
               for run in part3["scales"]["runs"]}
-    blend = {blend_run_id(weights): {name: part3["blend"][name] for name in TRANSFER_RUN_SETTINGS}
+    blend = {"w" + "-".join(map(format_number, weights)): {name: part3["blend"][name] for name in TRANSFER_RUN_SETTINGS}
              | {"style_blend": list(weights)} for weights in part3["blend"]["weights"]}
     return {"colour": colour, "scales": scales, "blend": blend}
 
@@ -136,28 +109,20 @@ def generation_spec(config: dict, run: dict) -> dict:
 
 
 def model_spec(config: dict) -> dict:
-    """What the `models` rule fetches (`stylelab models fetch --spec`): the model at its revision, for the runs'
-    precision (stylelab.spec.settings.fetch_precision). (The fallback decides only whether a missing model
-    stops the run: no part of the manifest.)"""
+    """What the `models` rule fetches (`stylelab models fetch --spec`): the model at its revision and precision."""
     diffusion = config["diffusion"]
     spec = {name: diffusion[name] for name in ("model", "revision")}
     spec["precision"] = fetch_precision(diffusion["precision"], config["device"])
     return spec
 
 
-def input_images(config: dict) -> dict[str, str]:
-    """{config key: image file} of every input image the config names."""
-    named = {"images.content": config["images"]["content"], "images.style": config["images"]["style"]}
-    named.update({f"part3.blend.styles[{i}]": path for i, path in enumerate(config["part3"]["blend"]["styles"])})
-    return named
-
-
 def check_input_images(config: dict) -> None:
     """One line for the first input image that is missing or not an image, before any job is planned."""
-    from stylelab.spec.errors import StylelabError
     from stylelab.spec.files import check_image_file
 
-    for key, path in input_images(config).items():
+    named = {"images.content": config["images"]["content"], "images.style": config["images"]["style"]}
+    named.update({f"part3.blend.styles[{i}]": path for i, path in enumerate(config["part3"]["blend"]["styles"])})
+    for key, path in named.items():
         try:
             check_image_file(path, config["jobs"]["max_pixels"])
         except StylelabError as exc:
@@ -165,12 +130,7 @@ def check_input_images(config: dict) -> None:
 
 
 def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
-    """{job name: its layers} of the inversion or texture group as the workflow runs it: a job per layer, or
-    (jobs.layers_in_one_job) one job, `all_layers`, that runs them one after another in one process (for short
-    runs, whose time is the start-up of their processes). Each run gives what its own job would, bit for bit.
-
-    Batched stacks (several runs as one batch through the network) were measured and dropped: in fp32, which
-    `precision: auto` gives one-layer runs, a batch was 0.91x to 1.56x the solo runs' time per step."""
+    """{job name: its layers}: a job per layer, or (jobs.layers_in_one_job) one, `all_layers`, running them all."""
     layers = list(config[group]["layers"])
     if config["jobs"].get("layers_in_one_job") and len(layers) > 1:
         return {"all_layers": layers}
@@ -187,8 +147,6 @@ def read_configs(paths) -> dict:
             with open(path) as fh:
                 _lay_over(merged, yaml.safe_load(fh) or {})
         except (OSError, yaml.YAMLError) as exc:
-            from stylelab.spec.errors import StylelabError
-
             raise StylelabError(f"cannot read the config file {path} ({exc}).") from None
     return merged
 
@@ -203,9 +161,6 @@ def _lay_over(base: dict, top: dict) -> None:
 
 def spec_text(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
-
-
-# ----------------------------------------------------------------------------------------------- schema
 
 
 def _bare(node: dict) -> dict:
@@ -234,15 +189,23 @@ def _setting(cls, name: str, **narrow) -> dict:
     return schema_of(cls, name, **narrow)
 
 
-def _closed(properties: dict, required=None, **extra) -> dict:
-    return {"type": "object", "additionalProperties": False, "required": list(required or properties),
-            "properties": properties, **extra}
+def _closed(properties: dict, description: str | None = None, required=None) -> dict:
+    return {**({"description": description} if description else {}), "type": "object",
+            "additionalProperties": False, "required": list(required or properties), "properties": properties}
+
+
+def _runs(items: dict, description: str | None = None) -> dict:
+    return {**({"description": description} if description else {}), "type": "array", "minItems": 1,
+            "uniqueItems": True, "items": items}
+
+
+def _name(description: str) -> dict:
+    return {"description": description, "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}
 
 
 def _transfer_runs() -> dict:
-    run = _closed({"style_loss": _setting(TransferSettings, "style_loss"),
-                   "style_weight": _setting(TransferSettings, "style_weight", exclusiveMinimum=0)})
-    return {"type": "array", "minItems": 1, "uniqueItems": True, "items": run}
+    return _runs(_closed({"style_loss": _setting(TransferSettings, "style_loss"),
+                          "style_weight": _setting(TransferSettings, "style_weight", exclusiveMinimum=0)}))
 
 
 def _part1_section(group: str, description: str) -> dict:
@@ -256,79 +219,74 @@ def _part1_section(group: str, description: str) -> dict:
         properties[name] = node
     if group == "transfer":
         properties["runs"] = _transfer_runs()
-    return {"description": description, **_closed(properties)}
+    return _closed(properties, description)
 
 
 def _diffusion_section() -> dict:
     guidance = {key: _setting(GuidanceSettings, setting) for key, setting in GUIDANCE_WINDOW.items()}
     run = _closed({
-        "name": {"description": "the run's folder under the results' part2/generated/", "type": "string",
-                 "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+        "name": _name("the run's folder under the results' part2/generated/"),
         **{name: _setting(GuidanceSettings, name) for name in GENERATION_RUN_SETTINGS},
         "steps_factor": {"description": "this run's steps as a multiple of diffusion.steps (1.5 gives 150 of 100)",
                          "type": "number", "exclusiveMinimum": 0},
     }, required=["name", "prompt"])
-    transfer = _closed({
+    transfer = {
         "content": {"type": "string", "description": "name of the run whose image is the content"},
         "steps": _setting(TransferSettings, "steps"),
         "runs": _transfer_runs(),
-    })
+    }
     properties = {
         **{name: _setting(ModelChoice, name) for name in DIFFUSION_MODEL},
         **{name: _setting(GuidanceSettings, name, **({"multipleOf": 8} if name == "size" else {}))
            for name in DIFFUSION_SETTINGS},
-        "guidance": {"description": "which steps are guided: a window of the schedule (fractions) and every k-th "
-                                    "step in it", **_closed(guidance)},
-        "runs": {"type": "array", "minItems": 1, "uniqueItems": True, "items": run},
-        "transfer": {"description": "Part 1 style transfer (with the transfer section's layers and content "
-                                    "weight) on a generated image", **transfer},
+        "guidance": _closed(guidance, "which steps are guided: a window of the schedule (fractions) and every k-th "
+                                      "step in it"),
+        "runs": _runs(run),
+        "transfer": _closed(transfer, "Part 1 style transfer (with the transfer section's layers and content weight) "
+                                      "on a generated image"),
         "comparison": {"description": "runs shown side by side with the transfers on generated content",
                        "type": "array", "items": {"type": "string"}, "uniqueItems": True},
     }
-    return {"description": "Part 2, sampling from a diffusion model steered by the gradient of a style loss",
-            **_closed(properties)}
+    return _closed(properties, "Part 2, sampling from a diffusion model steered by the gradient of a style loss")
 
 
 def _part3_section() -> dict:
     loss = {name: _setting(TransferSettings, name, **({"exclusiveMinimum": 0} if name == "style_weight" else {}))
             for name in TRANSFER_RUN_SETTINGS}
-    colour = _closed({
+    colour = {
         "modes": {"description": "colour preservation modes, side by side (none: the plain transfer)",
                   "type": "array", "items": _bare(schema_of(TransferSettings, "preserve_colors")), "minItems": 1,
                   "uniqueItems": True},
         "runs": _transfer_runs(),
-    })
+    }
     scale_run = _closed({
-        "name": {"description": "the run's name in file names and the report", "type": "string",
-                 "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+        "name": _name("the run's name in file names and the report"),
         "scales": _setting(TransferSettings, "scales"),
         "scale_steps": _setting(TransferSettings, "scale_steps", uniqueItems=False),
         "steps": {"description": "steps at the last scale", "$ref": "#/$defs/steps"},
     }, required=["name", "scales", "steps"])
-    scales = _closed({**loss, "runs": {"description": "coarse to fine against one scale at the same last size",
-                                      "type": "array", "minItems": 1, "uniqueItems": True, "items": scale_run}})
-    blend = _closed({
+    scales = {**loss, "runs": _runs(scale_run, "coarse to fine against one scale at the same last size")}
+    blend = {
         "styles": {"description": "the style images blended", "type": "array", "minItems": 2,
                    "items": {"type": "string", "minLength": 1}},
         **loss,
-        "weights": {"description": "blend weights, one list per run, one weight per style image",
-                    "type": "array", "minItems": 1, "uniqueItems": True,
-                    "items": _bare(schema_of(TransferSettings, "style_blend"))["anyOf"][1]},
-    })
+        "weights": _runs(_bare(schema_of(TransferSettings, "style_blend"))["anyOf"][1],
+                         "blend weights, one list per run, one weight per style image"),
+    }
     properties = {
         "steps": {"description": "steps of the colour and blend runs (each keeps its final image)",
                   "$ref": "#/$defs/steps"},
-        "colour": {"description": "colour preservation: each mode for each run", **colour},
-        "scales": {"description": "coarse-to-fine optimisation against a single scale", **scales},
-        "blend": {"description": "several style images, their statistics blended per layer", **blend},
+        "colour": _closed(colour, "colour preservation: each mode for each run"),
+        "scales": _closed(scales, "coarse-to-fine optimisation against a single scale"),
+        "blend": _closed(blend, "several style images, their statistics blended per layer"),
     }
-    return {"description": "Part 3, beyond the assignment: style transfers with the transfer section's layers, "
-                           "content weight, init and seed", **_closed(properties)}
+    return _closed(properties, "Part 3, beyond the assignment: style transfers with the transfer section's layers, "
+                               "content weight, init and seed")
 
 
 def config_schema() -> dict:
     """The JSON schema of the workflow's config. Every object is closed and every key required."""
-    jobs = _closed({
+    jobs = {
         "threads": {"type": "integer", "minimum": 1},
         "mem_mb": {"type": "integer", "minimum": 100},
         "max_pixels": {"description": "an input image above this many pixels is refused before it is decoded "
@@ -336,7 +294,7 @@ def config_schema() -> dict:
         "layers_in_one_job": {"description": "run every layer of the inversion (and of the texture) experiment in "
                                              "one job, one after another in one process: for short runs, whose "
                                              "time is their start-up (false: a job per layer)", "type": "boolean"},
-    })
+    }
     properties = {
         "images": _closed({
             "content": {"type": "string", "minLength": 1,
@@ -346,8 +304,8 @@ def config_schema() -> dict:
         "results": {"description": "the folder every result, log and benchmark file goes under", "type": "string",
                     "minLength": 1},
         **{name: _setting(TransferSettings, name) for name in NETWORK_SETTINGS},
-        "jobs": {"description": "what each compute job asks of the scheduler, and the limits it works within "
-                                "(does not change results)", **jobs},
+        "jobs": _closed(jobs, "what each compute job asks of the scheduler, and the limits it works within (does "
+                              "not change results)"),
         "inversion": _part1_section("inversion", "feature inversion, one run per layer"),
         "texture": _part1_section("texture", "texture synthesis, one run per layer"),
         "transfer": _part1_section("transfer", "style transfer, one run per entry of runs, each saving an image "
@@ -375,20 +333,11 @@ def schema_yaml() -> str:
     return header + yaml.safe_dump(config_schema(), sort_keys=False, width=110, allow_unicode=True)
 
 
-# ---------------------------------------------------------------------------------------------- messages
-
-
-def _key(error) -> str:
-    """`transfer.runs[2].style_weight` for where an error is in the config ('' at the top level)."""
-    text = ""
-    for part in error.absolute_path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
 def config_message(error) -> str:
     """One line a user can act on, for a jsonschema ValidationError: which key, what it holds, what it may hold."""
-    key = _key(error)
+    key = ""  # transfer.runs[2].style_weight
+    for part in error.absolute_path:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     where = f"in '{key}'" if key else "at the top level"
     if error.validator == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))

@@ -1,7 +1,4 @@
-"""The one exception type for mistakes a user can fix (bad config, unreadable image, unknown layer...).
-
-The CLI prints its message on one line and exits non-zero, without a traceback.
-"""
+"""The one exception type for mistakes a user can fix; the CLI prints its message on one line, no traceback."""
 
 
 class StylelabError(Exception):

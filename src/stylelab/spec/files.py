@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -74,37 +75,39 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _check_size(path: Path, width: int, height: int, max_pixels: int | None, min_side: int) -> None:
-    if max_pixels is not None and width * height > max_pixels:
-        raise StylelabError(f"image {path} is {width} x {height} pixels ({width * height / 1e6:.3g} megapixels), "
-                            f"above the limit of {max_pixels / 1e6:g} megapixels. Shrink it first, or raise the "
-                            "limit (--max-pixels, or jobs.max_pixels in the workflow's config).")
-    if min(width, height) < min_side:
-        raise StylelabError(f"image {path} is only {width} x {height} pixels; an input image needs at least "
-                            f"{min_side} pixels on each side (a smaller one is a few flat colours once resized).")
+@contextmanager
+def _open_checked(path: Path, max_pixels: int | None, min_side: int):
+    """The image opened, its size checked from the header, before decoding."""
+    with warnings.catch_warnings():
+        # PIL warns above its own limit (89 megapixels); ours is the one that counts, and is checked here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            width, height = img.width, img.height
+            if max_pixels is not None and width * height > max_pixels:
+                raise StylelabError(f"image {path} is {width} x {height} pixels ({width * height / 1e6:.3g} "
+                                    f"megapixels), above the limit of {max_pixels / 1e6:g} megapixels. Shrink it "
+                                    "first, or raise the limit (--max-pixels, or jobs.max_pixels in the workflow's "
+                                    "config).")
+            if min(width, height) < min_side:
+                raise StylelabError(f"image {path} is only {width} x {height} pixels; an input image needs at "
+                                    f"least {min_side} pixels on each side (a smaller one is a few flat colours "
+                                    "once resized).")
+            yield img
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                min_side: int = MIN_SIDE) -> Image.Image:
-    """Open an image file fully (PNG, JPEG or anything PIL reads) and return it as RGB.
-
-    The size is checked from the header, before decoding: above `max_pixels` pixels (None: no limit) or
-    below `min_side` on a side is refused. Raises StylelabError naming the file for a missing, unreadable,
-    truncated, too large or too small file, or one that is not an image.
-    """
+    """Open an image file fully (anything PIL reads) as RGB. Its size is checked from the header, before decoding;
+    a StylelabError names the file for a missing, unreadable, truncated, too large or too small one."""
     path = Path(path)
     if not path.exists():
         raise StylelabError(f"image not found: {path}. Check the path (it is relative to the current folder).")
     if path.is_dir():
         raise StylelabError(f"image path is a folder, not a file: {path}.")
     try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit (89 megapixels); ours is the one that counts, and is checked below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_size(path, img.width, img.height, max_pixels, min_side)
-                img.load()
-                rgb = to_rgb(img)
+        with _open_checked(path, max_pixels, min_side) as img:
+            img.load()
+            rgb = to_rgb(img)
     except Image.DecompressionBombError as exc:
         # Twice PIL's limit: PIL refuses to even open it, whatever our limit says.
         raise StylelabError(f"image {path} is far too large to open ({exc}). Shrink it first.") from None
@@ -117,8 +120,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 
 
 def check_image_file(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
-    """Refuse, from its header alone, what read_image would: a missing file, a folder, a file that is not an
-    image, or one of a size it refuses. One sentence naming the file and the fix."""
+    """Refuse, from its header alone, what read_image would, in one sentence naming the file and the fix."""
     path = Path(path)
     if not path.exists():
         raise StylelabError(f"{path} does not exist: fix the path (it is relative to the folder the workflow runs "
@@ -126,30 +128,23 @@ def check_image_file(path: str | os.PathLike, max_pixels: int | None = DEFAULT_M
     if not path.is_file():
         raise StylelabError(f"{path} is a folder, not an image file: name a PNG or JPEG file.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_size(path, img.width, img.height, max_pixels, MIN_SIDE)
+        with _open_checked(path, max_pixels, MIN_SIDE):
+            pass
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         kind = "not an image file" if isinstance(exc, UnidentifiedImageError) else f"unreadable ({exc})"
         raise StylelabError(f"{path} is {kind}: name a PNG or JPEG image.") from None
 
 
-def short_side_size(width: int, height: int, short: int) -> tuple[int, int]:
-    """(height, width) with the short side at `short`, as torchvision's Resize(int) computes it."""
-    if width <= height:
-        return int(short * height / width), short
-    return short, int(short * width / height)
-
-
 def target_size(img: Image.Image, size: Size) -> tuple[int, int]:
-    """(height, width) that `resize` gives `img`."""
+    """(height, width) that `resize` gives `img`: an int is the short side, as torchvision's Resize(int) does."""
     if size is None:
         return img.height, img.width
     if isinstance(size, int):
         if size < 1:
             raise StylelabError(f"image size must be a positive number of pixels, got {size}.")
-        return short_side_size(img.width, img.height, size)
+        if img.width <= img.height:
+            return int(size * img.height / img.width), size
+        return size, int(size * img.width / img.height)
     height, width = (int(s) for s in size)
     return height, width
 
@@ -163,11 +158,7 @@ def resize(img: Image.Image, size: Size) -> Image.Image:
 
 
 def load_pixels(path: str | os.PathLike, size: Size = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 pixels, resized as `resize` says.
-
-    The pixel limit (DEFAULT_MAX_PIXELS: a 40-megapixel photo decodes to 480 MB of floats, and a crafted file can
-    claim far more) holds for the resized image too: a huge --size would otherwise allocate gigabytes.
-    """
+    """Read an image as (H, W, 3) uint8 pixels, resized as `resize` says; the pixel limit holds after resizing too."""
     img = read_image(path, max_pixels)
     height, width = target_size(img, size)
     if max_pixels is not None and height * width > max_pixels:
@@ -178,11 +169,8 @@ def load_pixels(path: str | os.PathLike, size: Size = None, max_pixels: int | No
 
 
 def small_png(path: str | os.PathLike, width: int, max_bytes: int) -> bytes:
-    """A figure made small for a README: at most `width` pixels wide and `max_bytes` long.
-
-    Narrows the image first; if the PNG is still too long, keeps the size and reduces it to an adaptive
-    palette (figures are mostly flat colour, so 256 colours rarely show); then narrows further.
-    """
+    """A figure made small for a README: at most `width` pixels wide and `max_bytes` long (narrowed, then reduced
+    to a 256-colour palette, then narrowed further)."""
     img = read_image(path)
     while True:
         if img.width > width:

@@ -1,9 +1,5 @@
-"""The layers of VGG-19's convolutional part, by name: the ground every layer list stands on.
-
-Names follow the PyTorch tutorial (a counter grows at each convolution: conv_i, relu_i, and pool_i for the
-pool after conv_i) and VGG's canonical names (conv3_1, relu4_2, pool5); both are accepted everywhere, and
-an unknown name is an error that lists the valid ones. Imports nothing heavy (no torch): the workflow's
-config schema and the command line are built from this table too.
+"""The layers of VGG-19's convolutional part, by name: the tutorial's (conv_i, relu_i, pool_i after conv_i) and
+VGG's canonical ones (conv3_1, relu4_2, pool5), both accepted everywhere. Imports nothing heavy (no torch).
 """
 
 from __future__ import annotations
@@ -33,13 +29,11 @@ def _build_layers() -> tuple[Layer, ...]:
     layers, conv_i, block, in_block, index, channels = [], 0, 1, 0, 0, 3
     for item in _CFG:
         if item == "M":
-            layers.append(Layer(index, "pool", f"pool_{conv_i}", f"pool{block}", conv_i - 1, block, channels,
-                                channels))
+            layers.append(Layer(index, "pool", f"pool_{conv_i}", f"pool{block}", conv_i - 1, block, channels, channels))
             index += 1
             block, in_block = block + 1, 0
             continue
-        conv_i += 1
-        in_block += 1
+        conv_i, in_block = conv_i + 1, in_block + 1
         layers.append(Layer(index, "conv", f"conv_{conv_i}", f"conv{block}_{in_block}", conv_i - 1, block,
                             channels, item))
         layers.append(Layer(index + 1, "relu", f"relu_{conv_i}", f"relu{block}_{in_block}", conv_i - 1, block,
@@ -68,14 +62,10 @@ def resolve_layer(name: str) -> Layer:
         return layer
     text = str(name)
     if text.startswith("pool_"):
-        raise StylelabError(
-            f"unknown VGG-19 layer '{text}': a pool takes the number of the convolution before it, so the "
-            f"pools are {', '.join(POOL_NAMES)} (canonical pool1 .. pool5)."
-        )
-    raise StylelabError(
-        f"unknown VGG-19 layer '{text}'. Valid layers: {', '.join(LAYER_NAMES)}; or the canonical names "
-        f"{', '.join(CANONICAL_NAMES)}."
-    )
+        raise StylelabError(f"unknown VGG-19 layer '{text}': a pool takes the number of the convolution before it, "
+                            f"so the pools are {', '.join(POOL_NAMES)} (canonical pool1 .. pool5).")
+    raise StylelabError(f"unknown VGG-19 layer '{text}'. Valid layers: {', '.join(LAYER_NAMES)}; or the canonical "
+                        f"names {', '.join(CANONICAL_NAMES)}.")
 
 
 def tutorial_name(name: str) -> str:

@@ -1,7 +1,6 @@
 """Where a report's results came from: the code's commit, the packages, the machine, and what each job cost.
 
-Read-only helpers for the report's appendix. A value that cannot be found (no git, no benchmark file) is
-reported as such rather than guessed.
+A value that cannot be found (no git, no benchmark file) is reported as such rather than guessed.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import platform
 import datetime as _dt
 import os
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -86,18 +86,13 @@ def cost_table(benchmarks: Mapping[str, Sequence[str | os.PathLike]], root: str 
         peaks = [job.max_rss_mb for job in mine if job.max_rss_mb is not None]
         totals.append({"part": part, "jobs": len(mine), "wall_s": sum(job.wall_s for job in mine),
                        "max_rss_mb": max(peaks) if peaks else None})
-    slowest = sorted(jobs, key=lambda job: job.wall_s, reverse=True)
-    return {"jobs": jobs, "totals": totals, "total_wall_s": sum(job.wall_s for job in jobs),
-            "slowest": slowest[:5]}
+    slowest = sorted(jobs, key=lambda job: job.wall_s, reverse=True)[:5]
+    return {"jobs": jobs, "totals": totals, "total_wall_s": sum(job.wall_s for job in jobs), "slowest": slowest}
 
 
 def unique(values: Iterable) -> list:
     """Distinct values in first-seen order (for 'which devices / precisions did the runs use')."""
-    seen = []
-    for value in values:
-        if value not in seen:
-            seen.append(value)
-    return seen
+    return list(dict.fromkeys(values))
 
 
 # The key of the code's own version among a record's versions: the git commit it ran from, with DIRTY
@@ -121,12 +116,9 @@ def package_versions() -> dict[str, str]:
 
 
 def result_commits(versions: Iterable[Mapping[str, str]]) -> list[dict]:
-    """The commits that computed the results, from each record's versions: one entry per commit, the most
-    records first: {'commit': sha or None (not known), 'dirty': bool, 'records': how many}."""
-    counts: dict[str | None, int] = {}
-    for version in versions:
-        noted = version.get(COMMIT)
-        counts[noted] = counts.get(noted, 0) + 1
+    """One entry per commit that computed the results, the most records first: {'commit': sha or None, 'dirty',
+    'records'}."""
+    counts = Counter(version.get(COMMIT) for version in versions)
     found = [{"commit": noted.removesuffix(DIRTY) if noted else None, "dirty": bool(noted and noted.endswith(DIRTY)),
               "records": n} for noted, n in counts.items()]
     return sorted(found, key=lambda entry: -entry["records"])

@@ -1,8 +1,7 @@
 """Records: the JSON file beside every output that says how it was made and what it measured.
 
-A record is a typed object (`TransferRecord` for Part 1, `GenerationRecord` for Part 2), written and read
-only here; figures, analysis and the report read its fields. The file carries `schema_version`; records
-written before it existed (version 0) have the same layout and load the same way.
+A record (`TransferRecord` for Part 1, `GenerationRecord` for Part 2) is written and read only here. Records
+from before `schema_version` existed (version 0) have the same layout and load the same way.
 """
 
 from __future__ import annotations
@@ -63,8 +62,6 @@ class ModelInfo:
 
 @dataclass
 class Record:
-    """What every record holds."""
-
     kind: str  # inversion | texture | transfer | generation
     settings: Any  # TransferSettings or GuidanceSettings, as the run used them
     image_size: list[int]  # height, width
@@ -93,9 +90,8 @@ class TransferRecord(Record):
     final_losses: dict[str, float] = field(default_factory=dict)
     initial_loss: float = math.nan  # the loss at step 1
     optimizer_scale: float = 1.0
-    # Coarse to fine (settings.scales): each scale before the last, in order: {"size", "image_size", "steps",
-    # "history" (as `history`, its own steps), "final_loss", "time_s" (the run's clock when it ended)}. The
-    # last scale is the record itself (history, images). Empty for a run at one scale.
+    # Coarse to fine: each scale before the last (the last is the record itself): {"size", "image_size", "steps",
+    # "history" (its own steps), "final_loss", "time_s" (the run's clock when it ended)}.
     scale_history: list[dict] = field(default_factory=list)
 
 
@@ -119,14 +115,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def to_dict(record: Record) -> dict:
+def write_record(path: str | os.PathLike, record: Record) -> None:
     data = dataclasses.asdict(record)
     data["timing"] = {k: v for k, v in data["timing"].items() if v is not None}
-    return _clean(data)
-
-
-def write_record(path: str | os.PathLike, record: Record) -> None:
-    text = json.dumps(to_dict(record), indent=1, sort_keys=False)
+    text = json.dumps(_clean(data), indent=1, sort_keys=False)
     write_bytes_atomic(path, (text + "\n").encode())
 
 
@@ -135,15 +127,18 @@ def _known(cls, data: dict) -> dict:
     return {k: v for k, v in data.items() if k in names}
 
 
-def from_dict(data: dict) -> Record:
-    """A record from its JSON object; KeyError or TypeError when it is not a stylelab record."""
+def read_record(path: str | os.PathLike) -> Record:
+    """Raises FileNotFoundError, ValueError (not JSON), KeyError (not a record, naming what is missing) or TypeError."""
+    with open(Path(path)) as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict):
+        raise KeyError("kind")
     for key in ("kind", "settings", "images", "history"):
         if key not in data:
             raise KeyError(key)
     generation = data["kind"] == "generation"
-    cls = GenerationRecord if generation else TransferRecord
+    cls, settings_cls = (GenerationRecord, GuidanceSettings) if generation else (TransferRecord, TransferSettings)
     values = _known(cls, data)
-    settings_cls = GuidanceSettings if generation else TransferSettings
     values["settings"] = settings_cls(**_known(settings_cls, data["settings"]))
     values["images"] = {str(step): ImageEntry(**_known(ImageEntry, entry)) for step, entry in data["images"].items()}
     values["timing"] = Timing(**_known(Timing, data.get("timing", {"steps": 0, "time_per_step_s": 0.0})))
@@ -152,12 +147,3 @@ def from_dict(data: dict) -> Record:
         values["model"] = ModelInfo(**_known(ModelInfo, data["model"]))
     values["schema_version"] = int(data.get("schema_version", 0))
     return cls(**values)
-
-
-def read_record(path: str | os.PathLike) -> Record:
-    """Raises FileNotFoundError, ValueError (not JSON) or KeyError (not a record, naming what is missing)."""
-    with open(Path(path)) as fh:
-        data = json.load(fh)
-    if not isinstance(data, dict):
-        raise KeyError("kind")
-    return from_dict(data)

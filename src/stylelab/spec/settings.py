@@ -1,14 +1,5 @@
-"""Every setting of a run, defined once: its type, default, allowed values and help text.
-
-`TransferSettings` (Part 1: inversion, texture, transfer) and `GuidanceSettings` (Part 2) are dataclasses
-whose fields carry a `Rule` in their metadata. From that one definition come
-
-- the command line's options (`add_options`: flag, converter, choices, default and help),
-- the checks of `validate()` (each field's rule, then the checks that tie fields together),
-- the workflow's config schema (`schema_of`, used by stylelab.spec.config), and
-- a run's *spec*: the JSON object a workflow rule hands its command (`--spec`), read with `resolve` (and made by
-  stylelab.spec.config for the workflow's rules).
-
+"""Every setting of a run, defined once: its type, default, allowed values and help text (a `Rule`), from which
+come the command line's options, the checks of `validate()`, the config schema and the reading of a run's spec.
 Imports nothing heavy (no torch), so the Snakefile can read it.
 """
 
@@ -34,34 +25,27 @@ def format_number(value) -> str:
     return f"{mantissa}e{int(exponent)}" if exponent else mantissa
 
 
-# The allowed values of every choice, once.
 STYLE_LOSSES = ("gram", "meanvar")
 OPTIMIZERS = ("lbfgs", "adam")
 BOUNDS = ("project", "clamp")
 INITS = ("content", "noise")
-# Colour preservation (stylelab.engine.colour): none | luminance (transfer on luminance, the content's colours put
-# back) | match (the style image given the content's colour mean and covariance first).
 COLOR_MODES = ("none", "luminance", "match")
 WEIGHTS_SOURCES = ("caffe", "torchvision", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")  # the dtypes of a diffusion model
-# Of a Part 2 run; auto: fp16 on CUDA, bf16 on a CPU that computes it natively, fp32 elsewhere
-# (stylelab.run.runtime.choose_diffusion_precision).
 DIFFUSION_PRECISIONS = ("auto", *PRECISIONS)
-PART1_PRECISIONS = ("auto", "fp32", "bf16")  # of the VGG-19 network in Part 1 (stylelab.run.runtime.choose_precision)
+PART1_PRECISIONS = ("auto", "fp32", "bf16")  # of the VGG-19 network in Part 1
 FALLBACKS = ("embedded", "error")
 
 
 def fetch_precision(precision: str, device: str) -> str:
-    """The precision whose files a model fetch selects for runs of `precision` on `device`: auto is fp16 on
-    CUDA (the fp16 files, half the bytes), elsewhere the full-precision files, which load in any precision."""
+    """The precision of the files a model fetch selects: auto is fp16 on CUDA, else the full-precision files."""
     return "fp16" if precision == "auto" and str(device).startswith("cuda") else precision
+
+
 DEFAULT_MAX_PIXELS = 40_000_000
 SEED_LIMIT = 2**63  # torch's generators take a signed 64-bit seed
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
-
-
-# --------------------------------------------------------------------------------------------- rules
 
 
 @dataclass(frozen=True)
@@ -80,16 +64,11 @@ class Rule:
     metavar: str | None = None
 
 
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-KINDS = ("count", "counts", "number", "numbers", "seed", "choice", "layers", "text", "path", "paths", "size",
-         "init")
+KINDS = ("count", "counts", "number", "numbers", "seed", "choice", "layers", "text", "path", "paths", "size", "init")
 
 
 def setting(default, help: str, kind: str, **rule) -> Any:
@@ -106,14 +85,8 @@ def rules_of(cls) -> dict[str, Rule]:
     return {f.name: f.metadata["rule"] for f in fields(cls) if "rule" in f.metadata}
 
 
-def _label(name: str, rule: Rule) -> str:
-    return rule.label or name.replace("_", " ")
-
-
 def coerce(rule: Rule, value):
-    """A whole number written as a float (YAML's 1.0e+3, JSON's 1000.0) as the int it is; else `value`.
-
-    JSON Schema counts 1000.0 as an integer, so the config's schema accepts it: the checks do too."""
+    """A whole number written as a float (YAML's 1.0e+3, JSON's 1000.0) as the int it is, as JSON Schema counts it."""
     def whole(v):
         return int(v) if isinstance(v, float) and math.isfinite(v) and v.is_integer() else v
 
@@ -131,10 +104,9 @@ def coerce(rule: Rule, value):
 
 
 def check_value(name: str, rule: Rule, value) -> str | None:
-    """What is wrong with `value` for this setting, in one sentence, or None when it is right: the value
-    against the setting's schema node (`node_of`), the one reading of its rule."""
+    """What is wrong with `value` for this setting (against its schema node), in one sentence, or None."""
     value = coerce(rule, value)
-    label = _label(name, rule)
+    label = rule.label or name.replace("_", " ")
     if value is None and rule.kind in ("path", "paths"):
         return None
     if rule.kind == "layers":  # a layer name that is not one raises the error that lists the valid names
@@ -149,16 +121,18 @@ def check_value(name: str, rule: Rule, value) -> str | None:
     return f"{label} must be {describe(node)}." if value is None else f"{label} must be {describe(node)}, got {value!r}."
 
 
+def _checked(name: str, rule: Rule, value, where: str = ""):
+    """`value` coerced, or a StylelabError (prefixed by `where`) saying what is wrong with it."""
+    problem = check_value(name, rule, value)
+    if problem:
+        raise StylelabError(where + problem)
+    return coerce(rule, value)
+
+
 def check_fields(settings) -> None:
     """Each field against its rule; the first mistake is the error."""
     for name, rule in rules_of(type(settings)).items():
-        problem = check_value(name, rule, getattr(settings, name))
-        if problem:
-            raise StylelabError(problem)
-        setattr(settings, name, coerce(rule, getattr(settings, name)))
-
-
-# ----------------------------------------------------------------------------------------- Part 1
+        setattr(settings, name, _checked(name, rule, getattr(settings, name)))
 
 
 @dataclass
@@ -167,8 +141,7 @@ class TransferSettings:
 
     content: str | None = setting(None, "content image (PNG or JPEG)", "path", metavar="IMG")
     style: str | list[str] | None = setting(None, "style image, resized to the content image's size; several are "
-                                                  "blended (--style-blend)", "paths", nullable=True,
-                                                  metavar="IMG")
+                                            "blended (--style-blend)", "paths", nullable=True, metavar="IMG")
     steps: Sequence[int] = setting((300,), "optimiser iterations; an image is saved at each listed step", "counts",
                                    metavar="N")
     size: int | str = setting("auto", "short side of the image in pixels, or 'auto' (512 on a GPU, 128 on a CPU)",
@@ -181,8 +154,7 @@ class TransferSettings:
                                label="tv weight")
     content_layers: Sequence[str] = setting(TUTORIAL_CONTENT_LAYERS, "layers of the content loss", "layers",
                                             metavar="LAYER")
-    style_layers: Sequence[str] = setting(TUTORIAL_STYLE_LAYERS, "layers of the style loss", "layers",
-                                          metavar="LAYER")
+    style_layers: Sequence[str] = setting(TUTORIAL_STYLE_LAYERS, "layers of the style loss", "layers", metavar="LAYER")
     init: str = setting("content", "start image: the content image, seeded torch.randn noise, or an image file",
                         "init", metavar="content|noise|IMG")
     seed: int = setting(0, "seed of every random draw", "seed")
@@ -191,32 +163,28 @@ class TransferSettings:
                            label="weights source")
     device: str = setting("auto", "where to compute (auto: cuda, else Apple's mps, else cpu)", "choice",
                           choices=DEVICES)
-    precision: str = setting("auto", "arithmetic of the VGG-19 network: bf16 (bfloat16 autocast, channels-last; "
-                                     "the losses, the image and the optimiser stay fp32) or fp32; auto: bf16 where "
-                                     "the hardware computes it natively, else fp32", "choice",
-                             choices=PART1_PRECISIONS)
+    precision: str = setting("auto", "arithmetic of the VGG-19 network: bf16 (bfloat16 autocast, channels-last; the "
+                             "losses, the image and the optimiser stay fp32) or fp32; auto: bf16 where the hardware "
+                             "computes it natively, else fp32", "choice", choices=PART1_PRECISIONS)
     optimizer: str = setting("lbfgs", "optimiser; one step is one iteration", "choice", choices=OPTIMIZERS)
     lr: float | None = setting(None, "learning rate (default: 1 for lbfgs, 0.02 for adam)", "number", above=0,
                                nullable=True, label="the learning rate")
     history_size: int = setting(100, "L-BFGS history length", "count", minimum=1, label="history_size", cli=False)
-    bounds: str = setting("project", "pixels are clamped to [0, 1] before each evaluation; 'project' also zeroes "
-                                     "the gradient of pixels on a bound that point outward, which keeps L-BFGS "
-                                     "stable; 'clamp' is the tutorial's behaviour", "choice", choices=BOUNDS,
-                          label="bounds mode")
+    bounds: str = setting("project", "pixels are clamped to [0, 1] before each evaluation; 'project' also zeroes the "
+                          "gradient of pixels on a bound that point outward, which keeps L-BFGS stable; 'clamp' is the "
+                          "tutorial's behaviour", "choice", choices=BOUNDS, label="bounds mode")
     record_every: int = setting(1, "keep the losses of every K-th step in the record", "count", minimum=1,
                                 label="record_every", metavar="K")
-    style_blend: Sequence[float] | None = setting(None, "blend weights of the style images, one per style "
-                                                        "(their style statistics are mixed per layer in these "
-                                                        "proportions; default: equal)", "numbers",
-                                                  nullable=True, label="style blend weights", metavar="W")
+    style_blend: Sequence[float] | None = setting(
+        None, "blend weights of the style images, one per style (their style statistics are mixed per layer in these "
+        "proportions; default: equal)", "numbers", nullable=True, label="style blend weights", metavar="W")
     preserve_colors: str = setting("none", "keep the content's colours: luminance (transfer on luminance, the "
                                            "content's colours put back) or match (the style image given the "
                                            "content's colour mean and covariance first)", "choice",
                                    choices=COLOR_MODES, label="colour preservation mode")
-    scales: Sequence[int] | None = setting(None, "coarse to fine: the short sides optimised in turn, each started "
-                                                 "from the one before resized; the last is the output size "
-                                                 "(default: one scale, --size)", "counts", minimum=8,
-                                           nullable=True, metavar="PX")
+    scales: Sequence[int] | None = setting(None, "coarse to fine: the short sides optimised in turn, each started from "
+                                           "the one before resized; the last is the output size (default: one scale, "
+                                           "--size)", "counts", minimum=8, nullable=True, metavar="PX")
     scale_steps: Sequence[int] | None = setting(None, "steps at each scale before the last, which takes --steps "
                                                       "(default: the last scale's step count at each)", "counts",
                                                 nullable=True, label="scale steps", metavar="N")
@@ -224,7 +192,6 @@ class TransferSettings:
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # input images above this are refused (None: no limit)
 
     def validate(self) -> None:
-        """Check every setting before any work, so a mistake costs nothing and leaves nothing behind."""
         check_fields(self)
         if self.content_weight == 0 and self.style_weight == 0:
             raise StylelabError("content weight and style weight are both 0: there is nothing to optimise.")
@@ -240,10 +207,7 @@ class TransferSettings:
             raise StylelabError("init 'content' needs a content image; use --init noise.")
         self.content_layers = [tutorial_name(n) for n in self.content_layers]
         self.style_layers = [tutorial_name(n) for n in self.style_layers]
-        self._validate_beyond()
-
-    def _validate_beyond(self) -> None:
-        """Blends, colour preservation and scales (Part 3)."""
+        # Part 3: blends, colour preservation and scales.
         styles = self.style_paths
         if self.style_blend is not None:
             if len(self.style_blend) != len(styles):
@@ -274,7 +238,6 @@ class TransferSettings:
 
     @property
     def style_paths(self) -> list[str]:
-        """The style images as a list (one, several, or none)."""
         if not self.style:
             return []
         return [self.style] if isinstance(self.style, str) else list(self.style)
@@ -282,8 +245,7 @@ class TransferSettings:
     @property
     def blend_weights(self) -> list[float]:
         """Each style image's share of the blended statistics, summing to 1 (equal unless style_blend says)."""
-        styles = self.style_paths
-        raw = list(self.style_blend) if self.style_blend is not None else [1.0] * len(styles)
+        raw = list(self.style_blend) if self.style_blend is not None else [1.0] * len(self.style_paths)
         total = sum(raw)
         return [w / total for w in raw]
 
@@ -292,8 +254,7 @@ class TransferSettings:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
 
-# What feature inversion and texture synthesis change of TransferSettings' defaults (the CLI's invert and
-# texture commands and the two functions below read them here).
+# What feature inversion and texture synthesis change of TransferSettings' defaults.
 ONE_LAYER_DEFAULTS = {"init": "noise", "steps": (1000,)}
 
 
@@ -313,9 +274,6 @@ def texture_synthesis(style: str, layer: str, **options) -> TransferSettings:
                             kind="texture", **options)
 
 
-# ----------------------------------------------------------------------------------------- Part 2
-
-
 @dataclass
 class GuidanceSettings:
     """Everything that decides a Part 2 sample, but the model (which `stylelab generate` names)."""
@@ -327,14 +285,12 @@ class GuidanceSettings:
     size: int | None = setting(None, "image size in pixels, a multiple of 8 (default: the model's own)", "count",
                                minimum=8, nullable=True)
     cfg_scale: float = setting(7.5, "classifier-free guidance scale, Stable Diffusion only", "number", minimum=0)
-    style: str | None = setting(None, "style image for guidance and for the record's distances", "path",
-                                metavar="IMG")
+    style: str | None = setting(None, "style image for guidance and for the record's distances", "path", metavar="IMG")
     style_loss: str = setting("gram", "style loss of the guidance", "choice", choices=STYLE_LOSSES)
     guidance_factor: float = setting(0.0, "s in eps - s * g * sqrt(1 - abar_t); 0 is unguided", "number", minimum=0)
     guidance_start: float = setting(0.0, "fraction of the schedule where guidance starts", "number", minimum=0,
                                     maximum=1)
-    guidance_end: float = setting(1.0, "fraction of the schedule where guidance ends", "number", minimum=0,
-                                  maximum=1)
+    guidance_end: float = setting(1.0, "fraction of the schedule where guidance ends", "number", minimum=0, maximum=1)
     guidance_every: int = setting(1, "guide every K-th step inside the window", "count", minimum=1, metavar="K")
     style_layers: tuple[str, ...] = setting(TUTORIAL_STYLE_LAYERS, "layers of the style loss", "layers",
                                             metavar="LAYER", cli=False)
@@ -385,12 +341,8 @@ class ModelChoice:
                           choices=DEVICES)
 
 
-# ------------------------------------------------------------------------------- the command line
-
-
 def converter(rule: Rule) -> Callable[[str], Any] | None:
-    """The argparse `type` of a setting: the text as its schema node's type (each item's, for a list), checked
-    against that node; its message says what the value must be."""
+    """The argparse `type` of a setting: the text as its schema node's type (each item's), checked against it."""
     node = node_of(rule)
     node = next((o for o in node.get("anyOf", ()) if o.get("type") != "null"), node) if rule.nullable else node
     item = node.get("items", node) if node.get("type") == "array" else node
@@ -412,15 +364,17 @@ def converter(rule: Rule) -> Callable[[str], Any] | None:
 
 def add_options(group, cls, names: Sequence[str] | None = None, defaults: dict | None = None,
                 required: Sequence[str] = ()) -> None:
-    """One option per setting of `cls` (or of `names`), from its rule. Defaults are SUPPRESS: a value is
-    taken from the command line, else from --spec, else from the dataclass (see `resolve`)."""
+    """One option per setting of `cls` (or of `names`). Defaults are SUPPRESS: `resolve` fills them in."""
     rules = rules_of(cls)
     defaults = defaults or {}
+    default_of = {f.name: f.default if f.default is not dataclasses.MISSING
+                  else f.default_factory() for f in fields(cls)}  # type: ignore[misc]
     for name in names if names is not None else [n for n, r in rules.items() if r.cli]:
         rule = rules[name]
-        shown = defaults.get(name, _default_of(cls, name))
+        shown = defaults.get(name, default_of[name])
+        text = " ".join(map(str, shown)) if isinstance(shown, (list, tuple)) else format_number(shown)
         options = dict(dest=name, default=argparse.SUPPRESS, metavar=rule.metavar,
-                       help=f"{rule.help} (default: {_shown(shown)})" if shown not in (None, "") else rule.help)
+                       help=f"{rule.help} (default: {text})" if shown not in (None, "") else rule.help)
         if rule.kind == "choice":
             options.update(choices=rule.choices, metavar=None)
         elif rule.kind in ("counts", "layers", "numbers", "paths"):
@@ -432,42 +386,18 @@ def add_options(group, cls, names: Sequence[str] | None = None, defaults: dict |
         group.add_argument("--" + name.replace("_", "-"), **options)
 
 
-def _default_of(cls, name: str):
-    f = next(f for f in fields(cls) if f.name == name)
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    return f.default_factory()  # type: ignore[misc]
-
-
-def _shown(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return " ".join(map(str, value))
-    return format_number(value)
-
-
 def resolve(cls, args: argparse.Namespace, spec: dict | None = None, defaults: dict | None = None) -> dict:
-    """The values of `cls`'s settings: the command line's, else the spec's, else `defaults`, else the field's.
-
-    A key of the spec that is not a setting of `cls` is an error naming the settings there are.
-    """
+    """The values of `cls`'s settings: the command line's, else the spec's, else `defaults`, else the field's."""
     rules = rules_of(cls)
     values = dict(defaults or {})
-    spec = dict(spec or {})
+    spec = spec or {}
     unknown = sorted(set(spec) - set(rules))
     if unknown:
         raise StylelabError(f"spec: unknown setting {', '.join(map(repr, unknown))}; the settings are: "
                             f"{', '.join(rules)}.")
-    for name, value in spec.items():
-        problem = check_value(name, rules[name], value)
-        if problem:
-            raise StylelabError(f"spec: {problem}")
-        spec[name] = coerce(rules[name], value)
-    values.update(spec)
+    values.update({name: _checked(name, rules[name], value, "spec: ") for name, value in spec.items()})
     values.update({name: getattr(args, name) for name in rules if hasattr(args, name)})
     return values
-
-
-# ----------------------------------------------------------------------------------- the config schema
 
 
 # JSON Schema cannot say "finite": a number node's maximum is the largest float, which refuses infinity only.
@@ -475,8 +405,7 @@ FINITE = sys.float_info.max
 
 
 def node_of(rule: Rule) -> dict:
-    """The JSON Schema node of a setting's rule: the one reading of it, from which the checks, the command line's
-    converters and the workflow's config schema come."""
+    """The JSON Schema node of a setting's rule: the checks, converters and config schema all read it."""
     kind, low = rule.kind, rule.minimum
     whole = {"type": "integer", "minimum": int(low if low is not None else (1 if kind == "counts" else 0))}
     if kind == "seed":
@@ -507,8 +436,7 @@ def schema_of(cls, name: str, **narrow) -> dict:
     narrow = {**({"uniqueItems": True} if rule.kind == "counts" else {}),
               **({"minLength": 1} if rule.kind in ("text", "path", "init") else {}), **narrow}
     if narrow:
-        node = ({"anyOf": [node["anyOf"][0], {**node["anyOf"][1], **narrow}]} if rule.nullable
-                else {**node, **narrow})
+        node = {"anyOf": [node["anyOf"][0], {**node["anyOf"][1], **narrow}]} if rule.nullable else {**node, **narrow}
     return {"description": rule.help, **node}
 
 
@@ -531,8 +459,7 @@ def describe(node: dict, plural: bool = False) -> str:
         return " or ".join(describe(option, plural) for option in node["anyOf"] if option.get("type") != "null")
     kind = node.get("type")
     if kind == "array":
-        many = describe(node.get("items", {}), plural=True)
-        return many + (", without repeats" if node.get("uniqueItems") else "")
+        return describe(node.get("items", {}), plural=True) + (", without repeats" if node.get("uniqueItems") else "")
     if kind == "integer" and node.get("minimum") == 1 and plural:
         return "positive whole numbers"
     words = {"integer": ("a whole number", "whole numbers"), "number": ("a finite number", "finite numbers"),
