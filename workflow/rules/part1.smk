@@ -77,9 +77,9 @@ for _group, _command, _image in (
                 images=[layer_image(_group, layer) for layer in _layers],
                 records=[layer_record(_group, layer) for layer in _layers],
             log:
-                log_file(part1_job(_group, "all_layers")),
+                log_file(part1_job(_group, "+".join(_layers))),
             benchmark:
-                benchmark_file(part1_job(_group, "all_layers"))
+                benchmark_file(part1_job(_group, "+".join(_layers)))
             conda:
                 SOFTWARE
             threads: JOB_THREADS

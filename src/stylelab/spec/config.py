@@ -130,10 +130,11 @@ def check_input_images(config: dict) -> None:
 
 
 def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
-    """{job name: its layers}: a job per layer, or (jobs.layers_in_one_job) one, `all_layers`, running them all."""
+    """{job name: its layers}: a job per layer, or (jobs.layers_in_one_job) one running them all, named by its
+    layers joined with + (conv_1+relu_1+...), as its log and benchmark are."""
     layers = list(config[group]["layers"])
     if config["jobs"].get("layers_in_one_job") and len(layers) > 1:
-        return {"all_layers": layers}
+        return {"+".join(layers): layers}
     return {layer: [layer] for layer in layers}
 
 
