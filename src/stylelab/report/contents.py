@@ -121,6 +121,9 @@ FIGURES = (
                     " step.")),
     Figure("transfer_curves", "Part 1", "transfer", "curves", reads=("transfer",), label="loss curves",
            caption=("Total, content and style losses of each transfer run along the optimisation (log scale).")),
+    Figure("transfer_time", "Part 1", "transfer", "loss-time", reads=("transfer",), label="loss against time",
+           caption="The weighted total loss of each transfer run against its optimisation time (log scale), on the "
+                   "machine that ran it: which loss and weight gets low first, in seconds rather than steps."),
     Figure("generation_grid", "Part 2", "guidance", "gallery", reads=("generated",), label="guided and unguided", photo=True,
            caption=("The style image, then each diffusion sample of the same seed, guided or not.")),
     Figure("guidance_curves", "Part 2", "guidance", "guidance-curves", reads=("generated",), label="style loss of x0",

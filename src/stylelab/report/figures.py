@@ -390,9 +390,23 @@ def blend_figure(runs: Sequence[Run]) -> Figure:
     return fig
 
 
+def loss_time_figure(runs: Sequence[Run]) -> Figure:
+    """Each run's weighted total loss against its optimisation time, log scale: which gets low first."""
+    kind = _one_kind(runs, ("inversion", "texture", "transfer"))
+    fig = Figure(figsize=(7.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for run in runs:
+        total = np.asarray(run.record.history["total"], dtype=float)
+        ax.plot(run.record.history["time_s"], np.where(total > 0, total, np.nan), label=run.label, linewidth=1.3)
+    _log_panel(ax, "time (s, optimisation only)", "weighted total loss", 11)
+    ax.legend(fontsize=9, frameon=False)
+    fig.suptitle(f"{KIND_TITLES[kind]}: loss against time ({_subtitle(runs[0])})", fontsize=12)
+    return fig
+
+
 FIGURES = {"inputs": inputs_figure, "layer-grid": layer_grid_figure, "step-grid": step_grid_figure,
            "curves": loss_curves_figure, "gallery": gallery_figure, "guidance-curves": guidance_curves_figure,
-           "colour": colour_figure, "scales": scales_figure, "blend": blend_figure}
+           "colour": colour_figure, "scales": scales_figure, "blend": blend_figure, "loss-time": loss_time_figure}
 
 
 def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
