@@ -1,23 +1,10 @@
-"""The `stylelab` command: the one door between the workflow (or a user) and the library.
+"""The `stylelab` command: the one door between the workflow (or a user) and the library (`stylelab --help`).
 
-    stylelab transfer --content IMG --style IMG --out DIR [options]
-    stylelab invert   --content IMG --layer L --out DIR [options]     (feature inversion)
-    stylelab texture  --style IMG --layer L --out DIR [options]       (texture synthesis)
-    stylelab generate --style IMG --out DIR [options]                 (style-guided diffusion)
-    stylelab models fetch [--model ID] [--revision REV] [--manifest JSON] (the diffusion model's files)
-    stylelab figure   inputs|layer-grid|step-grid|curves|gallery|guidance-curves|colour|scales|blend RECORD... --out PNG
-    stylelab figure   inputs --content IMG --style IMG... --out PNG       (the input images, no records)
-    stylelab report   --manifest JSON --html HTML [--pdf PDF]
-    stylelab small-png PNG... --out-dir DIR                              (README pictures)
-    stylelab config-schema [--write]                                     (the workflow config's schema)
-    stylelab layers
-
-The options of the run commands are made from stylelab.spec.settings (one definition per setting); `--spec JSON`
-gives them as one object, as the workflow's rules do, and an option on the command line wins over it.
-Part 1 commands write DIR/step_<N>.png for every step listed in --steps and DIR/record.json; generate
-writes DIR/image.png and DIR/record.json. A user mistake ends with one line on stderr and exit status 2,
-and nothing written. Long runs save checkpoints and resume from them (stylelab.run.runner); a SIGTERM saves
-one and exits with status 143.
+The run commands take their settings as options made from stylelab.spec.settings, or as one JSON object
+(`--spec`, as the workflow's rules pass them; an option wins over it). Part 1 commands write DIR/step_<N>.png
+for every listed step and DIR/record.json; generate writes DIR/image.png and DIR/record.json. A user mistake
+ends with one line on stderr, exit status 2 and nothing written. Long runs save checkpoints and resume from them
+(stylelab.run.runner); a SIGTERM saves one and exits with status 143.
 """
 
 from __future__ import annotations
@@ -106,57 +93,49 @@ def _run(args: argparse.Namespace) -> None:
         from stylelab.spec.layers import LAYERS
         for layer in LAYERS:
             print(f"{layer.name:<9} {layer.canonical}")
-        return
-    if args.command == "figure":
-        images = None
-        if args.content or args.style:
-            if args.figure != "inputs":
-                raise StylelabError("--content and --style are for the inputs figure only; the other figures "
-                                    "read the images their records name.")
-            images = {"content": [args.content] if args.content else [], "style": args.style or []}
-        elif not args.records:
-            raise StylelabError(f"figure {args.figure} needs record JSON files (or, for inputs, --content/--style).")
-        from stylelab.report.figures import write_figure
-        log.info("wrote %s", write_figure(args.figure, args.records, args.out, images))
-        return
-    if args.command == "config-schema":
+    elif args.command == "figure":
+        _figure(args)
+    elif args.command == "config-schema":
         from stylelab.spec.config import schema_yaml
+        from stylelab.spec.files import write_bytes_atomic
         if args.write:
-            from stylelab.spec.files import write_bytes_atomic
             write_bytes_atomic(args.write, schema_yaml().encode())
         else:
             print(schema_yaml(), end="")
-        return
-    if args.command == "small-png":
+    elif args.command == "small-png":
         from pathlib import Path
 
-        from stylelab.spec.files import write_bytes_atomic
-        from stylelab.spec.files import small_png
+        from stylelab.spec.files import small_png, write_bytes_atomic
         for source in args.images:
             out = Path(args.out_dir) / Path(source).name
             data = small_png(source, args.width, args.max_kb * 1000)
             write_bytes_atomic(out, data)
             log.info("wrote %s (%d KB)", out, len(data) // 1000)
-        return
-    if args.command == "report":
+    elif args.command == "report":
         from stylelab.report.render import read_manifest, write_report
         written = write_report(read_manifest(args.manifest), args.html, args.pdf, args.template, args.css)
         log.info("wrote %s", ", ".join(map(str, written)))
-        return
-    if args.command == "generate":
-        _generate(args)
-        return
-    if args.command == "models":
-        _fetch(args)
-        return
-    _part1_run(args)
+    else:
+        {"generate": _generate, "models": _fetch}.get(args.command, _part1_run)(args)
+
+
+def _figure(args: argparse.Namespace) -> None:
+    images = None
+    if args.content or args.style:
+        if args.figure != "inputs":
+            raise StylelabError("--content and --style are for the inputs figure only; the other figures "
+                                "read the images their records name.")
+        images = {"content": [args.content] if args.content else [], "style": args.style or []}
+    elif not args.records:
+        raise StylelabError(f"figure {args.figure} needs record JSON files (or, for inputs, --content/--style).")
+    from stylelab.report.figures import write_figure
+    log.info("wrote %s", write_figure(args.figure, args.records, args.out, images))
 
 
 def _part1_run(args: argparse.Namespace) -> None:
     """invert, texture (one layer, or several one after another) and transfer: run, then write images and
     records. Every run is checked before the first starts, and each is the run its own command would make."""
     from stylelab.engine.transfer import check_image_name, check_output_name, run_transfer, write_outputs
-
     from stylelab.spec.layers import tutorial_name
 
     # The tutorial's names ({layer} in file names), whichever form was given.
@@ -232,7 +211,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("stylelab: interrupted; the same command resumes from the last checkpoint", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,22 +1,14 @@
-"""The optimisation loop behind Part 1: feature inversion, texture synthesis and style transfer.
+"""The optimisation behind Part 1 and 3: feature inversion, texture synthesis and style transfer.
 
-One step is one optimiser iteration, counted exactly: L-BFGS runs with max_iter=1, so each step is one
-evaluation of the objective and one update (the PyTorch tutorial instead counted closure calls in chunks of
-up to 20, so its "300 steps" were 300 to 320 evaluations). Pixels are clamped to [0, 1] before each
-evaluation, as in the tutorial. A run that lists several steps (300 and 1000) keeps the image at each, so
-the 300-step image of a 1000-step run is the image a 300-step run ends with.
+One step is one optimiser iteration (L-BFGS with max_iter=1: one evaluation, one update; the tutorial's "300
+steps" were 300 to 320 evaluations). Pixels are clamped to [0, 1] before each evaluation, as in the tutorial;
+`bounds="project"` (default) also zeroes the gradient of pixels on a bound that point outward, without which
+L-BFGS's curvature pairs stop describing the function and late runs can jump to noise (README, "Pixels").
+A run keeps the image at each listed step, so a 1000-step run's 300-step image is a 300-step run's.
 
-Bounds. The tutorial only clamps (`bounds="clamp"`). L-BFGS then keeps proposing moves past the bounds for
-pixels that sit on them; the clamp undoes the moves, the curvature pairs L-BFGS stores stop describing the
-function, and late in a run the loss can jump by four orders of magnitude (seen here at 128 px with the
-original VGG weights: 2.3 at step 270, 3.8e4 at step 285, an image of pure noise). `bounds="project"`
-(default) also zeroes the gradient of every pixel that sits on a bound and is pushed outward, the active-set
-rule of bound-constrained L-BFGS; the same run then falls steadily (2.15 at step 400).
-
-The optimisation is a task of stylelab.run.runner, which owns checkpoints (a run started again with the same
-settings resumes and ends with the same image bit for bit on a CPU), the stop on SIGTERM, the divergence
-and out-of-memory messages, progress and timing. `StyleTransfer` holds only the algorithm: set up the
-targets and the image, take one optimiser step, hand over its state, build the record.
+`StyleTransfer` is one scale of the algorithm as a task of stylelab.run.runner (which owns checkpoints, the
+stop on SIGTERM, divergence and out-of-memory messages, progress and timing); `CoarseToFine` drives one plain
+task per scale.
 """
 
 from __future__ import annotations
@@ -29,7 +21,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-
 import torch.nn.functional as F
 
 from stylelab.engine import colour, images
@@ -69,11 +60,8 @@ def _losses_dict(total: torch.Tensor, parts: dict) -> dict:
 def optimizer_scale(grad: torch.Tensor) -> float:
     """The factor L-BFGS sees the loss multiplied by: 1, unless the first gradient's L1 norm is below 1.
 
-    torch's L-BFGS is invariant to a constant factor on the loss except through absolute thresholds: its
-    first step is min(1, 1/|g|_1) * lr, and it keeps a curvature pair only when s.y > 1e-10. A loss whose
-    gradient is tiny (a Gram loss at pool_16 is about 1e-11) therefore never moves. Scaling it so that
-    |g|_1 = 1 puts it where L-BFGS works, and leaves every run with |g|_1 >= 1 exactly as it was.
-    """
+    L-BFGS is scale invariant but for absolute thresholds (its first step min(1, 1/|g|_1) * lr, and s.y > 1e-10
+    for a pair): a loss whose gradient is tiny (a Gram loss at pool_16, about 1e-11) would never move."""
     norm = float(grad.abs().sum())
     return 1.0 / norm if 0.0 < norm < 1.0 else 1.0
 
@@ -120,11 +108,8 @@ def resize_start(image: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def check_fits_layers(height: int, width: int, layers: Sequence[str]) -> None:
-    """Refuse an image that the poolings before the deepest layer would halve to nothing.
-
-    Each 2 x 2 max pool halves the size (rounding down); after p of them a side below 2**p pixels is gone and
-    the network fails deep inside with a shape error. Saying so up front names the fix.
-    """
+    """Refuse an image that the poolings before the deepest layer would halve to nothing (a shape error deep in
+    the network otherwise): after p 2 x 2 pools a side below 2**p pixels is gone."""
     for name in layers:
         layer = resolve_layer(name)
         pools = sum(1 for other in LAYERS[: layer.index + 1] if other.kind == "pool")
@@ -204,11 +189,6 @@ class StyleTransfer:
         content, styles = load_inputs(s, self.size)
         self.shape = tuple((content if content is not None else styles[0]).shape)
         check_fits_layers(self.shape[-2], self.shape[-1], [*self.content_layers, *self.style_layers])
-        self._networks(device, content, styles, self.start)
-
-    def _networks(self, device: torch.device, content, styles, start=None) -> None:
-        """The network, the objective's targets, the start image and the optimiser (the inputs are checked)."""
-        s = self.settings
         runtime.seed_everything(s.seed)
         if self.vgg is None:
             self.vgg = VGGFeatures(s.weights, seed=s.seed, precision=self.precision).to(device)
@@ -230,8 +210,8 @@ class StyleTransfer:
             self.distances = StyleDistances(style_features, weights) if used and s.style_layers else None
         self.scored_layers = list(dict.fromkeys([*self.objective.layers,
                                                  *(s.style_layers if self.distances else [])]))
-        first = self._start(content) if start is None else resize_start(start, content.shape if content is not None
-                                                                         else styles[0].shape)
+        shape = content.shape if content is not None else styles[0].shape
+        first = self._start(content) if self.start is None else resize_start(self.start, shape)
         self.image = first.to(device).contiguous().requires_grad_(True)
         self.optimizer = self._optimizer()
         self.scale: list[float] = []  # the optimiser's loss factor, fixed at the first evaluation
@@ -357,8 +337,8 @@ class StyleTransfer:
                     for k in self.save_steps},
             final_losses=self.image_losses[last], initial_loss=self.initial_loss,
             optimizer_scale=self.scale[0] if self.scale else 1.0,
-            timing=Timing(steps=self.total_steps, time_per_step_s=round(run.time_per_step_s, 6), setup_s=round(run.setup_s, 4),
-                          optimise_s=round(run.loop_s, 4)),
+            timing=Timing(steps=self.total_steps, time_per_step_s=round(run.time_per_step_s, 6),
+                          setup_s=round(run.setup_s, 4), optimise_s=round(run.loop_s, 4)),
             precision=self.vgg.precision, precision_reason=self.precision_reason, weights=s.weights,
             seed=s.seed, **run.environment())
         return TransferResult(images=self.snapshots, record=record)
