@@ -71,14 +71,16 @@ SECTIONS = (
                    "compares only each channel's mean and variance, a weaker constraint with far smaller values, "
                    "which is why it is run at much smaller style weights. Each run saves its image at every listed "
                    "step, so the early and late images come from the same optimisation.")),
-    Section("guidance", "Part 2", "A", "Style-guided diffusion and Part 1 transfer", kind="generation", records="generated", transfers="part2_transfer",
+    Section("guidance", "Part 2", "A", "Style-guided diffusion and Part 1 transfer", kind="generation",
+            records="generated", transfers="part2_transfer",
             about=("A pretrained diffusion model draws the same seed several times. In guided runs, at each "
                    "denoising step the clean-image estimate x0 is decoded, scored by the Gram or MeanVar style loss"
                    " against the style image, and the noise prediction is pushed along the loss's gradient "
                    "(classifier guidance with a style loss in place of a classifier). The unguided sample of the "
                    "same seed is the baseline; Part 1 style transfer applied to that sample is the "
                    "optimisation-based alternative.")),
-    Section("prompt", "Part 2", "B", "Style guidance versus the style named in the prompt", kind="generation", records="compared",
+    Section("prompt", "Part 2", "B", "Style guidance versus the style named in the prompt", kind="generation",
+            records="compared",
             about=("The text-only alternative: the same model and seed, with the style described in the prompt "
                    "instead of imposed through the loss. All three are measured with the same two style distances "
                    "to the style image.")),
@@ -101,17 +103,20 @@ SECTIONS = (
 
 # Every figure, in the report's order.
 FIGURES = (
-    Figure("inputs", "Part 1", None, "inputs", reads=(), label="content and style images", photo=True, images=("content", "style"),
+    Figure("inputs", "Part 1", None, "inputs", reads=(), label="content and style images", photo=True,
+           images=("content", "style"),
            caption=("The images every Part 1 run starts from: the content image (the target of the inversions and "
                     "transfers) and the style image (of the textures and transfers), as given; the runs see them at"
                     " the size their figures say.")),
-    Figure("inversion_grid", "Part 1", "inversion", "layer-grid", reads=("inversion",), label="grid", photo=True, images=("content",),
+    Figure("inversion_grid", "Part 1", "inversion", "layer-grid", reads=("inversion",), label="grid", photo=True,
+           images=("content",),
            caption=("Images reconstructed from noise by matching the content image's features at one layer; columns"
                     " are layer types, rows go deeper down the network. The first column is the target: the content"
                     " image at the runs' size.")),
     Figure("inversion_curves", "Part 1", "inversion", "curves", reads=("inversion",), label="loss curves",
            caption=("Content loss of each inversion along the optimisation (log scale).")),
-    Figure("texture_grid", "Part 1", "texture", "layer-grid", reads=("texture",), label="grid", photo=True, images=("style",),
+    Figure("texture_grid", "Part 1", "texture", "layer-grid", reads=("texture",), label="grid", photo=True,
+           images=("style",),
            caption=("Textures synthesised from noise by matching the style image's Gram matrix at one layer; "
                     "columns are layer types, rows go deeper. The first column is the style image they imitate.")),
     Figure("texture_curves", "Part 1", "texture", "curves", reads=("texture",), label="loss curves",
@@ -124,11 +129,13 @@ FIGURES = (
     Figure("transfer_time", "Part 1", "transfer", "loss-time", reads=("transfer",), label="loss against time",
            caption="The weighted total loss of each transfer run against its optimisation time (log scale), on the "
                    "machine that ran it: which loss and weight gets low first, in seconds rather than steps."),
-    Figure("generation_grid", "Part 2", "guidance", "gallery", reads=("generated",), label="guided and unguided", photo=True,
+    Figure("generation_grid", "Part 2", "guidance", "gallery", reads=("generated",), label="guided and unguided",
+           photo=True,
            caption=("The style image, then each diffusion sample of the same seed, guided or not.")),
     Figure("guidance_curves", "Part 2", "guidance", "guidance-curves", reads=("generated",), label="style loss of x0",
            caption=("Gram and MeanVar distance of the clean-image estimate x0 at each denoising step.")),
-    Figure("comparison", "Part 2", "prompt", "gallery", reads=("compared", "part2_transfer"), label="guidance, prompt, transfer", photo=True,
+    Figure("comparison", "Part 2", "prompt", "gallery", reads=("compared", "part2_transfer"),
+           label="guidance, prompt, transfer", photo=True,
            caption=("Side by side: the unguided sample, style guidance, the style named in the prompt, and Part 1 "
                     "style transfer applied to a generated sample (the one marked as their content).")),
     Figure("colour", "Part 3", "colour", "colour", reads=("colour",), label="colour", photo=True,

@@ -318,7 +318,8 @@ def config_schema() -> dict:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "stylelab workflow configuration",
-        "description": "Made by `stylelab config-schema` from stylelab.spec.settings and stylelab.spec.config; do not edit.",
+        "description": "Made by `stylelab config-schema` from stylelab.spec.settings and stylelab.spec.config; do "
+                       "not edit.",
         **_closed(properties),
         "$defs": {"layer": {"type": "string", "enum": LAYER_ENUM}, "layers": layers, **SHARED},
     }
@@ -329,8 +330,8 @@ def schema_yaml() -> str:
 
     header = ("# The configuration of the workflow (config.yaml, and any --configfile laid over it).\n"
               "# Written by `stylelab config-schema --write` from the settings' one definition "
-              "(src/stylelab/spec/settings.py,\n# src/stylelab/spec/config.py); tests/test_settings.py checks it is up to "
-              "date. Do not edit by hand.\n")
+              "(src/stylelab/spec/settings.py,\n# src/stylelab/spec/config.py); tests/test_settings.py checks it is "
+              "up to date. Do not edit by hand.\n")
     return header + yaml.safe_dump(config_schema(), sort_keys=False, width=110, allow_unicode=True)
 
 

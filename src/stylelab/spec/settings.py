@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from stylelab.spec.errors import StylelabError
-from stylelab.spec.layers import LAYER_NAMES, CANONICAL_NAMES, TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS, tutorial_name
+from stylelab.spec.layers import (CANONICAL_NAMES, LAYER_NAMES, TUTORIAL_CONTENT_LAYERS, TUTORIAL_STYLE_LAYERS,
+                                   tutorial_name)
 
 
 def format_number(value) -> str:
@@ -118,7 +119,7 @@ def check_value(name: str, rule: Rule, value) -> str | None:
         return None
     if "enum" in node and value is not None:
         return f"unknown {label} '{value}'; choose one of {', '.join(node['enum'])}."
-    return f"{label} must be {describe(node)}." if value is None else f"{label} must be {describe(node)}, got {value!r}."
+    return f"{label} must be {describe(node)}" + ("." if value is None else f", got {value!r}.")
 
 
 def _checked(name: str, rule: Rule, value, where: str = ""):
