@@ -1,16 +1,12 @@
 """Colour preservation for style transfer, both ways of Gatys et al., "Preserving Color in Neural Artistic
 Style Transfer" (2016).
 
-match       the style image is given the content image's colour statistics before the transfer: an affine
-            map x -> A (x - mu_s) + mu_c per pixel in RGB, with A = Sigma_c^(1/2) Sigma_s^(-1/2) (symmetric
-            square roots, the "image analogies" form of the paper), so its per-channel mean and its 3 x 3
-            covariance become the content's. The result is not clipped to [0, 1]: clipping would move those
-            statistics again, and the network takes any values.
-luminance   the transfer runs on luminance alone (Y of YIQ): the content's and the style's luminance, the
-            style's first matched to the content's mean and standard deviation; the optimised image has one
-            channel, shown to the network as grey. The output is that luminance with the content's I and Q
-            put back. Where that colour is outside the RGB cube the luminance (not the colour) is clamped to
-            the range that keeps all three channels in [0, 1], so the content's I and Q stay exact.
+match       the style image takes the content's RGB mean and covariance before the transfer, by
+            x -> A (x - mu_s) + mu_c with A = Sigma_c^(1/2) Sigma_s^(-1/2); not clipped to [0, 1], as clipping
+            would move those statistics again.
+luminance   the transfer runs on luminance (Y of YIQ), the style's matched to the content's mean and std;
+            the output is it with the content's I and Q, the luminance (not the colour) clamped so that all
+            three channels stay in [0, 1].
 
 Everything here works on (B, 3, H, W) RGB tensors in [0, 1] (luminance: (B, 1, H, W)); statistics in float64.
 """
@@ -57,9 +53,7 @@ def _sqrt_psd(matrix: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     """The symmetric square root of a covariance (or of its inverse); eigenvalues below 1e-10 are lifted
     there, so a flat image (one colour) does not divide by zero."""
     values, vectors = torch.linalg.eigh(matrix)
-    values = values.clamp_min(1e-10)
-    power = -0.5 if inverse else 0.5
-    return vectors @ torch.diag(values ** power) @ vectors.T
+    return vectors @ torch.diag(values.clamp_min(1e-10) ** (-0.5 if inverse else 0.5)) @ vectors.T
 
 
 def match_colours(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,10 @@
 """L-BFGS with the compact representation of the inverse Hessian: torch's iterates, fewer and bigger kernels.
 
 `CompactLBFGS` gives the iterates of ``torch.optim.LBFGS(max_iter=1, line_search_fn=None, tolerance_grad=0,
-tolerance_change=0)``, the configuration stylelab runs (one ``step(closure)`` a step), up to rounding: the same
-first step, curvature test and H0, but d = -H g from the compact representation of Byrd, Nocedal and Schnabel
-(Math. Programming 63 (1994), Theorem 2.2) over a ring buffer of the pairs. A step is two matrix products over
-the history and one host sync, where the two-loop recursion makes ~4m small calls. The state round-trips
-through ``torch.save``/``torch.load(weights_only=True)`` (a resumed run continues bit for bit on a CPU), and
-`load_state_dict` also takes the state of a ``torch.optim.LBFGS``. The derivation, the buffer layout, the
-accuracy against torch and the measured gain: docs/lbfgs.md.
+tolerance_change=0)`` up to rounding, but d = -H g from the compact representation of Byrd, Nocedal and
+Schnabel (1994, Theorem 2.2) over a ring buffer of pairs: two matrix products and one host sync a step, where
+the two-loop recursion makes ~4m small calls. `load_state_dict` also takes a ``torch.optim.LBFGS`` state.
+Derivation, buffer layout, accuracy and gain: docs/lbfgs.md.
 """
 
 from __future__ import annotations
@@ -28,8 +25,8 @@ _FIRST_CAPACITY = 8  # rows of the pair buffer before it first doubles
 
 
 class CompactLBFGS(Optimizer):
-    """torch.optim.LBFGS(max_iter=1, no line search, tolerance_grad=0, tolerance_change=0) with H g computed
-    by the compact (Byrd-Nocedal-Schnabel) representation. See the module docstring.
+    """torch.optim.LBFGS(max_iter=1, no line search, tolerance_grad=0, tolerance_change=0), H g computed by
+    the compact representation (module docstring).
 
     Args:
         params: the parameters (real, dense, on one device; one parameter group, as torch's LBFGS).
@@ -53,8 +50,6 @@ class CompactLBFGS(Optimizer):
             if torch.is_complex(p):
                 raise ValueError("CompactLBFGS supports real parameters only")
 
-    # -- flat views of the parameters and gradients (as torch's LBFGS) -------------------------------------
-
     def _gather_flat_grad(self) -> Tensor:
         views = []
         for p in self._params:
@@ -64,29 +59,17 @@ class CompactLBFGS(Optimizer):
                 views.append(p.grad.to_dense().view(-1))
             else:
                 views.append(p.grad.reshape(-1))
-        # One parameter: a view of its gradient (read only here; prev_flat_grad is a copy). torch's cat
-        # would copy it.
+        # One parameter: a view of its gradient, not torch's copy (read only; prev_flat_grad is a copy).
         return views[0] if len(views) == 1 else torch.cat(views, 0)
 
     def _move(self, t: float | Tensor, d: Tensor, keep: Tensor) -> None:
-        """x += t d where ``keep`` (a 0-dim bool tensor), else nothing: no host sync, no n-sized temporary.
-
-        x.addcmul_(d, scale) with the 0-dim scale = t (or 0) rounds as torch's x.add_(d, alpha=t)."""
+        """x += t d where ``keep`` (0-dim bool), with no host sync; addcmul_ by t rounds as torch's add_(alpha=t)."""
         scale = keep.to(d.dtype).mul_(t)
         offset = 0
         for p in self._params:
             numel = p.numel()
             p.addcmul_(d[offset:offset + numel].view_as(p), scale)
             offset += numel
-
-    def _scratch(self, g: Tensor) -> Tensor:
-        """A (3, n) work buffer for s, y and g (not state: nothing in it outlives a step)."""
-        buf = getattr(self, "_work", None)
-        if buf is None or buf.shape[1] != g.numel() or buf.dtype != g.dtype or buf.device != g.device:
-            buf = self._work = g.new_empty(3, g.numel())
-        return buf
-
-    # -- the optimizer -------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
@@ -138,16 +121,15 @@ class CompactLBFGS(Optimizer):
         flags = torch.stack([zero_grad.to(inv.dtype), inv, inv * lr]).tolist()
         if flags[0]:
             return None
-        state["n_iter"] = 1
-        state["H_diag"] = 1
-        state["count"] = 0
-        state["head"] = 0
+        state.update(n_iter=1, H_diag=1, count=0, head=0)
         t: float | Tensor = flags[2] if flags[1] < 1.0 else 1.0 * lr
         return g.neg(), t
 
     def _next_direction(self, state: dict, g: Tensor, zero_grad: Tensor, lr, m: int):
         """A later step: the new pair (s, y) if it passes the curvature test, then d = -H g; t = lr."""
-        work = self._scratch(g)
+        work = getattr(self, "_work", None)  # s, y and g; not state: nothing in it outlives a step
+        if work is None or work.shape[1] != g.numel() or work.dtype != g.dtype or work.device != g.device:
+            work = self._work = g.new_empty(3, g.numel())
         s, y = work[0], work[1]
         d = state["d"]
         torch.mul(d, state["t"], out=s)  # s = t_prev d_prev
@@ -228,8 +210,6 @@ class CompactLBFGS(Optimizer):
         if head:
             coef = coef.roll(head, 0)
         return out.addmv_(state["pairs"][:c].view(2 * c, -1).t(), coef.view(-1))
-
-    # -- checkpoints ---------------------------------------------------------------------------------------
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict of this optimizer, or of a ``torch.optim.LBFGS`` (converted to this form)."""

@@ -18,12 +18,8 @@ from stylelab.spec.settings import STYLE_LOSSES
 
 
 class _Gram(torch.autograd.Function):
-    """G = F F^T / n with a backward of one matrix product instead of autograd's two.
-
-    Autograd sees F twice in bmm(F, F^T) and computes dG F and dG^T F separately, then adds them; since
-    both are the same product with dG symmetrised, (dG + dG^T) F / n does it in one. The Gram terms are a
-    quarter of a style-transfer step's time on a CPU, so this saves about a twelfth of each step.
-    """
+    """G = F F^T / n with a backward of one matrix product, (dG + dG^T) F / n, where autograd does two
+    (dG F and dG^T F, then a sum): about a twelfth of a style-transfer step on a CPU."""
 
     @staticmethod
     def forward(ctx, flat: torch.Tensor, n: int) -> torch.Tensor:
@@ -38,10 +34,8 @@ class _Gram(torch.autograd.Function):
 
 
 class _GramChannelsLast(torch.autograd.Function):
-    """`_Gram` for features stored channels-last: the (B, H*W, C) view X is read as it lies, G = X^T X / n.
-
-    The bf16 network hands its features back in this layout; reshaping them to (B, C, H*W) would copy each
-    map and, in the backward, add gradients of the two layouts (a strided add many times slower)."""
+    """`_Gram` for channels-last features (the bf16 network's): G = X^T X / n of the (B, H*W, C) view X, as
+    reshaping to (B, C, H*W) would copy each map and add gradients of two layouts (a slow strided add)."""
 
     @staticmethod
     def forward(ctx, flat_t: torch.Tensor, n: int) -> torch.Tensor:
@@ -68,14 +62,8 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C) Gram matrices, each divided by C*H*W."""
     b, c, h, w = features.shape
     if is_channels_last(features):
-        flat_t = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: no copy
-        if features.requires_grad:
-            return _GramChannelsLast.apply(flat_t, c * h * w)
-        return torch.bmm(flat_t.transpose(1, 2), flat_t).div_(c * h * w)
-    flat = features.reshape(b, c, h * w)
-    if features.requires_grad:
-        return _Gram.apply(flat, c * h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+        return _GramChannelsLast.apply(features.permute(0, 2, 3, 1).reshape(b, h * w, c), c * h * w)  # a view
+    return _Gram.apply(features.reshape(b, c, h * w), c * h * w)
 
 
 class _MeanVarChannelsLast(torch.autograd.Function):
@@ -108,10 +96,8 @@ def channel_mean_var(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 class _MeanSquaredError(torch.autograd.Function):
-    """mean((a - b)^2) over same-layout tensors as one difference, one dot product, and one scaled copy back.
-
-    For channels-last features torch's MSE is several times slower (its backward walks the strides); this
-    reads each tensor once forward and the saved difference once backward."""
+    """mean((a - b)^2) of channels-last tensors as one difference and one dot product, backward one scaled
+    copy: torch's MSE is several times slower on them (its backward walks the strides)."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -143,9 +129,7 @@ def mean_var_loss(features: torch.Tensor, target_mean: torch.Tensor, target_var:
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels, horizontally plus vertically."""
-    dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
-    dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
-    return dx + dy
+    return (image[..., :, 1:] - image[..., :, :-1]).abs().mean() + (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
 
 
 def style_target(features: torch.Tensor, style_loss: str):
@@ -180,11 +164,8 @@ def style_distance(features: torch.Tensor, target: tuple, style_loss: str) -> to
 
 @dataclass
 class Objective:
-    """Weighted sum of content, style and total-variation terms over named layers.
-
-    Targets are computed once (from the content and style images) and kept; calling the objective on the
-    features of the image being optimised returns the total and every per-layer value, unweighted.
-    """
+    """Weighted sum of content, style and total-variation terms over named layers, against targets set once;
+    a call returns the total and every per-layer value, unweighted."""
 
     style_loss: str = "gram"
     content_weight: float = 1.0
@@ -212,10 +193,9 @@ class Objective:
         content = {name: content_loss(features[name], t) for name, t in self.content_targets.items()}
         style = {name: style_distance(features[name], t, self.style_loss) for name, t in self.style_targets.items()}
         total = features[next(iter(features))].new_zeros(())
-        if content:
-            total = total + self.content_weight * torch.stack(list(content.values())).sum()
-        if style:
-            total = total + self.style_weight * torch.stack(list(style.values())).sum()
+        for weight, terms in ((self.content_weight, content), (self.style_weight, style)):
+            if terms:
+                total = total + weight * torch.stack(list(terms.values())).sum()
         tv = None
         if self.tv_weight and image is not None:
             tv = total_variation(image)
@@ -224,12 +204,8 @@ class Objective:
 
 
 class StyleDistances:
-    """Gram and MeanVar distances (unweighted, summed over layers) to one style image's features.
-
-    Several style images: the distances to their blended statistics (Objective.set_style). Both come from
-    the same features, so one VGG forward scores an image by both losses whichever one a
-    run optimised or guided on.
-    """
+    """Gram and MeanVar distances (unweighted, summed over layers) to one style image's features, or to several
+    images' blended statistics: one VGG forward scores an image by both losses."""
 
     def __init__(self, style_features: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
                  weights: list[float] | None = None):

