@@ -301,7 +301,7 @@ def stop_before_the_work(monkeypatch, tmp_path):
 
     # Part 1: after its inputs are read and checked, before any network is built. Part 2: after the model
     # is loaded, before sampling.
-    monkeypatch.setattr(transfer.StyleTransfer, "_networks", reached)
+    monkeypatch.setattr(transfer, "VGGFeatures", reached)
     monkeypatch.setattr(guidance, "sample", reached)
     monkeypatch.setenv(checkpoint.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.chdir(ROOT)  # the config's image paths are relative to the project root

@@ -14,13 +14,15 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from stylelab.cli.parser import FETCH_SETTINGS, PART1_DEFAULTS, build_parser, one_line
 from stylelab.run.stopping import RunStopped, stop_on_sigterm
 from stylelab.spec.config import COMMAND_SETTINGS
 from stylelab.spec.errors import StylelabError
-from stylelab.spec.settings import GuidanceSettings, ModelChoice, TransferSettings, resolve, rules_of
+from stylelab.spec.settings import (GuidanceSettings, ModelChoice, TransferSettings, feature_inversion, resolve,
+                                    rules_of, texture_synthesis)
 
 log = logging.getLogger("stylelab")
 
@@ -42,23 +44,16 @@ def _settings(args: argparse.Namespace, layer: str | None = None) -> TransferSet
     names = COMMAND_SETTINGS[args.command]
     values = resolve(TransferSettings, args, _checked_spec(args.command, args.spec, names),
                      PART1_DEFAULTS[args.command])
-    values = {k: v for k, v in values.items() if k in names}
-    values["max_pixels"] = args.max_pixels
+    values = {k: v for k, v in values.items() if k in names} | {"max_pixels": args.max_pixels}
     if args.command == "invert":
-        values.update(content=args.content, style=None, content_layers=[layer], style_layers=[],
-                      style_weight=0.0, kind="inversion")
-    elif args.command == "texture":
-        values.update(content=None, style=args.style, content_layers=[], style_layers=[layer],
-                      content_weight=0.0, kind="texture")
-    else:
-        values.update(content=args.content, style=args.style)
-    return TransferSettings(**values)
+        return feature_inversion(args.content, layer, **values)
+    if args.command == "texture":
+        return texture_synthesis(args.style, layer, **values)
+    return TransferSettings(content=args.content, style=args.style, **values)
 
 
 def _policy(args: argparse.Namespace, *names: str):
     """Checkpointing as the command line asks; the outputs' location is part of the run's identity."""
-    from pathlib import Path
-
     from stylelab.run.checkpoint import CheckpointPolicy
 
     return CheckpointPolicy(every=args.checkpoint_every, resume=not args.fresh, keep_until_written=True,
@@ -66,8 +61,6 @@ def _policy(args: argparse.Namespace, *names: str):
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from stylelab.diffusion.models import generate
     from stylelab.spec.files import write_bytes_atomic
     from stylelab.engine.images import png_bytes
@@ -103,8 +96,6 @@ def _run(args: argparse.Namespace) -> None:
         else:
             print(schema_yaml(), end="")
     elif args.command == "small-png":
-        from pathlib import Path
-
         from stylelab.spec.files import small_png, write_bytes_atomic
         for source in args.images:
             out = Path(args.out_dir) / Path(source).name
@@ -160,8 +151,6 @@ def _part1_run(args: argparse.Namespace) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from stylelab.spec.config import read_configs
     from stylelab.diffusion.fetch import ModelSource, fetch
 

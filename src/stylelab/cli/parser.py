@@ -7,6 +7,7 @@ that only read runs start quickly and work where torch is not installed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 from stylelab.report import contents
@@ -44,10 +45,6 @@ def _count(text: str, what: str = "a whole number") -> int:
     return int(value)
 
 
-def _pixel_count(text: str) -> int:
-    return _count(text, "a whole number of pixels")
-
-
 def _interval(text: str) -> Interval:
     try:
         return Interval.parse(text)
@@ -66,6 +63,7 @@ def _spec(text: str) -> dict:
     return value
 
 
+_pixels = functools.partial(_count, what="a whole number of pixels")
 # In both places: `stylelab --max-pixels N COMMAND` (as the workflow passes it, for every command) and
 # `stylelab COMMAND --max-pixels N`. SUPPRESS keeps the subcommand's absence from undoing the global value.
 _MAX_PIXELS_HELP = ("refuse an input image above this many pixels, before decoding it (default: "
@@ -81,7 +79,7 @@ def _checkpointing() -> argparse.ArgumentParser:
                         f"same result. Kept in $STYLELAB_CACHE or .stylelab-cache/ (default: {DEFAULT_EVERY})")
     g.add_argument("--fresh", action="store_true",
                    help="delete this run's checkpoint, if any, and start from the beginning")
-    g.add_argument("--max-pixels", type=_pixel_count, default=argparse.SUPPRESS, metavar="N", help=_MAX_PIXELS_HELP)
+    g.add_argument("--max-pixels", type=_pixels, default=argparse.SUPPRESS, metavar="N", help=_MAX_PIXELS_HELP)
     g.add_argument("--spec", type=_spec, default={}, metavar="JSON",
                    help="settings as one JSON object (what the workflow's rules pass); an option given on the "
                         "command line wins over the spec")
@@ -124,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Each command writes DIR/step_<N>.png and DIR/record.json. `stylelab layers` lists the layers.",
     )
     parser.add_argument("--version", action="version", version=f"stylelab {__version__}")
-    parser.add_argument("--max-pixels", type=_pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
+    parser.add_argument("--max-pixels", type=_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help=_MAX_PIXELS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _part1(sub, "transfer", "style transfer (Gatys et al.)",

@@ -1,11 +1,10 @@
 """Fetch a diffusion model: exactly the files a run loads, at a pinned commit, verified, into the Hugging Face cache.
 
-`fetch(ModelSource)` (`stylelab models fetch`, the workflow's `models` rule) is the one step that may talk to a
-hub: it resolves the revision to its commit, picks the files the pipeline loads for the precision
-(`select_files`), downloads just those (resuming) and checks each against the hub's checksum. Without network
-the same files are looked for in the cache and checked against the checksums its blobs are named by. A model
-that is neither there nor fetchable is "not available": generate uses the stand-in, or, with `fallback: error`,
-the fetch stops. The result is a JSON manifest that `stylelab generate --manifest` loads from, never the network.
+`fetch(ModelSource)` (`stylelab models fetch`, the `models` rule) is the one step that may talk to a hub: it
+resolves the revision to its commit, picks the files the pipeline loads for the precision (`select_files`),
+downloads just those (resuming) and checks their checksums; offline, `from_cache` checks the cached ones. A model
+found neither way is "not available" (the stand-in, or with `fallback: error` a stop). The result is a manifest
+that generate loads from, never the network.
 
 Imports neither torch nor diffusers: the fetch runs where Snakemake runs (a cluster's login node).
 """

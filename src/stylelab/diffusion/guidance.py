@@ -6,8 +6,8 @@ scored by the VGG-19 style loss of Part 1. Its gradient g with respect to eps, d
 prediction, eps_guided = eps - s * g * sqrt(1 - abar_t), which moves x0 downhill on the style loss (x0 falls as
 eps rises). With s = 0 nothing is computed: the image is the unguided one, bit for bit.
 
-`GuidedSampling`, a task of stylelab.run.runner, is the loop both `stylelab generate` and the pipelines' `__call__`
-run (through `sample`); its checkpointed state makes a resumed run end bit for bit as an uninterrupted one on a CPU.
+`GuidedSampling` (a runner task) is the loop `stylelab generate` and the pipelines' `__call__` both run; a resumed
+run ends bit for bit as an uninterrupted one on a CPU.
 """
 
 from __future__ import annotations

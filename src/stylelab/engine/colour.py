@@ -1,5 +1,4 @@
-"""Colour preservation for style transfer, both ways of Gatys et al., "Preserving Color in Neural Artistic
-Style Transfer" (2016).
+"""Colour preservation, both ways of Gatys et al., "Preserving Color in Neural Artistic Style Transfer" (2016).
 
 match       the style image takes the content's RGB mean and covariance before the transfer, by
             x -> A (x - mu_s) + mu_c with A = Sigma_c^(1/2) Sigma_s^(-1/2); not clipped to [0, 1], as clipping
@@ -30,10 +29,6 @@ def _apply(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
     return _apply(YIQ_FROM_RGB, image)
-
-
-def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
-    return _apply(RGB_FROM_YIQ, image)
 
 
 def luminance(image: torch.Tensor) -> torch.Tensor:
@@ -79,7 +74,7 @@ def with_content_colour(y: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     yiq = rgb_to_yiq(content.to(torch.float64))
     chroma = yiq.clone()
     chroma[:, :1] = 0
-    offsets = yiq_to_rgb(chroma)  # RGB = Y + offset per channel (the first column of RGB_FROM_YIQ is all 1)
+    offsets = _apply(RGB_FROM_YIQ, chroma)  # RGB = Y + offset per channel (the first column of RGB_FROM_YIQ is all 1)
     low = (-offsets).amax(1, keepdim=True)
     high = (1 - offsets).amin(1, keepdim=True)
     y = torch.minimum(torch.maximum(y.to(torch.float64), low), high)

@@ -25,19 +25,12 @@ _FIRST_CAPACITY = 8  # rows of the pair buffer before it first doubles
 
 
 class CompactLBFGS(Optimizer):
-    """torch.optim.LBFGS(max_iter=1, no line search, tolerance_grad=0, tolerance_change=0), H g computed by
-    the compact representation (module docstring).
-
-    Args:
-        params: the parameters (real, dense, on one device; one parameter group, as torch's LBFGS).
-        lr: the fixed step length after the first step (default 1).
-        history_size: the number of curvature pairs kept (default 100).
-    """
+    """torch.optim.LBFGS(max_iter=1, no line search, tolerance_grad=0, tolerance_change=0) with H g computed by
+    the compact representation: `params` real and dense on one device (one group), `lr` the step length after
+    the first step, `history_size` the curvature pairs kept."""
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1.0,
                  history_size: int = 100) -> None:
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if int(history_size) != history_size or history_size < 1:
@@ -46,9 +39,6 @@ class CompactLBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise ValueError("CompactLBFGS doesn't support per-parameter options (parameter groups)")
         self._params: list[Tensor] = self.param_groups[0]["params"]
-        for p in self._params:
-            if torch.is_complex(p):
-                raise ValueError("CompactLBFGS supports real parameters only")
 
     def _gather_flat_grad(self) -> Tensor:
         views = []
@@ -80,8 +70,6 @@ class CompactLBFGS(Optimizer):
             return closure()
         group = self.param_groups[0]
         lr = group["lr"]
-        if isinstance(lr, Tensor) and lr.dim() != 0:
-            lr = lr.squeeze()
         m = group["history_size"]
         state = self.state[self._params[0]]
         state.setdefault("func_evals", 0)

@@ -6,9 +6,8 @@ steps" were 300 to 320 evaluations). Pixels are clamped to [0, 1] before each ev
 L-BFGS's curvature pairs stop describing the function and late runs can jump to noise (README, "Pixels").
 A run keeps the image at each listed step, so a 1000-step run's 300-step image is a 300-step run's.
 
-`StyleTransfer` is one scale of the algorithm as a task of stylelab.run.runner (which owns checkpoints, the
-stop on SIGTERM, divergence and out-of-memory messages, progress and timing); `CoarseToFine` drives one plain
-task per scale.
+`StyleTransfer` is one scale of it as a runner task (the runner owns checkpoints, stops, messages, progress and
+timing); `CoarseToFine` drives one plain task per scale.
 """
 
 from __future__ import annotations
@@ -99,12 +98,6 @@ def colour_inputs(content: torch.Tensor | None, styles: list[torch.Tensor], mode
 def network_input(image: torch.Tensor) -> torch.Tensor:
     """A one-channel (luminance) image is shown to the network as grey RGB; others as they are."""
     return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
-
-
-def resize_start(image: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """The previous scale's result at the next scale's size (bicubic), in [0, 1]: where that scale starts."""
-    with torch.no_grad():
-        return F.interpolate(image.detach(), size=tuple(shape[-2:]), mode="bicubic", align_corners=False).clamp_(0, 1)
 
 
 def check_fits_layers(height: int, width: int, layers: Sequence[str]) -> None:
@@ -210,8 +203,12 @@ class StyleTransfer:
             self.distances = StyleDistances(style_features, weights) if used and s.style_layers else None
         self.scored_layers = list(dict.fromkeys([*self.objective.layers,
                                                  *(s.style_layers if self.distances else [])]))
-        shape = content.shape if content is not None else styles[0].shape
-        first = self._start(content) if self.start is None else resize_start(self.start, shape)
+        if self.start is None:
+            first = self._start(content)
+        else:  # the coarser scale's result at this size (bicubic), in [0, 1]
+            with torch.no_grad():
+                first = F.interpolate(self.start.detach(), size=tuple(self.shape[-2:]), mode="bicubic",
+                                      align_corners=False).clamp_(0, 1)
         self.image = first.to(device).contiguous().requires_grad_(True)
         self.optimizer = self._optimizer()
         self.scale: list[float] = []  # the optimiser's loss factor, fixed at the first evaluation

@@ -1,7 +1,5 @@
-"""The report's numbers and the sentences that read them, computed from records and images only. Torch-free.
-
-Every sentence states a comparison the numbers make, never what only looking at the pictures could tell; its
-words follow the sign and size of the numbers, so a run that goes the other way is described the other way.
+"""The report's numbers and the sentences that read them, from records and images only (torch-free). Each
+sentence states a comparison the numbers make, its words following their sign and size.
 """
 
 from __future__ import annotations

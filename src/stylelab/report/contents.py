@@ -1,10 +1,7 @@
-"""What the report contains, each thing declared once: its sections (their part, title, the runs they show
-and the words that introduce them) and its figures (the drawing, the runs it reads, the section it belongs to
-and its caption).
-
-The workflow makes one rule per figure from these declarations (workflow/rules/figures.smk), the command line
-offers their drawings (`stylelab figure`), the report takes captions and words from here, and the tests count
-from here. Adding a figure is a drawing in stylelab.report.figures and a line below.
+"""What the report contains, each declared once: its sections (part, title, the runs they show, their words)
+and its figures (drawing, the runs it reads, section, caption). The workflow makes one rule per figure from
+them, the command line offers their drawings, the report takes captions and words from here and the tests count
+from here: adding a figure is a drawing in stylelab.report.figures and a line below.
 
 A figure reads *record sets*, named by what they hold; the workflow knows where each one's files are:
 inversion, texture, transfer (Part 1), generated (every Part 2 generation), compared (the generations of
@@ -17,8 +14,6 @@ from dataclasses import dataclass
 
 from stylelab.spec.errors import StylelabError
 
-RECORD_SETS = ("inversion", "texture", "transfer", "generated", "compared", "part2_transfer", "colour", "scales",
-               "blend")
 PARTS = {"Part 1": "Optimisation-based style transfer (VGG-19)", "Part 2": "Style-loss guidance of a diffusion model",
          "Part 3": "Beyond the assignment"}
 

@@ -1,7 +1,5 @@
-"""Figures of the experiments, drawn from their images and records only (never by re-running one).
-
-Each drawing in FIGURES makes a matplotlib Figure from runs (stylelab.report.runs); write_figure saves one as a
-PNG. Torch-free.
+"""Figures drawn from the runs' images and records only (never by re-running one), torch-free: each drawing in
+FIGURES makes a matplotlib Figure from runs (stylelab.report.runs); write_figure saves one as a PNG.
 """
 
 from __future__ import annotations

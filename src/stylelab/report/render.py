@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import importlib.resources
 import io
 import json
@@ -230,7 +231,7 @@ def build_context(manifest: dict, css: str) -> dict:
         "n_records": len(all_runs),
         "n_figures": sum(len(s["figures"]) for s in sections) + sum(map(len, intros.values())),
         "provenance": {
-            "date": provenance.now_utc(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "git": git,
             "results": results,
             "same_commit": git["commit"] is not None and [(r["commit"], r["dirty"]) for r in results]

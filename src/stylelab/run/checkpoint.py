@@ -1,8 +1,7 @@
 """Checkpoints, so that an interrupted run goes on where it stopped and ends with the same image, bit for bit.
 
-They live outside Snakemake's outputs (deleted when a job fails), one folder per run named by a SHA-256 of
-everything that decides its result and where it writes, so no run picks up a stale state. A finished run
-deletes its checkpoint; a failed one keeps its last good one.
+One folder per run outside Snakemake's outputs, named by a SHA-256 of all that decides its result and where it
+writes, so no run picks up a stale state; a finished run deletes it, a failed one keeps its last good state.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The one loop every long run goes through: style transfer (Part 1) and guided sampling (Part 2).
 
-A *task* is an algorithm cut into steps. The runner owns what every task shares: device and determinism,
-checkpoints (resume, save when due or on SIGTERM), one message for a diverged step or for running out of
-memory, the progress bar, the log and the timing.
+A *task* is an algorithm cut into steps; the runner owns what all share: device and determinism, checkpoints
+(resume, save when due or on SIGTERM), the messages for divergence and memory, progress, log and timing.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import platform
-import datetime as _dt
 import os
 import subprocess
 from collections import Counter
@@ -32,10 +31,6 @@ def git_state(where: str | os.PathLike = ".") -> dict:
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "note": "not a git checkout (or git is not installed)"}
     return {"commit": commit, "dirty": dirty, "note": ""}
-
-
-def now_utc() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass
