@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 import io
-import statistics
-import time
 
 import pytest
 import torch
@@ -354,24 +352,36 @@ def test_load_state_dict_does_not_alias():
 # -- cost -----------------------------------------------------------------------------------------------------
 
 
-def test_step_not_slower_than_torch_with_full_history():
-    """n = 73,728 (a 3 x 128 x 192 image), m = 100 pairs: per-step time with a gradient that costs nothing.
-
-    One thread (a shared machine makes two-thread barriers, which the two-loop hits ~400 times a step,
-    wildly noisy). The history is filled synthetically (pairs of the quadratic below, so every new pair is kept and the
-    history stays full), written into torch's state and converted into CompactLBFGS by load_state_dict.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch_ms, compact_ms = _time_steps()
-    finally:
-        torch.set_num_threads(threads)
-    print(f"per step, n=73,728, m=100, 1 thread: torch two-loop {torch_ms:.1f} ms, compact {compact_ms:.1f} ms")
-    assert compact_ms <= 1.0 * torch_ms
+def test_a_full_history_step_is_a_few_big_operations():
+    """n = 73,728 (a 3 x 128 x 192 image), m = 100 pairs, the history full and its ring wrapped: torch's two-loop
+    recursion makes about 4m operations on n-sized vectors a step (each a kernel, on a GPU a host sync each); the
+    compact representation a fixed few, two matrix products over the history among them. Counted, not timed: a
+    time ratio depends on the machine and on what else runs (the measured gain: docs/lbfgs.md)."""
+    (topt, tclosure), (copt, cclosure), m = _full_history()
+    counts = {}
+    for name, opt, closure in (("torch", topt, tclosure), ("compact", copt, cclosure)):
+        with _BigOperations(73_728) as counted:
+            opt.step(closure)
+        counts[name] = counted.n
+    assert counts["torch"] >= 4 * m and counts["compact"] * 5 <= counts["torch"], counts
 
 
-def _time_steps() -> tuple[float, float]:
+class _BigOperations(torch.overrides.TorchFunctionMode):
+    """Counts the torch calls that take a tensor of at least `n` elements."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.size, self.n = n, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        given = [*args, *(kwargs or {}).values()]
+        self.n += any(isinstance(a, torch.Tensor) and a.numel() >= self.size for a in given)
+        return func(*args, **(kwargs or {}))
+
+
+def _full_history():
+    """torch's LBFGS and CompactLBFGS (converted from its state) with m = 100 synthetic pairs (of the quadratic
+    below, so every new pair is kept and the history stays full), each with its closure; and m."""
     n, m = 73_728, 100
     gen = torch.Generator().manual_seed(0)
     h = torch.rand(n, generator=gen) + 0.5
@@ -396,17 +406,9 @@ def _time_steps() -> tuple[float, float]:
     copt, cclosure, cx = opt_and_closure(compact_lbfgs)
     copt.load_state_dict(topt.state_dict())
 
-    def timed(opt, closure):
-        start = time.perf_counter()
-        opt.step(closure)
-        return time.perf_counter() - start
-
-    times: dict[str, list[float]] = {"torch": [], "compact": []}
-    for rep in range(9):  # interleaved, the first two are warm-up
-        t_torch, t_compact = timed(topt, tclosure), timed(copt, cclosure)
-        if rep >= 2:
-            times["torch"].append(t_torch)
-            times["compact"].append(t_compact)
+    for _ in range(2):  # the ring wraps at the second new pair
+        for opt, closure in ((topt, tclosure), (copt, cclosure)):
+            opt.step(closure)
     assert len(topt.state[tx]["old_dirs"]) == copt.state[cx]["count"] == m
     assert copt.state[cx]["head"] != 0  # the ring has wrapped
-    return tuple(1e3 * statistics.median(times[k]) for k in ("torch", "compact"))
+    return (topt, tclosure), (copt, cclosure), m
