@@ -113,7 +113,9 @@ def check_value(name: str, rule: Rule, value) -> str | None:
     if rule.kind == "layers":  # a layer name that is not one raises the error that lists the valid names
         if not isinstance(value, (list, tuple)):
             return f"{label} must be a list of layer names, got {value!r}."
-        return [tutorial_name(layer) for layer in value] and None
+        for layer in value:
+            tutorial_name(layer)
+        return None
     node = node_of(rule)
     if allows(node, value):
         return None
@@ -380,8 +382,8 @@ def add_options(group, cls, names: Sequence[str] | None = None, defaults: dict |
             options.update(choices=rule.choices, metavar=None)
         elif rule.kind in ("counts", "layers", "numbers", "paths"):
             options.update(nargs="*" if rule.kind == "layers" else "+")
-        if converter(rule) is not None:
-            options["type"] = converter(rule)
+        if (convert := converter(rule)) is not None:
+            options["type"] = convert
         if name in required:
             options["required"] = True
         group.add_argument("--" + name.replace("_", "-"), **options)
