@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 RESULTS := results
 MODEL_MANIFEST := $(RESULTS)/part2/model/manifest.json
 
-.PHONY: env models report preview test test-all docs clean
+.PHONY: env models report preview test test-all docs clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml workflow/scripts/setup-env.sh
 	@bash workflow/scripts/setup-env.sh
@@ -49,6 +49,21 @@ DOCS_FIGURES := $(RESULTS)/part1/figures/inversion_grid.png $(RESULTS)/part1/fig
 	$(RESULTS)/part3/figures/colour.png $(RESULTS)/part3/figures/blend.png
 docs: $(STAMP)
 	$(VENV)/bin/stylelab small-png $(DOCS_FIGURES) --out-dir docs --width 1000 --max-kb 250
+
+# The GPU check (benchmarks/gpu_check.py, docs/performance.md): `make gpu-wheels` where there is network
+# downloads into .whl/ the wheels a GPU machine with PyTorch lacks, for its Python (GPU_PYTHON); copy the tree
+# there and `make gpu-check` installs them beside that Python's packages and runs the check (at most 8 minutes).
+GPU_PYTHON ?= 3.12
+GPU_SITE ?= /tmp/stylelab-gpu-site
+gpu-wheels:
+	python3 -m pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $$(python3 benchmarks/gpu_check.py --wheels)
+
+gpu-check:
+	@if ls .whl/*.whl >/dev/null 2>&1; then \
+		python3 -m pip install -q --no-index --no-deps --upgrade --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(GPU_SITE) python3 benchmarks/gpu_check.py --out benchmarks/out
 
 # Every run's files (the preview's are under the same root) and Snakemake's records of them.
 clean:

