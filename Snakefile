@@ -13,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/part1.smk"
 include: "workflow/rules/part2.smk"
 include: "workflow/rules/part3.smk"
+include: "workflow/rules/sweeps.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
@@ -23,5 +24,7 @@ rule all:
         part1_targets(),
         part2_targets(),
         part3_targets(),
+        sweep_targets(),
         FIGURE_FILES,
+        SWEEP_FIGURE_FILES,
         REPORT_HTML,

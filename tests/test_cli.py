@@ -84,7 +84,7 @@ def test_console_script_is_installed():
 def test_figure_choices_are_the_figures_module_draws(run_cli, tmp_path, cat):
     from stylelab.cli import parser
     from stylelab.report import figures
-    assert set(parser.FIGURE_CHOICES) == set(figures.FIGURES)
+    assert set(parser.FIGURE_CHOICES) == set(figures.FIGURES) | set(figures.SWEEP_FIGURES)
     # The inputs figure from image files alone; --content/--style on another figure is one clear line.
     out = tmp_path / "inputs.png"
     assert run_cli("figure", "inputs", "--content", cat, "--out", out)[0] == 0

@@ -571,3 +571,29 @@ def test_part3_sections_in_the_report(part3_dir, run_cli, tmp_path):
         assert title in html
     assert "Coarse to fine (16 &gt; 32 px) took" in html and "colours: luminance" in html
     assert "blend 0.5 / 0.5" in html
+
+
+def test_a_two_axis_sweep_has_a_grid_cell_per_combination_and_a_line_per_second_value(runs_dir, tmp_path):
+    """Columns by the first varied setting, rows by the second (a combination without a run stays empty); the
+    metrics plot draws a line per value of the second; the report gives the sweep its section after Part 3."""
+    records = _transfer_records(runs_dir)
+    runs = load_runs(records)
+    grid = figures.sweep_grid_figure(runs, ["style_loss", "style_weight"])
+    axes = np.array(grid.axes).reshape(2, 3)  # the style image, then gram and meanvar; rows 1e6 and 10
+    assert [ax.get_title() for ax in axes[0]] == ["style image", "style_loss = gram", "style_loss = meanvar"]
+    assert [ax.get_ylabel() for ax in axes[:, 1]] == ["style_weight = 1e6", "style_weight = 10"]
+    assert [bool(ax.images) for ax in axes.flat] == [True, True, False, False, False, True]
+    plot = figures.sweep_metrics_figure(runs, ["style_weight", "style_loss"])
+    panels = [ax for ax in plot.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["content loss", "Gram distance", "MeanVar distance"]
+    assert all(len(ax.lines) == 2 for ax in panels) and panels[0].get_xscale() == "log"  # 10 to 1e6
+    files = []
+    for drawing in ("grid", "metrics"):
+        files.append(tmp_path / f"losses_{drawing}.png")
+        figures.write_figure(f"sweep-{drawing}", records, files[-1], vary=["style_loss", "style_weight"])
+    manifest = {"sweeps": [{"name": "losses", "experiment": "transfer", "settings": {"steps": [2, 4]},
+                            "vary": {"style_loss": ["gram", "meanvar"], "style_weight": [1e6, 10]}, "shared": [],
+                            "figures": [str(f) for f in files], "records": [str(r) for r in records]}]}
+    html = report.render_html(manifest)
+    assert 'id="sweep-losses"' in html and "Sweeps A. losses: style transfer over style_loss and style_weight" in html
+    assert "steps 2+4" in html and "style_loss = meanvar, style_weight = 10" in html

@@ -28,6 +28,7 @@ import yaml
 from PIL import Image
 
 from stylelab.report import contents
+from stylelab.spec import sweeps
 from stylelab.spec.config import layer_jobs
 from stylelab.spec.layers import CANONICAL_NAMES, LAYER_NAMES
 from stylelab.spec.settings import BOUNDS, DEVICES, OPTIMIZERS, STYLE_LOSSES, WEIGHTS_SOURCES, format_number
@@ -58,9 +59,21 @@ def layer_job_counts(config: dict) -> dict[str, int]:
     return counts
 
 
+def sweep_job_counts(config: dict) -> dict[str, int]:
+    """A job per sweep point that no other run makes (rule sweep_<sweep>_<point>), and two figures per sweep."""
+    counts = {}
+    for sweep in sweeps.plan(config).values():
+        for point in sweep.points:
+            if point.same is None:
+                counts["sweep_" + re.sub(r"\W", "_", f"{sweep.name}_{point.name}")] = 1
+        counts.update({f"sweep_{sweep.name}_{drawing}": 1 for drawing in ("grid", "metrics")})
+    return counts
+
+
 # Part 3: colour (3 modes x 2 runs), scales (2 runs), blend (4 weights), and a figure each.
 PART3_JOBS = {"part3_transfer": 12}
-DEFAULT_JOBS = {**PART2_JOBS, **PART3_JOBS, **layer_job_counts(CONFIG), **FIGURE_JOBS, "transfer": 4, "report": 1, "all": 1}
+DEFAULT_JOBS = {**PART2_JOBS, **PART3_JOBS, **layer_job_counts(CONFIG), **FIGURE_JOBS, **sweep_job_counts(CONFIG),
+                "transfer": 4, "report": 1, "all": 1}
 
 
 def copy_project(dest: Path) -> Path:
@@ -279,7 +292,7 @@ def test_preview_is_the_same_experiments_smaller(project):
     ("inversoin:\n  steps: 3\n",
      "config: unknown key 'inversoin' at the top level (did you mean 'inversion'?); the keys there are: "
      "images, results, weights, device, precision, size, optimizer, lr, bounds, jobs, inversion, texture, transfer, "
-     "diffusion, part3."),
+     "diffusion, part3, sweeps."),
     ("texture:\n  layers: [conv_1, conv_99]\n",
      "config: 'texture.layers[1]' is 'conv_99', but it must be one of conv_1, relu_1, conv_2,"),
     ("transfer:\n  steps: [300, -1000]\n",
@@ -298,8 +311,28 @@ def test_preview_is_the_same_experiments_smaller(project):
     ("part3:\n  blend:\n    styles: [data/style/starry_night.jpg, gone/missing.jpg]\n",
      "config: part3.blend.styles[1]: gone/missing.jpg does not exist"),
     ("images:\n  style: config.yaml\n", "config: images.style: config.yaml is not an image file: name a PNG or JPEG"),
+    # Sweeps: each kind of mistake the one line that names the sweep and the key.
+    ("sweeps:\n  s: {experiment: style, vary: {style_weight: [1, 10]}}\n",
+     "config: 'sweeps.s.experiment' is 'style', but it must be one of inversion, texture, transfer, generate."),
+    ("sweeps:\n  s: {experiment: transfer, vary: {stlye_weight: [1, 10]}}\n",
+     "config: sweeps.s.vary.stlye_weight: 'stlye_weight' is no setting of a transfer run (did you mean "
+     "'style_weight'?)"),
+    ("sweeps:\n  s: {experiment: transfer, vary: {threads: [1, 2]}}\n",
+     "config: sweeps.s.vary.threads: 'threads' decides no result (a path, or where and how the job runs)"),
+    ("sweeps:\n  s: {experiment: generate, vary: {guidance_factor: [0.5, -1]}}\n",
+     "config: sweeps.s.vary.guidance_factor: guidance factor must be a finite number >= 0, got -1."),
+    ("sweeps:\n  s: {experiment: transfer, vary: {style_weight: [10]}}\n",
+     "config: 'sweeps.s.vary.style_weight' has 1 value; it takes 2 to 8."),
+    ("sweeps:\n  s: {experiment: transfer, vary: {seed: [1, 2], steps: [3, 4], init: [noise, content]}}\n",
+     "config: 'sweeps.s.vary' has 3 settings; it takes 1 to 2."),
+    ("sweeps:\n  s:\n    experiment: transfer\n    vary: {seed: [1, 2]}\n  s:\n    experiment: texture\n"
+     "    vary: {seed: [1, 2]}\n",
+     "config: mistake.yaml line 5: 's' is given twice in sweeps; give each a name of its own."),
+    ("sweeps:\n  my sweep: {experiment: transfer, vary: {seed: [1, 2]}}\n",
+     "config: the name 'my sweep' in 'sweeps' is not a word: use letters, digits, _ and -"),
 ], ids=["misspelt-key", "unknown-layer", "negative-steps", "zero-steps", "nested-key", "yaml-1e6", "size",
-        "weights", "missing-content", "missing-blend-style", "not-an-image"])
+        "weights", "missing-content", "missing-blend-style", "not-an-image", "sweep-experiment", "sweep-setting",
+        "sweep-not-sweepable", "sweep-value", "sweep-one-value", "sweep-three-axes", "sweep-twice", "sweep-name"])
 def test_config_mistakes_stop_before_any_job_with_one_message(project, overlay, message):
     name = write_overlay(project, "mistake.yaml", overlay)
     run = snakemake(project, "-n", "--cores", "1", "--configfile", name, "--", "report")
@@ -311,6 +344,47 @@ def test_config_mistakes_stop_before_any_job_with_one_message(project, overlay, 
     assert "MissingInputException" not in output and not (project / "results").exists()
     if "one of conv_1" in message:
         assert output.rstrip().count("pool5") >= 1  # the whole list of valid names, canonical ones included
+
+
+SWEEP_OVERLAY = """
+sweeps:
+  weights:                       # meanvar at 10 is transfer.runs' meanvar_w10: made once
+    experiment: transfer
+    settings: {style_loss: meanvar}
+    vary: {style_weight: [10, 40]}
+  texture_seeds:                 # two axes: a job per combination
+    experiment: texture
+    settings: {steps: 50}
+    vary: {layer: [conv_1, pool5], seed: [0, 1]}
+"""
+
+
+def test_a_sweep_added_by_a_config_overlay_alone_has_its_jobs_figures_and_report_section(project):
+    name = write_overlay(project, "sweeps.yaml", SWEEP_OVERLAY)
+    run = snakemake(project, "-n", "-p", "--cores", "1", "--configfile", name, "--", "report")
+    assert run.returncode == 0, run.stderr[-3000:]
+    counts = job_counts(run.stdout)
+    own = {"sweep_weights_style_weight_40", "sweep_texture_seeds_layer_conv_1_seed_0",
+           "sweep_texture_seeds_layer_conv_1_seed_1", "sweep_texture_seeds_layer_pool_16_seed_0",
+           "sweep_texture_seeds_layer_pool_16_seed_1"}
+    figures = {f"sweep_{sweep}_{drawing}" for sweep in ("weights", "texture_seeds") for drawing in ("grid", "metrics")}
+    assert {job for job in counts if job.startswith(("sweep_weights", "sweep_texture"))} == own | figures
+    # The shared point is the transfer run's files: no job of its own, read by the sweep's figures.
+    assert "sweep_weights_style_weight_10" not in counts
+    grid = re.search(r"rule sweep_weights_grid:\n\s+input: (.*)", run.stdout).group(1)
+    assert "results/part1/transfer/meanvar_w10.json" in grid and "results/sweeps/weights/style_weight=40.json" in grid
+    specs = [spec for spec, line in command_specs(run.stdout, "texture") if "results/sweeps/texture_seeds" in line]
+    assert sorted((spec["seed"], spec["steps"]) for spec in specs) == [(0, [50]), (0, [50]), (1, [50]), (1, [50])]
+    # The report's manifest has a section for each sweep, after Part 3's, with both figures.
+    manifest = json.loads(shlex.split(next(line for line in run.stdout.splitlines() if " report --manifest " in line))
+                          [shlex.split(next(line for line in run.stdout.splitlines()
+                                            if " report --manifest " in line)).index("--manifest") + 1])
+    assert [sweep["name"] for sweep in manifest["sweeps"]] == ["guidance_strength", "texture_seeds", "weights"]
+    texture = manifest["sweeps"][1]
+    assert texture["vary"] == {"layer": ["conv_1", "pool_16"], "seed": [0, 1]}
+    assert texture["figures"] == ["results/sweeps/figures/texture_seeds_grid.png",
+                                  "results/sweeps/figures/texture_seeds_metrics.png"]
+    assert manifest["sweeps"][2]["shared"] == ["style_weight=10"]
 
 
 # ------------------------------------------------------------------------ Snakemake's conventions
@@ -525,7 +599,7 @@ def test_preview_makes_every_target(preview):
         assert (preview / f"{PREVIEW_ROOT}/part1/figures/{figure}.png").stat().st_size > 10_000
     html = (preview / f"{PREVIEW_ROOT}/report/report.html").read_text()
     assert len(re.findall(r'<img src="data:image/(?:png|jpeg);base64,', html)) == N_FIGURES
-    assert html.count("<section id=") == 9  # 8 + appendix
+    assert html.count("<section id=") == 9 + len(config["sweeps"])  # 8, a sweep's each, and the appendix
     assert "Stand-in model" in html  # the preview's diffusion model is the embedded one
     # Up to date afterwards: nothing reruns for no reason.
     assert job_counts(_dry(preview, "--", "report").stdout) == {}
@@ -618,7 +692,8 @@ def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
 SECTION_HEADINGS = ("Part 1 A. Feature inversion", "Part 1 B. Texture synthesis",
                     "Part 1 C. Gram versus MeanVar style transfer", "Part 2 A. Style-guided diffusion",
                     "Part 2 B. Style guidance versus the style named in the prompt", "Appendix: how this report was made")
-N_FIGURES = len(contents.FIGURES)  # every declared figure, each once in the report
+# Every declared figure, each once in the report, and two for each of the preview's sweeps.
+N_FIGURES = len(contents.FIGURES) + 2 * len(_preview_config()["sweeps"])
 
 
 def _tool(name: str) -> str:

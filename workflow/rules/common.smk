@@ -30,10 +30,12 @@ from stylelab.spec.config import (
     part3_styles,
     PART3_EXPERIMENTS,
     spec_text,
+    SWEEP_EXPERIMENTS,
     transfer_run_id,
     whole_steps,
 )
 from stylelab.spec.settings import format_number
+from stylelab.spec import sweeps as sweep_plan
 
 SCHEMA = "../schemas/config.schema.yaml"
 
@@ -49,12 +51,16 @@ def check_config(config):
             raise
         raise WorkflowError(config_message(error)) from None
     try:
+        for path in workflow.configfiles:
+            sweep_plan.duplicate_keys(Path(path).read_text(), os.path.relpath(path))
         check_input_images(config)
+        return sweep_plan.plan(config)
     except StylelabError as mistake:
         raise WorkflowError(str(mistake)) from None
 
 
-check_config(config)
+# The sweeps (config `sweeps:`), checked with the rest: {name: stylelab.spec.sweeps.Sweep}.
+SWEEPS = check_config(config)
 
 
 # Where things go: every output of the workflow, logs and benchmarks included, is under one root
@@ -332,6 +338,129 @@ def part3_run_spec(experiment, name):
     return spec_text(part3_spec(config, experiment, name))
 
 
+# Sweeps: a job per point (rule sweep_<sweep>_<point>), under sweeps/<sweep>/; a point equal to a run the workflow
+# makes anyway (or to an earlier sweep's point) is that run's files, and no job of its own.
+SWEEP_ROOT = f"{RESULTS}/sweeps"
+
+
+def sweep_point_files(sweep, point):
+    """(record, the images it saves) of a sweep point's own job."""
+    folder = f"{SWEEP_ROOT}/{sweep.name}"
+    if sweep.experiment == "generate":
+        return f"{folder}/{point.name}/record.json", [
+            f"{folder}/{point.name}/image.png"
+        ]
+    if sweep.experiment == "transfer":
+        steps = point.spec["steps"]
+        return f"{folder}/{point.name}.json", [
+            f"{folder}/{point.name}_s{s}.png" for s in steps
+        ]
+    return f"{folder}/{point.name}.json", [f"{folder}/{point.name}.png"]
+
+
+def point_files(sweep, point):
+    """(record, images) of a point: its own job's, or those of the run it equals."""
+    if point.same is None:
+        return sweep_point_files(sweep, point)
+    what, *which = point.same
+    if what == "sweep":
+        other = SWEEPS[which[0]]
+        return point_files(other, next(p for p in other.points if p.name == which[1]))
+    if what == "generate":
+        return generation_record(which[0]), [generation_image(which[0])]
+    if what == "transfer":
+        return transfer_record(which[0]), transfer_images(which[0])
+    return layer_record(what, which[0]), [layer_image(what, which[0])]
+
+
+def own_points(sweep):
+    return [point for point in sweep.points if point.same is None]
+
+
+def sweep_job(sweep, point):
+    return f"sweeps/{sweep.name}/{point.name}"
+
+
+def sweep_targets():
+    return [
+        path
+        for sweep in SWEEPS.values()
+        for point in own_points(sweep)
+        for path in [
+            sweep_point_files(sweep, point)[0],
+            *sweep_point_files(sweep, point)[1],
+        ]
+    ]
+
+
+def sweep_benchmarks():
+    return [
+        benchmark_file(sweep_job(sweep, point))
+        for sweep in SWEEPS.values()
+        for point in own_points(sweep)
+    ]
+
+
+def sweep_records(sweep):
+    return [point_files(sweep, point)[0] for point in sweep.points]
+
+
+def sweep_figure_file(sweep, drawing):
+    """A sweep's figures: sweeps/figures/<sweep>_grid.png and <sweep>_metrics.png."""
+    return f"{SWEEP_ROOT}/figures/{sweep.name}_{drawing}.png"
+
+
+SWEEP_FIGURE_FILES = [
+    sweep_figure_file(sweep, drawing)
+    for sweep in SWEEPS.values()
+    for drawing in ("grid", "metrics")
+]
+
+
+# What each experiment's command takes beside its spec: its input images (a generation also the model
+# manifest), and where it writes (the point's names). Given as a Command param: the shell text is one
+# constant string, since Snakemake evaluates it when the job runs, after this loop has moved on.
+def sweep_inputs(sweep):
+    images = config["images"]
+    return {
+        "inversion": {"content": images["content"]},
+        "texture": {"style": images["style"]},
+        "transfer": {"content": images["content"], "style": images["style"]},
+        "generate": {"style": images["style"], "manifest": MODEL_MANIFEST},
+    }[sweep.experiment]
+
+
+def sweep_arguments(sweep, point):
+    record, _ = sweep_point_files(sweep, point)
+    words = [w for key, path in sweep_inputs(sweep).items() for w in (f"--{key}", path)]
+    if point.layer:
+        words += ["--layer", point.layer]
+    words += ["--out", Path(record).parent]
+    if sweep.experiment != "generate":
+        image = (
+            f"{point.name}_s{{step}}.png"
+            if sweep.experiment == "transfer"
+            else f"{point.name}.png"
+        )
+        words += ["--image-name", image, "--record-name", Path(record).name]
+    return Command(*words)
+
+
+def sweep_rule_names():
+    """The name of each point's rule, by (sweep, point): sweep_<sweep>_<point> in letters, digits and _."""
+    names = {}
+    for sweep in SWEEPS.values():
+        for point in own_points(sweep):
+            name = re.sub(r"\W", "_", f"sweep_{sweep.name}_{point.name}")
+            while name in names.values():
+                name += "_"
+            names[sweep.name, point.name] = name
+    return names
+
+
+SWEEP_RULES = sweep_rule_names()
+
+
 # Figures: each declared once in stylelab.report.contents (its drawing, the record sets it reads, its
 # section and caption); here, where its file and the files of the record sets it reads are.
 def figure_file(figure):
@@ -430,6 +559,7 @@ def report_records():
         + [generation_record(name) for name in GENERATION_RUNS]
         + [part2_transfer_record(run_id) for run_id in PART2_TRANSFER_RUNS]
         + [record for experiment in PART3_RUNS for record in part3_records(experiment)]
+        + [record for sweep in SWEEPS.values() for record in sweep_records(sweep)]
     )
 
 
@@ -456,8 +586,22 @@ def report_manifest():
         "Part 1": part1_benchmarks(),
         "Part 2": part2_benchmarks(),
         "Part 3": part3_benchmarks(),
-        "Figures": figure_benchmarks(),
+        "Sweeps": sweep_benchmarks(),
+        "Figures": figure_benchmarks()
+        + [benchmark_file(f"figures/{Path(f).stem}") for f in SWEEP_FIGURE_FILES],
     }
+    sweeps = [
+        {
+            "name": sweep.name,
+            "experiment": sweep.experiment,
+            "settings": sweep.settings,
+            "vary": sweep.vary,
+            "shared": [p.name for p in sweep.points if p.same is not None],
+            "figures": [sweep_figure_file(sweep, d) for d in ("grid", "metrics")],
+            "records": sweep_records(sweep),
+        }
+        for sweep in SWEEPS.values()
+    ]
     # Scheduling settings (jobs:) and where the files go (results:) change no result, so they neither
     # appear nor rerun the report (its file paths say where it is).
     effective = {
@@ -466,6 +610,7 @@ def report_manifest():
     return json.dumps(
         {
             "sections": sections,
+            "sweeps": sweeps,
             "intro": intro,
             "benchmarks": benchmarks,
             "root": BENCHMARKS,

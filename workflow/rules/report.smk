@@ -5,12 +5,14 @@
 
 rule report:
     input:
-        figures=FIGURE_FILES,
+        figures=FIGURE_FILES + SWEEP_FIGURE_FILES,
         records=report_records(),
         benchmarks=part1_benchmarks()
         + part2_benchmarks()
         + part3_benchmarks()
-        + figure_benchmarks(),
+        + sweep_benchmarks()
+        + figure_benchmarks()
+        + [benchmark_file(f"figures/{Path(f).stem}") for f in SWEEP_FIGURE_FILES],
         template=REPORT_TEMPLATE,
         css=REPORT_CSS,
         code=REPORT_CODE,

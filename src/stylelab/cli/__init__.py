@@ -120,7 +120,7 @@ def _figure(args: argparse.Namespace) -> None:
     elif not args.records:
         raise StylelabError(f"figure {args.figure} needs record JSON files (or, for inputs, --content/--style).")
     from stylelab.report.figures import write_figure
-    log.info("wrote %s", write_figure(args.figure, args.records, args.out, images))
+    log.info("wrote %s", write_figure(args.figure, args.records, args.out, images, args.vary))
 
 
 def _part1_run(args: argparse.Namespace) -> None:

@@ -181,7 +181,7 @@ def _models_parser(sub) -> None:
 
 
 # The drawings of the declared figures (stylelab.report.contents, which imports neither matplotlib nor torch).
-FIGURE_CHOICES = contents.DRAWINGS
+FIGURE_CHOICES = contents.DRAWINGS + contents.SWEEP_DRAWINGS
 
 
 def _output_parsers(sub) -> None:
@@ -190,13 +190,15 @@ def _output_parsers(sub) -> None:
                                    "recomputed). inputs: the content and style images the records name (or "
                                    "--content and --style); layer-grid: one-layer runs (inversion, texture) by "
                                    "layer type and depth; step-grid: a row per run, a column per saved step; "
-                                   "curves: the loss history of every run, log scale.")
+                                   "curves: the loss history of every run, log scale; sweep-grid and "
+                                   "sweep-metrics: a sweep's images and final measures (--vary).")
     f.add_argument("figure", choices=FIGURE_CHOICES, help="which figure")
     f.add_argument("records", nargs="*", metavar="RECORD", help="record JSON files, in the order to show them")
     f.add_argument("--content", metavar="IMAGE", help="inputs only: show this content image instead of those "
                                                       "the records name")
     f.add_argument("--style", nargs="+", metavar="IMAGE", help="inputs only: show these style images instead of "
                                                                 "those the records name")
+    f.add_argument("--vary", nargs="+", metavar="KEY", help="sweep figures: the varied settings (one or two)")
     f.add_argument("--out", required=True, metavar="PNG", help="the figure file to write")
 
     s = sub.add_parser("small-png", help="copies of figures made small (for the README's docs/)",

@@ -286,3 +286,71 @@ def blend_findings(runs: Sequence[Run]) -> list[str]:
     parts = [f"{blend_shares(run.record.settings.style_blend or [1.0])}: {run.image_loss():.3g}" for run in runs]
     return [f"Final objective against each blended target (weights in the order of the style images): "
             f"{'; '.join(parts)}."]
+
+
+# ------------------------------------------------------------------ sweeps
+
+def sweep_value(run: Run, key: str) -> str:
+    """A swept setting's value in a run's record, as the figures and tables show it ("layer": its layer)."""
+    value = run.layer if key == "layer" else getattr(run.record.settings, key)
+    return "+".join(map(format_number, value)) if isinstance(value, (list, tuple)) else format_number(value)
+
+
+def sweep_metrics(runs: Sequence[Run]) -> list[dict]:
+    """Per run, its final image's content loss and both style distances, its seconds per step, and (for
+    generations) the RMS pixel change from the first run's image, the drift that guidance causes."""
+    rows, first = [], None
+    for run in runs:
+        row = {**image_metrics(run)[-1], "s_per_step": float(run.record.timing.time_per_step_s), "change": None}
+        if run.kind == "generation":
+            image = run.image().astype(np.float64) / 255.0
+            first = image if first is None else first
+            row["change"] = float(np.sqrt(np.mean((image - first) ** 2))) if image.shape == first.shape else None
+        rows.append(row)
+    return rows
+
+
+def _levels(values: Sequence[float]) -> str | None:
+    """Where a falling series stops falling much: the first value after which less than a tenth of its whole
+    fall is left, if it ends before the last value."""
+    fall = values[0] - min(values)
+    if fall <= 0:
+        return None
+    for i, value in enumerate(values):
+        if value - min(values) <= 0.1 * fall:
+            return i if i < len(values) - 1 else None
+    return None
+
+
+def sweep_findings(runs: Sequence[Run], vary: Sequence[str]) -> list[str]:
+    """Along the first varied setting (for each value of the second): how the experiment's own measure and the
+    content loss (or the drift) move, where the measure stops falling, and which point ends lowest."""
+    metrics = sweep_metrics(runs)
+    key, groups = vary[0], {}
+    for run, row in zip(runs, metrics):
+        other = f" ({vary[1]} = {sweep_value(run, vary[1])})" if len(vary) > 1 else ""
+        groups.setdefault(other, []).append((sweep_value(run, key), run, row))
+    text = []
+    for other, points in groups.items():
+        run = points[0][1]
+        measure = "content" if run.kind == "inversion" else run.record.settings.style_loss
+        name = "content loss" if measure == "content" else f"{STYLE_LOSS_NAMES[measure]} distance"
+        values = [row[measure] for _, _, row in points]
+        if len(points) < 2 or None in values:
+            continue
+        first, last = points[0][0], points[-1][0]
+        line = (f"{key} from {first} to {last}{other}: the {name} was {_change_words(values[0], values[-1])} "
+                f"({g(values[0])} to {g(values[-1])})")
+        side = "change" if run.kind == "generation" else "content"
+        drift = [row[side] for _, _, row in points]
+        if measure != "content" and None not in drift:
+            what = "the RMS pixel change from the first image" if side == "change" else "the content loss"
+            line += f", {what} went from {g(drift[0])} to {g(drift[-1])}"
+        text.append(line + ".")
+        stop = _levels(values)
+        if stop is not None:
+            text.append(f"Beyond {key} = {points[stop][0]}{other} the {name} falls by less than a tenth of its whole "
+                        f"fall ({g(values[stop])} there, {g(min(values))} at the lowest).")
+        best = min(range(len(values)), key=values.__getitem__)
+        text.append(f"Lowest {name}{other}: {key} = {points[best][0]} ({g(values[best])}).")
+    return text

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stylelab.spec.errors import StylelabError
+from stylelab.spec.settings import format_number
 
 PARTS = {"Part 1": "Optimisation-based style transfer (VGG-19)", "Part 2": "Style-loss guidance of a diffusion model",
-         "Part 3": "Beyond the assignment"}
+         "Part 3": "Beyond the assignment", "Sweeps": "Experiments over the values of their settings"}
 
 
 @dataclass(frozen=True)
@@ -160,3 +161,31 @@ def section(section_id: str) -> Section:
 def figure(name: str) -> Figure | None:
     """The declared figure of this file name (without .png), or None for one made by hand."""
     return _FIGURES.get(name)
+
+
+# Sweeps (config `sweeps:`): each is a section of part "Sweeps" after Part 3, with these two figures.
+SWEEP_EXPERIMENTS = {"inversion": "feature inversion", "texture": "texture synthesis", "transfer": "style transfer",
+                     "generate": "style-guided generation"}
+SWEEP_FIGURES = {
+    "grid": ("sweep-grid", True, "The final image of every point of the sweep: a column per value of the first "
+                                 "varied setting, a row per value of the second, after the image they are measured "
+                                 "against; under each, the experiment's own measure."),
+    "metrics": ("sweep-metrics", False, "The final measures against the first varied setting (a line per value of "
+                                        "the second): losses and distances unweighted, log scale."),
+}
+SWEEP_DRAWINGS = tuple(draw for draw, _, _ in SWEEP_FIGURES.values())
+
+
+def sweep_about(experiment: str, settings: dict, vary: dict, shared: list[str]) -> str:
+    """The opening paragraph of a sweep's section: what was run over what."""
+    def shown(value):
+        return "+".join(map(format_number, value)) if isinstance(value, (list, tuple)) else format_number(value)
+
+    fixed = "; ".join(f"{k} {shown(v)}" for k, v in settings.items())
+    axes = " and of ".join(f"{k} ({', '.join(map(shown, v))})" for k, v in vary.items())
+    text = (f"The {SWEEP_EXPERIMENTS[experiment]} experiment{' with ' + fixed if fixed else ''}, run once for every "
+            f"value of {axes}, everything else as in its own section.")
+    if shared:
+        text += f" The points {', '.join(shared)} are runs the workflow makes anyway, taken from them, not run twice."
+    return text
+

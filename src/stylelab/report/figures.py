@@ -22,6 +22,7 @@ from PIL import Image
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.files import write_bytes_atomic
 from stylelab.spec.settings import COLOR_MODES, STYLE_LOSSES, format_number
+from stylelab.report.analysis import sweep_metrics, sweep_value
 from stylelab.report.runs import KIND_TITLES, STYLE_LOSS_NAMES, Run, blend_shares, load_runs
 from stylelab.spec.layers import resolve_layer
 
@@ -402,14 +403,109 @@ def loss_time_figure(runs: Sequence[Run]) -> Figure:
     return fig
 
 
+# ------------------------------------------------------------------ sweeps
+
+def _sweep_cells(runs: Sequence[Run], vary: Sequence[str]) -> tuple[list[list[str]], dict[tuple, Run]]:
+    """The values of each varied setting in order of appearance, and the run at each combination."""
+    if not vary or len(vary) > 2:
+        raise StylelabError("a sweep figure needs one or two varied settings (--vary KEY [KEY]).")
+    cells = {tuple(sweep_value(run, key) for key in vary): run for run in runs}
+    return [list(dict.fromkeys(combo[i] for combo in cells)) for i in range(len(vary))], cells
+
+
+def sweep_grid_figure(runs: Sequence[Run], vary: Sequence[str]) -> Figure:
+    """A sweep's final images: a column per value of the first setting, a row per value of the second, after the
+    image they are measured against (the content image for inversions, else the style image)."""
+    axes_values, cells = _sweep_cells(runs, vary)
+    columns, rows = axes_values[0], axes_values[1] if len(vary) > 1 else [None]
+    kind = runs[0].kind
+    reference = runs[0].record.settings.content if kind == "inversion" else runs[0].record.settings.style
+    if isinstance(reference, (list, tuple)):
+        reference = reference[0]
+    h, w = runs[0].record.image_size
+    fig = Figure(figsize=(CELL_INCHES * (len(columns) + 1) + 0.6, CELL_INCHES * h / w * len(rows) + 1.4),
+                 layout="constrained")
+    grid = fig.subplots(len(rows), len(columns) + 1, squeeze=False)
+    for ax in grid.flat:
+        _blank(ax)
+    if reference:
+        grid[0, 0].imshow(input_image(reference, "reference"), interpolation="antialiased")
+        grid[0, 0].set_title("content image" if kind == "inversion" else "style image", fontsize=10)
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            ax = grid[r, c + 1]
+            if r == 0:
+                ax.set_title(f"{vary[0]} = {column}", fontsize=10, fontweight="bold")
+            if c == 0 and row is not None:
+                ax.set_ylabel(f"{vary[1]} = {row}", fontsize=10)
+            run = cells.get((column,) if row is None else (column, row))
+            if run is None:
+                continue
+            ax.imshow(run.image(), interpolation="antialiased")
+            own = "content" if kind == "inversion" else run.record.settings.style_loss
+            value = sweep_metrics([run])[0][own]
+            ax.set_xlabel(f"{'content loss' if own == 'content' else STYLE_LOSS_NAMES[own]} {value:.3g}"
+                          if value is not None else "", fontsize=8)
+    title = KIND_TITLES.get(kind, "Style-guided diffusion")
+    fig.suptitle(f"{title} over {' and '.join(vary)} ({_subtitle(runs[0])})", fontsize=12)
+    _stand_in_note(fig, runs)
+    return fig
+
+
+def sweep_metrics_figure(runs: Sequence[Run], vary: Sequence[str]) -> Figure:
+    """A sweep's measures against the first varied setting, a line per value of the second: content loss and
+    both style distances (Part 1); both style distances, seconds per step and the drift from the first image
+    (generations)."""
+    axes_values, cells = _sweep_cells(runs, vary)
+    columns = axes_values[0]
+    rows = axes_values[1] if len(vary) > 1 else [None]
+    panels = (("gram", "Gram distance"), ("meanvar", "MeanVar distance"), ("s_per_step", "seconds per step"),
+              ("change", "RMS pixel change from the first image")) if runs[0].kind == "generation" else \
+        (("content", "content loss"), ("gram", "Gram distance"), ("meanvar", "MeanVar distance"))
+    metrics = {key: sweep_metrics([run])[0] for key, run in cells.items()}
+    if runs[0].kind == "generation":  # the drift is measured against the sweep's first image
+        for key, row in zip(cells, sweep_metrics(list(cells.values()))):
+            metrics[key]["change"] = row["change"]
+    panels = [(k, t) for k, t in panels if any(m[k] is not None for m in metrics.values())]
+    try:
+        xs = [float(v) for v in columns]
+    except ValueError:
+        xs = list(range(len(columns)))
+    fig = Figure(figsize=(4.2 * len(panels) + 1.8, 3.9), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (key, title) in zip(axes, panels):
+        for row in rows:
+            ys = [metrics.get((c,) if row is None else (c, row), {}).get(key) for c in columns]
+            ys = [np.nan if y is None else y for y in ys]
+            ax.plot(xs, ys, marker="o", linewidth=1.3, label=None if row is None else f"{vary[1]} = {row}")
+        positive = all(x > 0 for x in xs) and max(xs) / min(xs) >= 20
+        ax.set_xscale("log" if positive else "linear")
+        if key != "change":
+            ax.set_yscale("log")
+        ax.set_xticks(xs, columns, fontsize=8)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel(vary[0], fontsize=10)
+        ax.set_title(title, fontsize=11)
+        ax.grid(True, alpha=0.3)
+    if len(rows) > 1:
+        fig.legend(*axes[0].get_legend_handles_labels(), fontsize=9, loc="outside right upper", frameon=False)
+    fig.suptitle(f"Final measures against {vary[0]} ({_subtitle(runs[0])})", fontsize=12)
+    _stand_in_note(fig, runs)
+    return fig
+
+
+SWEEP_FIGURES = {"sweep-grid": sweep_grid_figure, "sweep-metrics": sweep_metrics_figure}
 FIGURES = {"inputs": inputs_figure, "layer-grid": layer_grid_figure, "step-grid": step_grid_figure,
            "curves": loss_curves_figure, "gallery": gallery_figure, "guidance-curves": guidance_curves_figure,
            "colour": colour_figure, "scales": scales_figure, "blend": blend_figure, "loss-time": loss_time_figure}
 
 
 def write_figure(name: str, record_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
-                 images: dict[str, Sequence[str]] | None = None) -> Path:
-    """Draw figure `name` (a key of FIGURES) from the records, or the inputs figure from `images`, as a PNG."""
+                 images: dict[str, Sequence[str]] | None = None, vary: Sequence[str] | None = None) -> Path:
+    """Draw figure `name` (a key of FIGURES or SWEEP_FIGURES: those take the varied settings) from the records,
+    or the inputs figure from `images`, as a PNG."""
     if name == "inputs" and images is not None:
         return _save(images_figure(images), out)
+    if name in SWEEP_FIGURES:
+        return _save(SWEEP_FIGURES[name](load_runs(record_paths), vary or []), out)
     return _save(FIGURES[name](load_runs(record_paths)), out)

@@ -137,11 +137,15 @@ def _run_rows(kind: str, runs: Sequence[Run], pixel_errors: dict | None = None) 
     return rows
 
 
-def _figure(path: Path, stand_in: str | None = None) -> dict:
+def _figure(path: Path, stand_in: str | None = None, sweep: str | None = None) -> dict:
+    """A figure as the report embeds it: a declared one, a sweep's (`sweep`: grid or metrics) or one by hand."""
     declared = contents.figure(path.stem)
-    mime, data = embedded_image(path, bool(declared and declared.photo))
-    return {"name": path.stem, "caption": declared.caption if declared else path.stem.replace("_", " "),
-            "src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"), "stand_in": stand_in}
+    photo, caption = (declared.photo, declared.caption) if declared else (False, path.stem.replace("_", " "))
+    if sweep:
+        _, photo, caption = contents.SWEEP_FIGURES[sweep]
+    mime, data = embedded_image(path, photo)
+    return {"name": path.stem, "caption": caption, "src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"),
+            "stand_in": stand_in}
 
 
 # The findings of each section but inversion (whose pixel errors also fill its runs table) and guidance.
@@ -185,6 +189,26 @@ def build_section(spec: dict) -> dict:
     return context
 
 
+def build_sweep(index: int, spec: dict) -> dict:
+    """A sweep's section (part Sweeps, after Part 3) from its manifest entry: what was run, its two figures,
+    its runs labelled by their values, and findings along the varied settings."""
+    runs, vary = load_runs(spec["records"]), list(spec["vary"])
+    kind = runs[0].kind
+    stand_in = "; ".join(provenance.unique(run.stand_in for run in runs if run.stand_in)) or None
+    settings, differ = _settings_table(kind, runs)
+    labels = [", ".join(f"{key} = {analysis.sweep_value(run, key)}" for key in vary) for run in runs]
+    rows = _run_rows(kind, runs)
+    metrics = [{**row, "label": label} for row, label in zip(analysis.sweep_metrics(runs), labels)]
+    return {"id": f"sweep-{spec['name']}", "part": "Sweeps", "letter": chr(ord("A") + index % 26), "kind": kind,
+            "title": f"{spec['name']}: {contents.SWEEP_EXPERIMENTS[spec['experiment']]} over {' and '.join(vary)}",
+            "about": contents.sweep_about(spec["experiment"], spec.get("settings", {}), spec["vary"],
+                                          spec.get("shared", [])),
+            "settings": settings, "differ": differ, "stand_in": stand_in, "n_runs": len(runs), "records": runs,
+            "figures": [_figure(Path(f), stand_in, d) for f, d in zip(spec["figures"], contents.SWEEP_FIGURES)],
+            "findings": analysis.sweep_findings(runs, vary), "metrics": metrics,
+            "runs": [{**row, "label": label} for row, label in zip(rows, labels)]}
+
+
 def _packages(versions: dict) -> dict:
     """A record's versions without the code's commit, which the report shows by itself."""
     return {name: v for name, v in versions.items() if name != provenance.COMMIT}
@@ -212,6 +236,7 @@ def _bytes(n: int) -> str:
 
 def build_context(manifest: dict, css: str) -> dict:
     sections = [build_section(spec) for spec in manifest.get("sections", [])]
+    sections += [build_sweep(i, spec) for i, spec in enumerate(manifest.get("sweeps", []))]
     if not sections:
         raise StylelabError("the report manifest lists no sections.")
     all_runs = list({run.path: run for section in sections for run in section.pop("records")}.values())

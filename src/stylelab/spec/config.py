@@ -36,6 +36,9 @@ PART3_FROM_TRANSFER = ("content_layers", "style_layers", "content_weight", "tv_w
 PART3_EXPERIMENTS = ("colour", "scales", "blend")
 SCALE_RUN_SETTINGS = ("scales", "scale_steps", "steps")
 PART3_SETTINGS = ("preserve_colors", "style_blend", "scales", "scale_steps")
+# Sweeps (stylelab.spec.sweeps): the experiments a sweep may run, and the command of each.
+SWEEP_EXPERIMENTS = {"inversion": "invert", "texture": "texture", "transfer": "transfer", "generate": "generate"}
+SWEEP_NAME = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
 # The settings each Part 1 command takes beside its images and layer.
 COMMAND_SETTINGS = {
     "invert": NETWORK_SETTINGS + SECTION_SETTINGS["inversion"] + ("record_every",),
@@ -285,6 +288,20 @@ def _part3_section() -> dict:
                                "content weight, init and seed")
 
 
+def _sweeps_section() -> dict:
+    values = {"type": "array", "minItems": 2, "maxItems": 8, "uniqueItems": True}
+    sweep = _closed({
+        "experiment": {"description": "the experiment run at every point", "enum": list(SWEEP_EXPERIMENTS)},
+        "settings": {"description": "settings of every point, over the experiment's section (for generate: a run; "
+                                    "inversion and texture: their layer)", "type": "object"},
+        "vary": {"description": "one or two settings, each with 2 to 8 values: a point per combination",
+                 "type": "object", "minProperties": 1, "maxProperties": 2, "additionalProperties": values},
+    }, required=["experiment", "vary"])
+    return {"description": "sweeps: an experiment over the values of one or two settings, each with its grid, "
+                           "its metrics plot and its report section (a word of letters, digits, _ and - names each)",
+            "type": "object", "propertyNames": {"pattern": SWEEP_NAME}, "additionalProperties": sweep}
+
+
 def config_schema() -> dict:
     """The JSON schema of the workflow's config. Every object is closed and every key required."""
     jobs = {
@@ -313,6 +330,7 @@ def config_schema() -> dict:
                                                "at every listed step"),
         "diffusion": _diffusion_section(),
         "part3": _part3_section(),
+        "sweeps": _sweeps_section(),
     }
     layers = {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1, "uniqueItems": True}
     return {
@@ -350,6 +368,14 @@ def config_message(error) -> str:
                 f"the keys there are: {', '.join(allowed)}.")
     if error.validator == "uniqueItems":
         return f"config: '{key}' lists the same entry twice ({error.instance}); make each one different."
+    if error.validator in ("minItems", "maxItems", "minProperties", "maxProperties"):
+        low, high = (error.schema.get(f"min{error.validator[3:]}"), error.schema.get(f"max{error.validator[3:]}"))
+        what = ("value" if "Items" in error.validator else "setting") + ("s" if len(error.instance) != 1 else "")
+        span = f"{low} to {high}" if high is not None else f"at least {low}"
+        return f"config: '{key}' has {len(error.instance)} {what}; it takes {span}."
+    if error.validator == "pattern" and isinstance(error.instance, str) and error.schema.get("pattern") == SWEEP_NAME:
+        return (f"config: the name '{error.instance}' {where} is not a word: use letters, digits, _ and - (starting "
+                "with a letter or digit).")
     if error.validator == "required":
         return f"config: {error.message} {where}."
     hint = ""

@@ -62,6 +62,7 @@ class Rule:
     nullable: bool = False  # None is allowed (and means "the default of something else")
     label: str | None = None  # the setting's name in messages (default: the field name in words)
     cli: bool = True  # an option of the commands
+    decides: bool = True  # changes a run's result (a sweep may vary it); False: where or how it runs, or records
     metavar: str | None = None
 
 
@@ -165,7 +166,7 @@ class TransferSettings:
                                     "torch hub cache), random (tests only)", "choice", choices=WEIGHTS_SOURCES,
                            label="weights source")
     device: str = setting("auto", "where to compute (auto: cuda, else Apple's mps, else cpu)", "choice",
-                          choices=DEVICES)
+                          choices=DEVICES, decides=False)
     precision: str = setting("auto", "arithmetic of the VGG-19 network: bf16 (bfloat16 autocast, channels-last; the "
                              "losses, the image and the optimiser stay fp32) or fp32; auto: bf16 where the hardware "
                              "computes it natively, else fp32", "choice", choices=PART1_PRECISIONS)
@@ -177,7 +178,7 @@ class TransferSettings:
                           "gradient of pixels on a bound that point outward, which keeps L-BFGS stable; 'clamp' is the "
                           "tutorial's behaviour", "choice", choices=BOUNDS, label="bounds mode")
     record_every: int = setting(1, "keep the losses of every K-th step in the record", "count", minimum=1,
-                                label="record_every", metavar="K")
+                                label="record_every", metavar="K", decides=False)
     style_blend: Sequence[float] | None = setting(
         None, "blend weights of the style images, one per style (their style statistics are mixed per layer in these "
         "proportions; default: equal)", "numbers", nullable=True, label="style blend weights", metavar="W")
@@ -303,7 +304,7 @@ class GuidanceSettings:
                              "computes it natively, else fp32); the VGG-19 style loss follows Part 1's auto unless "
                              "fp32", "choice", choices=DIFFUSION_PRECISIONS)
     track_every: int = setting(1, "record the style loss of x0 every K-th unguided step", "count", minimum=1,
-                               metavar="K")
+                               metavar="K", decides=False)
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # a style image above this is refused (None: no limit)
 
     def validate(self) -> None:

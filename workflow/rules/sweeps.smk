@@ -1,0 +1,60 @@
+# Sweeps (config `sweeps:`, stylelab.spec.sweeps): a job per point that no other run makes, the same command
+# as the experiment's own rule with the point's spec; then each sweep's grid and metrics figures. Adding,
+# removing or editing a sweep is a change to the config alone.
+
+for _sweep in SWEEPS.values():
+    for _point in own_points(_sweep):
+        _record, _images = sweep_point_files(_sweep, _point)
+
+        rule:
+            name:
+                SWEEP_RULES[_sweep.name, _point.name]
+            input:
+                **sweep_inputs(_sweep),
+            output:
+                images=_images,
+                record=_record,
+            log:
+                log_file(sweep_job(_sweep, _point)),
+            benchmark:
+                benchmark_file(sweep_job(_sweep, _point))
+            conda:
+                SOFTWARE
+            threads: JOB_THREADS
+            resources:
+                **EXPERIMENT_RESOURCES,
+            params:
+                stylelab=STYLELAB,
+                command=SWEEP_EXPERIMENTS[_sweep.experiment],
+                spec=spec_text(_point.spec),
+                arguments=sweep_arguments(_sweep, _point),
+            shell:
+                "{params.stylelab} {params.command} --spec {params.spec:q} {params.arguments} --quiet > {log:q} 2>&1"
+
+    for _drawing in ("grid", "metrics"):
+
+        rule:
+            name:
+                re.sub(r"\W", "_", f"sweep_{_sweep.name}_{_drawing}")
+            input:
+                records=sweep_records(_sweep),
+                images=[i for p in _sweep.points for i in point_files(_sweep, p)[1]],
+            output:
+                report(
+                    sweep_figure_file(_sweep, _drawing),
+                    category="Sweeps",
+                    labels={"sweep": _sweep.name, "figure": _drawing},
+                ),
+            log:
+                log_file(f"figures/{_sweep.name}_{_drawing}"),
+            benchmark:
+                benchmark_file(f"figures/{_sweep.name}_{_drawing}")
+            conda:
+                SOFTWARE
+            params:
+                stylelab=STYLELAB,
+                draw=f"sweep-{_drawing}",
+                vary=" ".join(_sweep.vary),
+            shell:
+                "{params.stylelab} figure {params.draw} --vary {params.vary} --out {output:q} {input.records:q}"
+                " > {log:q} 2>&1"
