@@ -59,14 +59,18 @@ def layer_job_counts(config: dict) -> dict[str, int]:
     return counts
 
 
-def sweep_job_counts(config: dict) -> dict[str, int]:
-    """A job per sweep point that no other run makes (rule sweep_<sweep>_<point>), and two figures per sweep."""
+def sweep_job_counts(config: dict, experiment: str | None = None) -> dict[str, int]:
+    """A job per sweep point that no other run makes (rule sweep_<sweep>_<point>), and two figures per sweep;
+    with `experiment`, the points of that experiment's sweeps alone."""
     counts = {}
     for sweep in sweeps.plan(config).values():
+        if experiment not in (None, sweep.experiment):
+            continue
         for point in sweep.points:
             if point.same is None:
                 counts["sweep_" + re.sub(r"\W", "_", f"{sweep.name}_{point.name}")] = 1
-        counts.update({f"sweep_{sweep.name}_{drawing}": 1 for drawing in ("grid", "metrics")})
+        if experiment is None:
+            counts.update({f"sweep_{sweep.name}_{drawing}": 1 for drawing in ("grid", "metrics")})
     return counts
 
 
@@ -165,7 +169,8 @@ def test_schema_names_agree_with_the_library():
 
     def closed(node, where="schema"):
         if isinstance(node, dict):
-            if node.get("type") == "object":
+            # Closed, but for a map whose keys are names (sweeps by name, settings by name: the library checks them)
+            if node.get("type") == "object" and "propertyNames" not in node:
                 assert node.get("additionalProperties") is False, where
             for key, value in node.items():
                 closed(value, f"{where}.{key}")
@@ -230,7 +235,10 @@ def test_models_is_planned_before_every_generate_job(project):
     generates = {n for n, rule in names.items() if rule == "generate"}
     models = [n for n, rule in names.items() if rule == "models"]
     assert len(generates) == 6 and len(models) == 1
-    assert {b for a, b in edges if a == models[0]} == generates  # models feeds every generate job, and only them
+    # models feeds every generation, the generate sweeps' points too, and nothing else
+    sweep_points = {n for n, rule in names.items() if rule in sweep_job_counts(CONFIG, "generate")}
+    assert len(sweep_points) == 3
+    assert {b for a, b in edges if a == models[0]} == generates | sweep_points
 
 
 def test_a_changed_revision_or_precision_reruns_the_fetch_and_what_follows(tiny_run):
@@ -276,8 +284,9 @@ def test_preview_is_the_same_experiments_smaller(project):
     run = snakemake(project, "-n", "--cores", "2", "--configfile", PREVIEW, "--", "report")
     assert run.returncode == 0, run.stderr[-3000:]
     preview = _preview_config()
-    expected = {job: n for job, n in DEFAULT_JOBS.items() if job not in ("all", "inversion", "texture")}
-    assert job_counts(run.stdout) == {**expected, **layer_job_counts(preview)}
+    expected = {job: n for job, n in DEFAULT_JOBS.items()
+                if job not in ("all", "inversion", "texture") and not job.startswith("sweep_")}
+    assert job_counts(run.stdout) == {**expected, **layer_job_counts(preview), **sweep_job_counts(preview)}
     # The preview's short runs share a job, every layer of an experiment in one (their time is start-up).
     assert [list(layer_jobs(preview, group).values()) for group in ("inversion", "texture")] == \
         [[ASSIGNMENT_LAYERS], [ASSIGNMENT_LAYERS]]
@@ -605,6 +614,27 @@ def test_preview_makes_every_target(preview):
     assert job_counts(_dry(preview, "--", "report").stdout) == {}
 
 
+def test_preview_report_shows_its_sweeps_after_part3_and_makes_shared_points_once(preview):
+    """The preview's sweeps (its MeanVar weight sweep and config.yaml's guidance strength): each point's record,
+    the two figures, a report section after Part 3 with findings; points equal to transfer runs or generations
+    come from those runs."""
+    root = preview / PREVIEW_ROOT
+    html = (root / "report/report.html").read_text()
+    names = sorted(_preview_config()["sweeps"])
+    assert names == ["guidance_strength", "meanvar_weight"]
+    for name in names:
+        for drawing in ("grid", "metrics"):
+            assert (root / f"sweeps/figures/{name}_{drawing}.png").stat().st_size > 10_000
+        assert html.index(f'<section id="sweep-{name}">') > html.index('<section id="blend">')
+    assert sorted(p.name for p in (root / "sweeps/meanvar_weight").iterdir()) == [
+        "style_weight=100.json", "style_weight=100_s10.png", "style_weight=100_s30.png"]
+    assert sorted(p.name for p in (root / "sweeps/guidance_strength").iterdir()) == [
+        "guidance_factor=0.3", "guidance_factor=1.2", "guidance_factor=2"]
+    text = html.split('<section id="sweep-meanvar_weight">', 1)[1].split("</section>", 1)[0]
+    assert "style_weight from 1 to 100: the MeanVar distance was lowered by" in text
+    assert text.count("<tr><td>style_weight = ") == 6  # metrics and runs, a row per point each
+
+
 def test_preview_guidance_lowers_the_style_distance(preview):
     def distances(name):
         record = preview / f"{PREVIEW_ROOT}/part2/generated/{name}/record.json"
@@ -662,14 +692,21 @@ def test_changing_one_meanvar_weight_reruns_only_that_run_and_what_follows(previ
     # The figures that read the transfers (stylelab.report.contents): transfer_grid, transfer_curves, ...
     figures = [figure for figure in contents.FIGURES if "transfer" in figure.reads]
     assert {"transfer_grid", "transfer_curves"} <= {figure.name for figure in figures}
-    assert job_counts(run.stdout) == {"transfer": 1, **{f"{f.name}_figure": 1 for f in figures}, "report": 1}
+    # The MeanVar weight sweep's point at 10 was that run; it is now a job of its own, and the sweep's figures
+    # are drawn again.
+    sweep = {"sweep_meanvar_weight_style_weight_10": 1, "sweep_meanvar_weight_grid": 1,
+             "sweep_meanvar_weight_metrics": 1}
+    assert job_counts(run.stdout) == {"transfer": 1, **{f"{f.name}_figure": 1 for f in figures}, **sweep, "report": 1}
     steps = _preview_config()["transfer"]["steps"]
+    point = f"{PREVIEW_ROOT}/sweeps/meanvar_weight/style_weight=10"
     assert planned_outputs(run.stdout) == {
         *(f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
         f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15.json", f"{PREVIEW_ROOT}/report/report.html",
-        *(f"{PREVIEW_ROOT}/{f.folder}/{f.name}.png" for f in figures), f"{PREVIEW_ROOT}/report/report.pdf"}
-    assert [(spec["style_loss"], spec["style_weight"]) for spec, _ in command_specs(run.stdout, "transfer")] == \
-        [("meanvar", 15)]
+        *(f"{PREVIEW_ROOT}/{f.folder}/{f.name}.png" for f in figures), f"{PREVIEW_ROOT}/report/report.pdf",
+        *(f"{point}_s{step}.png" for step in steps), f"{point}.json",
+        *(f"{PREVIEW_ROOT}/sweeps/figures/meanvar_weight_{d}.png" for d in ("grid", "metrics"))}
+    assert sorted((spec["style_loss"], spec["style_weight"]) for spec, _ in command_specs(run.stdout, "transfer")) == \
+        [("meanvar", 10), ("meanvar", 15)]
 
 
 def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):

@@ -430,6 +430,13 @@ def sweep_inputs(sweep):
     }[sweep.experiment]
 
 
+def experiment_resources(sweep):
+    """What a profile's set-resources asks for the experiment's own rule, a Slurm partition or a run time. A
+    sweep's points are jobs of that experiment, so they ask the same."""
+    asked = workflow.resource_settings.overwrite_resources.get(sweep.experiment, {})
+    return {name: getattr(value, "raw", value) for name, value in asked.items()}
+
+
 def sweep_arguments(sweep, point):
     record, _ = sweep_point_files(sweep, point)
     words = [w for key, path in sweep_inputs(sweep).items() for w in (f"--{key}", path)]

@@ -23,6 +23,7 @@ for _sweep in SWEEPS.values():
             threads: JOB_THREADS
             resources:
                 **EXPERIMENT_RESOURCES,
+                **experiment_resources(_sweep),
             params:
                 stylelab=STYLELAB,
                 command=SWEEP_EXPERIMENTS[_sweep.experiment],

@@ -290,12 +290,14 @@ def _part3_section() -> dict:
 
 def _sweeps_section() -> dict:
     values = {"type": "array", "minItems": 2, "maxItems": 8, "uniqueItems": True}
+    setting = {"type": "string"}  # which settings a sweep takes, stylelab.spec.sweeps says (one line per mistake)
     sweep = _closed({
         "experiment": {"description": "the experiment run at every point", "enum": list(SWEEP_EXPERIMENTS)},
         "settings": {"description": "settings of every point, over the experiment's section (for generate: a run; "
-                                    "inversion and texture: their layer)", "type": "object"},
+                                    "inversion and texture: their layer)", "type": "object", "propertyNames": setting},
         "vary": {"description": "one or two settings, each with 2 to 8 values: a point per combination",
-                 "type": "object", "minProperties": 1, "maxProperties": 2, "additionalProperties": values},
+                 "type": "object", "propertyNames": setting, "minProperties": 1, "maxProperties": 2,
+                 "additionalProperties": values},
     }, required=["experiment", "vary"])
     return {"description": "sweeps: an experiment over the values of one or two settings, each with its grid, "
                            "its metrics plot and its report section (a word of letters, digits, _ and - names each)",
