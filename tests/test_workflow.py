@@ -291,7 +291,7 @@ def test_preview_is_the_same_experiments_smaller(project):
     assert [list(layer_jobs(preview, group).values()) for group in ("inversion", "texture")] == \
         [[ASSIGNMENT_LAYERS], [ASSIGNMENT_LAYERS]]
     specs = [spec for command in ("invert", "texture", "transfer") for spec, _ in command_specs(run.stdout, command)]
-    assert len(specs) == 1 + 1 + 4 + 2 + PART3_JOBS["part3_transfer"]
+    assert len(specs) == 1 + 1 + 4 + 2 + PART3_JOBS["part3_transfer"] + 1  # + the MeanVar weight sweep's point
     assert all(spec["size"] == 64 and spec["device"] == "cpu" and 1000 not in spec["steps"] for spec in specs)
     # On the CPU an experiment needs no GPU slot, so two run side by side on two cores.
     assert not re.search(r"gpu=1", run.stdout)
