@@ -218,6 +218,9 @@ def _output_parsers(sub) -> None:
     r.add_argument("--pdf", metavar="PDF", help="also write this PDF (WeasyPrint)")
     r.add_argument("--template", default=None, help="Jinja template (default: the one shipped with stylelab)")
     r.add_argument("--css", default=None, help="style sheet (default: the one shipped with stylelab)")
+    r.add_argument("--summary", metavar="JSON", help="also write this machine-readable summary of the manifest's "
+                                                     "runs (settings, final metrics, images' SHA-256, provenance), "
+                                                     "paths relative to the results folder above the HTML's folder")
     sub.add_parser("config-schema", help="the workflow config's JSON schema, made from the settings",
                    description="Print the schema (YAML) that workflow/schemas/config.schema.yaml holds; --write "
                                "writes it there.").add_argument("--write", metavar="FILE", nargs="?",
