@@ -104,6 +104,10 @@ def _run(args: argparse.Namespace) -> None:
             log.info("wrote %s (%d KB)", out, len(data) // 1000)
     elif args.command == "report":
         _report(args)
+    elif args.command == "compare":
+        from stylelab.report.compare import table, write_compare
+        print(table(write_compare(args.a, args.b, args.out, args.every)))
+        log.info("wrote %s and %s", Path(args.out) / "compare.json", Path(args.out) / "compare.html")
     else:
         {"generate": _generate, "models": _fetch}.get(args.command, _part1_run)(args)
 
