@@ -703,7 +703,7 @@ def test_changing_one_meanvar_weight_reruns_only_that_run_and_what_follows(previ
         *(f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
         f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15.json", f"{PREVIEW_ROOT}/report/report.html",
         *(f"{PREVIEW_ROOT}/{f.folder}/{f.name}.png" for f in figures), f"{PREVIEW_ROOT}/report/report.pdf",
-        *(f"{point}_s{step}.png" for step in steps), f"{point}.json",
+        *(f"{point}_s{step}.png" for step in steps), f"{point}.json", f"{PREVIEW_ROOT}/report/summary.json",
         *(f"{PREVIEW_ROOT}/sweeps/figures/meanvar_weight_{d}.png" for d in ("grid", "metrics"))}
     assert sorted((spec["style_loss"], spec["style_weight"]) for spec, _ in command_specs(run.stdout, "transfer")) == \
         [("meanvar", 10), ("meanvar", 15)]
@@ -853,7 +853,8 @@ def test_editing_a_template_rerenders_only_the_report(preview):
         run = _dry(preview, "--", "all")
         assert job_counts(run.stdout) == {"report": 1, "all": 1}
         assert planned_outputs(run.stdout) == {f"{PREVIEW_ROOT}/report/report.html",
-                                               f"{PREVIEW_ROOT}/report/report.pdf"}
+                                               f"{PREVIEW_ROOT}/report/report.pdf",
+                                               f"{PREVIEW_ROOT}/report/summary.json"}
     finally:
         template.write_text(original)
     # A bare touch changes no byte: Snakemake compares the checksums of small inputs and leaves the report be.

@@ -70,6 +70,8 @@ PART1 = f"{RESULTS}/part1"
 PART2 = f"{RESULTS}/part2"
 REPORT_HTML = f"{RESULTS}/report/report.html"
 REPORT_PDF = f"{RESULTS}/report/report.pdf"
+# Every run of the report in one machine-readable file (stylelab.report.summary), what `stylelab compare` reads.
+REPORT_SUMMARY = f"{RESULTS}/report/summary.json"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 

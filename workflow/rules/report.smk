@@ -1,6 +1,7 @@
 # The report: one HTML file and one PDF from the figures, the records, the jobs' benchmark files and the
-# config. The template, the style sheet and the code that renders them are inputs too, so editing any of
-# them renders the report again (and nothing else).
+# config, and summary.json, its runs in one machine-readable file (what `stylelab compare` reads). The
+# template, the style sheet and the code that renders them are inputs too, so editing any of them renders
+# the report again (and nothing else).
 
 
 rule report:
@@ -19,6 +20,7 @@ rule report:
     output:
         html=report(REPORT_HTML, category="Report", labels={"file": "report.html"}),
         pdf=report(REPORT_PDF, category="Report", labels={"file": "report.pdf"}),
+        summary=REPORT_SUMMARY,
     log:
         log_file("report"),
     benchmark:
@@ -30,4 +32,4 @@ rule report:
         manifest=report_manifest(),
     shell:
         "{params.stylelab} report --manifest {params.manifest:q} --html {output.html:q} --pdf {output.pdf:q}"
-        " --template {input.template:q} --css {input.css:q} > {log:q} 2>&1"
+        " --template {input.template:q} --css {input.css:q} --summary {output.summary:q} > {log:q} 2>&1"

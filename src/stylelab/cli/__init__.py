@@ -103,11 +103,26 @@ def _run(args: argparse.Namespace) -> None:
             write_bytes_atomic(out, data)
             log.info("wrote %s (%d KB)", out, len(data) // 1000)
     elif args.command == "report":
-        from stylelab.report.render import read_manifest, write_report
-        written = write_report(read_manifest(args.manifest), args.html, args.pdf, args.template, args.css)
-        log.info("wrote %s", ", ".join(map(str, written)))
+        _report(args)
+    elif args.command == "compare":
+        from stylelab.report.compare import table, write_compare
+        print(table(write_compare(args.a, args.b, args.out, args.every)))
+        log.info("wrote %s and %s", Path(args.out) / "compare.json", Path(args.out) / "compare.html")
     else:
         {"generate": _generate, "models": _fetch}.get(args.command, _part1_run)(args)
+
+
+def _report(args: argparse.Namespace) -> None:
+    """The report, and with --summary its runs' summary (paths relative to the results folder above the HTML's)."""
+    from stylelab.report.render import read_manifest, write_report
+    from stylelab.report.summary import build_summary, manifest_records, write_summary
+
+    manifest = read_manifest(args.manifest)
+    summary = build_summary(manifest_records(manifest), Path(args.html).parent.parent) if args.summary else None
+    written = write_report(manifest, args.html, args.pdf, args.template, args.css)
+    if summary is not None:
+        written.append(write_summary(summary, args.summary))
+    log.info("wrote %s", ", ".join(map(str, written)))
 
 
 def _figure(args: argparse.Namespace) -> None:

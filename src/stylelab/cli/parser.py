@@ -218,6 +218,20 @@ def _output_parsers(sub) -> None:
     r.add_argument("--pdf", metavar="PDF", help="also write this PDF (WeasyPrint)")
     r.add_argument("--template", default=None, help="Jinja template (default: the one shipped with stylelab)")
     r.add_argument("--css", default=None, help="style sheet (default: the one shipped with stylelab)")
+    r.add_argument("--summary", metavar="JSON", help="also write this machine-readable summary of the manifest's "
+                                                     "runs (settings, final metrics, images' SHA-256, provenance), "
+                                                     "paths relative to the results folder above the HTML's folder")
+    c = sub.add_parser("compare", help="two results folders side by side: settings, metrics and images",
+                       description="Pair the runs of two results folders by experiment and name (from each "
+                                   "folder's report/summary.json, else from the records under it) and write "
+                                   "DIR/compare.json and a self-contained DIR/compare.html: per experiment the "
+                                   "settings that differ, each pair's metrics and their ratio B/A, and the final "
+                                   "images side by side with their difference.")
+    c.add_argument("a", metavar="A", help="a results folder, such as results")
+    c.add_argument("b", metavar="B", help="the results folder to compare with it, such as results/preview")
+    c.add_argument("--out", required=True, metavar="DIR", help="folder for compare.json and compare.html")
+    c.add_argument("--all", action="store_true", dest="every", help="list every setting of the paired runs, not "
+                                                                    "only those that differ")
     sub.add_parser("config-schema", help="the workflow config's JSON schema, made from the settings",
                    description="Print the schema (YAML) that workflow/schemas/config.schema.yaml holds; --write "
                                "writes it there.").add_argument("--write", metavar="FILE", nargs="?",
