@@ -106,6 +106,10 @@ def _run(args: argparse.Namespace) -> None:
         from stylelab.report.render import read_manifest, write_report
         written = write_report(read_manifest(args.manifest), args.html, args.pdf, args.template, args.css)
         log.info("wrote %s", ", ".join(map(str, written)))
+    elif args.command == "bundle":
+        from stylelab.report.bundle import write_bundle
+        configs = args.config if args.config is not None else [p for p in ("config.yaml",) if Path(p).is_file()]
+        log.info("wrote %s", write_bundle(args.results, args.out, configs))
     else:
         {"generate": _generate, "models": _fetch}.get(args.command, _part1_run)(args)
 
