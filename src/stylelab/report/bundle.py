@@ -61,19 +61,24 @@ def source_commit(records: Iterable[dict], repo: str | os.PathLike) -> tuple[str
     """(the commit whose code the bundle holds: the newest the records name, the README's warnings)."""
     found = provenance.result_commits(record.get("versions") or {} for record in records)
     named = [entry["commit"] for entry in found if entry["commit"]]
-    warnings = [f"{e['records']} records were computed with uncommitted changes to commit {e['commit']}, so its "
+    warnings = [f"{_n(e['records'], 'record')} computed with uncommitted changes to commit {e['commit']}: its "
                 "source is not exactly the code that ran." for e in found if e["dirty"]]
-    warnings += [f"{e['records']} records name no commit (computed outside a git checkout)."
+    warnings += [f"{_n(e['records'], 'record')} name no commit (computed outside a git checkout)."
                  for e in found if not e["commit"]]
-    if len(named) > 1:
-        warnings.append(f"The records were computed at {len(named)} commits ({', '.join(c[:12] for c in named)}); "
-                        "the source is the newest of them.")
 
     def date(commit: str) -> int:
         out = _git(repo, "show", "-s", "--format=%ct", f"{commit}^{{commit}}")
         return int(out.decode()) if out else -1
 
-    return (max(named, key=date) if named else None), warnings
+    newest = max(named, key=date) if named else None
+    if len(named) > 1:
+        warnings.append(f"The records were computed at {len(named)} commits ({', '.join(c[:12] for c in named)}); "
+                        f"the source is the newest, {newest[:12]}.")
+    return newest, warnings
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
 
 
 def pip_freeze() -> bytes:
@@ -115,7 +120,8 @@ def readme(config: dict, configs: Sequence[str], commit: str | None, warnings: l
     bundle = config.get("bundle") or {}
     lines = [f"# {bundle.get('name') or 'stylelab results'}", ""]
     lines += [f"Authors: {bundle['authors']}", ""] if bundle.get("authors") else []
-    lines += ["A finished stylelab run (neural style experiments), packed by `stylelab bundle`.", ""]
+    lines += [f"A finished stylelab run (neural style experiments) from `{config.get('results', '?')}`, packed by "
+              "`stylelab bundle`.", ""]
     lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""] if warnings else []
     n_records = sum(m.startswith("records/") for m in members)
     source = (f"`source.tar`: the code at commit {commit} (`git archive`; `git get-tar-commit-id < source.tar` "
@@ -127,7 +133,7 @@ def readme(config: dict, configs: Sequence[str], commit: str | None, warnings: l
               f"- `config.yaml`: the effective config, as the workflow read it ({', then '.join(map(str, configs))}).",
               "- `summary.json`: the run's summary (`stylelab report --summary`)." if "summary.json" in members else
               "- No `summary.json`: the results had no report/summary.json (`stylelab report --summary` writes it).",
-              f"- `records/`: the {n_records} run records (JSON), at their paths under the results folder.",
+              f"- `records/`: the {_n(n_records, 'run record')} (JSON), at their paths under the results folder.",
               "- `environment.txt`: the Python packages that made the bundle (`python -m pip freeze`).",
               f"- {source}", "",
               "## Rebuilding and comparing", "",
