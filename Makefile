@@ -2,6 +2,8 @@
 #   make report   build the whole report (creates .venv/ on first use)
 #   make test     run the test suite (creates .venv/ on first use)
 #   make models   fetch the diffusion model (where there is network; the report works without it)
+#   make bundle   the finished run as one zip (report, config, records, packages, source); for the preview:
+#                 make bundle RESULTS=results/preview CONFIGFILES=workflow/configs/preview.yaml
 SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.stylelab-installed
@@ -12,7 +14,7 @@ PYTEST_ARGS ?=
 RESULTS := results
 MODEL_MANIFEST := $(RESULTS)/part2/model/manifest.json
 
-.PHONY: env models report preview test test-all docs clean gpu-wheels gpu-check
+.PHONY: env models report preview bundle test test-all docs clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml workflow/scripts/setup-env.sh
 	@bash workflow/scripts/setup-env.sh
@@ -36,6 +38,11 @@ report: $(STAMP)
 
 preview: $(STAMP)
 	$(VENV)/bin/snakemake --cores 2 --resources gpu=1 --configfile workflow/configs/preview.yaml -- report
+
+# One zip of a finished run (stylelab bundle): CONFIGFILES are the --configfile files the run was made with.
+CONFIGFILES ?=
+bundle: $(STAMP)
+	$(VENV)/bin/stylelab bundle --results $(RESULTS) --config config.yaml $(CONFIGFILES)
 
 test: $(STAMP) $(TEST_TOOLS)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -43,7 +43,7 @@ def test_the_refusing_interpreter_refuses_torch():
     assert done.returncode != 0 and "torch cannot be imported in this test" in done.stderr
 
 
-def test_help_layers_figures_and_the_report_need_no_torch(run_cli, cat, tmp_path):
+def test_help_layers_figures_the_report_and_the_bundle_need_no_torch(run_cli, cat, tmp_path):
     done = without_torch("--help")
     assert done.returncode == 0 and "COMMAND" in done.stdout, done.stderr
     done = without_torch("layers")
@@ -61,3 +61,7 @@ def test_help_layers_figures_and_the_report_need_no_torch(run_cli, cat, tmp_path
     html = tmp_path / "report" / "report.html"
     done = without_torch("report", "--manifest", json.dumps(manifest), "--html", html, cwd=tmp_path)
     assert done.returncode == 0 and 'id="inversion"' in html.read_text(), done.stderr
+    (tmp_path / "report" / "report.pdf").write_bytes(b"%PDF")
+    (tmp_path / "run.yaml").write_text(f"results: {json.dumps(str(tmp_path))}\n")
+    done = without_torch("bundle", "--results", tmp_path, "--config", "run.yaml", "--out", "run.zip", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "run.zip").is_file(), done.stderr

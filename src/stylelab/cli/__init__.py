@@ -108,6 +108,10 @@ def _run(args: argparse.Namespace) -> None:
         from stylelab.report.compare import table, write_compare
         print(table(write_compare(args.a, args.b, args.out, args.every)))
         log.info("wrote %s and %s", Path(args.out) / "compare.json", Path(args.out) / "compare.html")
+    elif args.command == "bundle":
+        from stylelab.report.bundle import write_bundle
+        configs = args.config if args.config is not None else [p for p in ("config.yaml",) if Path(p).is_file()]
+        log.info("wrote %s", write_bundle(args.results, args.out, configs))
     else:
         {"generate": _generate, "models": _fetch}.get(args.command, _part1_run)(args)
 

@@ -232,6 +232,18 @@ def _output_parsers(sub) -> None:
     c.add_argument("--out", required=True, metavar="DIR", help="folder for compare.json and compare.html")
     c.add_argument("--all", action="store_true", dest="every", help="list every setting of the paired runs, not "
                                                                     "only those that differ")
+
+    b = sub.add_parser("bundle", help="a finished run as one zip: report, config, records, packages, source",
+                       description="Pack a finished run into one zip archive: the report (HTML and PDF), the "
+                                   "effective config, every run record, report/summary.json where there is one, "
+                                   "the packages (pip freeze) and the code at the records' commit (git archive), "
+                                   "with a README that says what is where and how to rebuild it.")
+    b.add_argument("--results", required=True, metavar="DIR", help="the run's results folder (the config's results)")
+    b.add_argument("--out", metavar="ZIP", help="the zip to write (default: DIR/<bundle.name of the config>.zip, "
+                                                "else DIR/stylelab-<commit>.zip)")
+    b.add_argument("--config", nargs="+", metavar="YAML", default=None,
+                   help="the config files the run used, later ones laid over earlier ones (default: config.yaml)")
+
     sub.add_parser("config-schema", help="the workflow config's JSON schema, made from the settings",
                    description="Print the schema (YAML) that workflow/schemas/config.schema.yaml holds; --write "
                                "writes it there.").add_argument("--write", metavar="FILE", nargs="?",

@@ -248,6 +248,7 @@ def build_context(manifest: dict, css: str) -> dict:
     results = provenance.result_commits(run.record.versions for run in all_runs)
     return {
         "title": manifest.get("title", "Neural style experiments"),
+        "authors": (config.get("bundle") or {}).get("authors"),  # the config's bundle.authors, on the title page
         "sections": sections,
         "intros": intros,
         "parts": provenance.unique(s["part"] for s in sections),

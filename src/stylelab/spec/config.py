@@ -195,7 +195,8 @@ def _setting(cls, name: str, **narrow) -> dict:
 
 def _closed(properties: dict, description: str | None = None, required=None) -> dict:
     return {**({"description": description} if description else {}), "type": "object",
-            "additionalProperties": False, "required": list(required or properties), "properties": properties}
+            "additionalProperties": False, "required": list(properties if required is None else required),
+            "properties": properties}
 
 
 def _runs(items: dict, description: str | None = None) -> dict:
@@ -305,7 +306,8 @@ def _sweeps_section() -> dict:
 
 
 def config_schema() -> dict:
-    """The JSON schema of the workflow's config. Every object is closed and every key required."""
+    """The JSON schema of the workflow's config. Every object is closed and every key required unless said (`bundle`
+    and its keys are optional)."""
     jobs = {
         "threads": {"type": "integer", "minimum": 1},
         "mem_mb": {"type": "integer", "minimum": 100},
@@ -333,6 +335,11 @@ def config_schema() -> dict:
         "diffusion": _diffusion_section(),
         "part3": _part3_section(),
         "sweeps": _sweeps_section(),
+        "bundle": _closed({
+            "name": _name("the zip's file name under the results folder (.zip added if it "
+                          "lacks it; default: stylelab-<commit>.zip)"),
+            "authors": {"description": "shown on the report's title page", "type": "string", "minLength": 1},
+        }, "`make bundle`: the run as one zip archive (optional, as are both its keys)", required=[]),
     }
     layers = {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1, "uniqueItems": True}
     return {
@@ -340,7 +347,7 @@ def config_schema() -> dict:
         "title": "stylelab workflow configuration",
         "description": "Made by `stylelab config-schema` from stylelab.spec.settings and stylelab.spec.config; do "
                        "not edit.",
-        **_closed(properties),
+        **_closed(properties, required=[key for key in properties if key != "bundle"]),
         "$defs": {"layer": {"type": "string", "enum": LAYER_ENUM}, "layers": layers, **SHARED},
     }
 
