@@ -599,6 +599,19 @@ def report_manifest():
         "Figures": figure_benchmarks()
         + [benchmark_file(f"figures/{Path(f).stem}") for f in SWEEP_FIGURE_FILES],
     }
+    # Where each figure came from: the records it was drawn from (or the images it shows), for its "how this was
+    # made" block.
+    made_by = {
+        figure_file(f): figure_inputs(f)["records"] or figure_inputs(f)["shown"]
+        for f in DECLARED_FIGURES
+    }
+    made_by.update(
+        {
+            sweep_figure_file(sweep, drawing): sweep_records(sweep)
+            for sweep in SWEEPS.values()
+            for drawing in ("grid", "metrics")
+        }
+    )
     sweeps = [
         {
             "name": sweep.name,
@@ -620,6 +633,7 @@ def report_manifest():
         {
             "sections": sections,
             "sweeps": sweeps,
+            "made_by": made_by,
             "intro": intro,
             "benchmarks": benchmarks,
             "root": BENCHMARKS,

@@ -75,7 +75,7 @@ def _generate(args: argparse.Namespace) -> None:
     image, record = generate(choice, settings, progress=not args.quiet, checkpoints=policy, manifest=args.manifest)
     out = Path(args.out)
     write_bytes_atomic(out / "image.png", png_bytes(image))
-    record.outputs = ["image.png", "record.json"]
+    record.outputs, record.command = ["image.png", "record.json"], args.argv
     write_record(out / "record.json", record)
     policy.outputs_written()
     log.info("wrote %s and %s", out / "image.png", out / "record.json")
@@ -164,6 +164,7 @@ def _part1_run(args: argparse.Namespace) -> None:
     for settings, (image_name, record_name) in runs:
         policy = _policy(args, image_name, record_name)
         result = run_transfer(settings, progress=not args.quiet, checkpoints=policy)
+        result.record.command = args.argv
         for path in write_outputs(result, args.out, image_name, record_name):
             log.info("wrote %s", path)
         policy.outputs_written()
@@ -198,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `figure` takes its records anywhere among its options (argparse would give a "*" positional nothing once
     # an option follows the figure's name); any other stray word is the usual error.
     args, extra = parser.parse_known_args(argv)
+    args.argv = ["stylelab", *(sys.argv[1:] if argv is None else map(str, argv))]  # what records say made them
     if extra and getattr(args, "command", None) == "figure" and not any(word.startswith("-") for word in extra):
         args.records += extra
     elif extra:

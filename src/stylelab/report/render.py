@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import time
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +30,7 @@ from stylelab.report import analysis, contents
 from stylelab.spec import provenance
 from stylelab.spec.config import NETWORK_SETTINGS, SECTION_SETTINGS, TRANSFER_RUN_SETTINGS, PART3_SETTINGS
 from stylelab.spec.errors import StylelabError
-from stylelab.spec.files import write_bytes_atomic
+from stylelab.spec.files import file_digest, write_bytes_atomic
 from stylelab.report.runs import STYLE_LOSS_NAMES, Run, load_runs
 from stylelab.spec.settings import format_number
 
@@ -137,6 +138,39 @@ def _run_rows(kind: str, runs: Sequence[Run], pixel_errors: dict | None = None) 
     return rows
 
 
+def _origin(path: str, seen: dict) -> dict:
+    """One line of a figure's "how this was made": a record (the command that made it, with its spec, its commit
+    and whether the tree was clean, its and its input images' SHA-256, device, precision, time) or an input image."""
+    if path in seen:
+        return seen[path]
+    entry: dict = {"file": path, "sha256": file_digest(path), "inputs": []}
+    if path.endswith(".json"):
+        record = load_runs([path])[0].record
+        noted = record.versions.get(provenance.COMMIT) or ""
+        settings = record.settings
+        images = [getattr(settings, key, None) for key in ("content", "style", "init")]
+        images = [p for value in images for p in ([value] if isinstance(value, str) else value or [])]
+        entry.update(command=shlex.join(record.command) if record.command else None,
+                     spec=json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str),
+                     commit=noted.removesuffix(provenance.DIRTY) or None, clean=not noted.endswith(provenance.DIRTY),
+                     inputs=[{"file": p, "sha256": file_digest(p)} for p in dict.fromkeys(images) if Path(p).is_file()],
+                     device=f"{record.device} ({record.device_name})", precision=record.precision,
+                     time_s=float(record.timing.setup_s + record.timing.loop_s))
+    seen[path] = entry
+    return entry
+
+
+def _number_figures(sections: list[dict], intros: dict, made_by: dict) -> list[dict]:
+    """Every figure in the report's order, numbered, each with where it came from."""
+    seen, ordered = {}, []
+    for part in provenance.unique(s["part"] for s in sections):
+        ordered += intros.get(part, []) + [f for s in sections if s["part"] == part for f in s["figures"]]
+    for number, figure in enumerate(ordered, 1):
+        figure["number"] = number
+        figure["made"] = [_origin(p, seen) for p in made_by.get(figure["path"], [])]
+    return ordered
+
+
 def _figure(path: Path, stand_in: str | None = None, sweep: str | None = None) -> dict:
     """A figure as the report embeds it: a declared one, a sweep's (`sweep`: grid or metrics) or one by hand."""
     declared = contents.figure(path.stem)
@@ -145,7 +179,7 @@ def _figure(path: Path, stand_in: str | None = None, sweep: str | None = None) -
         _, photo, caption = contents.SWEEP_FIGURES[sweep]
     mime, data = embedded_image(path, photo)
     return {"name": path.stem, "caption": caption, "src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"),
-            "stand_in": stand_in}
+            "stand_in": stand_in, "path": str(path)}
 
 
 # The findings of each section but inversion (whose pixel errors also fill its runs table) and guidance.
@@ -241,6 +275,7 @@ def build_context(manifest: dict, css: str) -> dict:
         raise StylelabError("the report manifest lists no sections.")
     all_runs = list({run.path: run for section in sections for run in section.pop("records")}.values())
     intros = {part: [_figure(Path(f)) for f in figures] for part, figures in manifest.get("intro", {}).items()}
+    figures = _number_figures(sections, intros, manifest.get("made_by", {}))
     config = manifest.get("config", {})
     versions = _packages(all_runs[0].record.versions) if all_runs else {}
     git = provenance.git_state()
@@ -255,7 +290,8 @@ def build_context(manifest: dict, css: str) -> dict:
         "part_titles": contents.PARTS,
         "stand_ins": provenance.unique(s["stand_in"] for s in sections if s["stand_in"]),
         "n_records": len(all_runs),
-        "n_figures": sum(len(s["figures"]) for s in sections) + sum(map(len, intros.values())),
+        "n_figures": len(figures),
+        "figures": figures,
         "provenance": {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "git": git,

@@ -78,6 +78,7 @@ class Record:
     resumed_from: list[int] = field(default_factory=list)
     determinism: dict = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)  # the command line that made it (`stylelab ...`)
     schema_version: int = SCHEMA_VERSION
 
     @property
