@@ -608,7 +608,7 @@ def test_preview_makes_every_target(preview):
         assert (preview / f"{PREVIEW_ROOT}/part1/figures/{figure}.png").stat().st_size > 10_000
     html = (preview / f"{PREVIEW_ROOT}/report/report.html").read_text()
     assert len(re.findall(r'<img src="data:image/(?:png|jpeg);base64,', html)) == N_FIGURES
-    assert html.count("<section id=") == 9 + len(config["sweeps"])  # 8, a sweep's each, and the appendix
+    assert html.count("<section id=") == 10 + len(config["sweeps"])  # 8, a sweep's each, two appendices
     assert "Stand-in model" in html  # the preview's diffusion model is the embedded one
     # Up to date afterwards: nothing reruns for no reason.
     assert job_counts(_dry(preview, "--", "report").stdout) == {}
@@ -633,6 +633,29 @@ def test_preview_report_shows_its_sweeps_after_part3_and_makes_shared_points_onc
     text = html.split('<section id="sweep-meanvar_weight">', 1)[1].split("</section>", 1)[0]
     assert "style_weight from 1 to 100: the MeanVar distance was lowered by" in text
     assert text.count("<tr><td>style_weight = ") == 6  # metrics and runs, a row per point each
+
+
+def test_every_figure_of_the_preview_says_how_it_was_made(preview, tmp_path):
+    """Under each figure, the records it was drawn from with the command that made each (its spec in it), their
+    and their inputs' SHA-256, the commit, device and precision; the PDF's appendix has a table per figure."""
+    import hashlib
+
+    root = preview / PREVIEW_ROOT
+    html = (root / "report/report.html").read_text()
+    figures = [part.split("</figure>", 1)[0] for part in html.split("<figure")[1:]]
+    assert len(figures) == N_FIGURES and all('<details class="made">' in figure for figure in figures)
+    grid = next(figure for figure in figures if "transfer_grid" in figure)
+    record = root / "part1/transfer/gram_w1e6.json"
+    assert hashlib.sha256(record.read_bytes()).hexdigest() in grid
+    assert hashlib.sha256((preview / CONFIG["images"]["style"]).read_bytes()).hexdigest() in grid
+    command = json.loads(record.read_text())["command"]
+    assert command[:2] == ["stylelab", "--max-pixels"] and "transfer" in command and "--spec" in command
+    assert "transfer --spec" in grid and "cpu (" in grid
+    text = subprocess.run([_tool("pdftotext"), str(root / "report/report.pdf"), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    appendix = text.split("Appendix: where each figure came from")[-1]
+    assert appendix.count("Figure ") >= N_FIGURES - 1  # every figure drawn from records (inputs: images)
+    assert hashlib.sha256(record.read_bytes()).hexdigest()[:16] in appendix.replace("\n", "")
 
 
 def test_preview_guidance_lowers_the_style_distance(preview):
