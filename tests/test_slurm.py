@@ -33,8 +33,10 @@ EXPERIMENT_RULES = {"inversion", "texture", "transfer", "generate", "transfer_on
 
 
 def is_experiment(rule: str) -> bool:
-    """An experiment's rule, an experiment's layers in one job (<group>_layers, as the preview has) too."""
-    return rule in EXPERIMENT_RULES or rule in ("inversion_layers", "texture_layers")
+    """An experiment's rule, an experiment's layers in one job (<group>_layers, as the preview has) too, and a
+    sweep's point (sweep_<sweep>_<point>; its figures, sweep_<sweep>_grid and _metrics, are none)."""
+    sweep_point = rule.startswith("sweep_") and not rule.endswith(("_grid", "_metrics"))
+    return rule in EXPERIMENT_RULES or rule in ("inversion_layers", "texture_layers") or sweep_point
 # Each experiment asks for a GPU and the node has one, so they run one after another: 11 to 14 minutes for
 # the preview on 2 cores shared with other work (7 to 11 locally). Past this, Snakemake is stopped: it can
 # also wait forever, for instance on a status query that never sees a job finish.

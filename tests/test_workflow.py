@@ -301,7 +301,7 @@ def test_preview_is_the_same_experiments_smaller(project):
     ("inversoin:\n  steps: 3\n",
      "config: unknown key 'inversoin' at the top level (did you mean 'inversion'?); the keys there are: "
      "images, results, weights, device, precision, size, optimizer, lr, bounds, jobs, inversion, texture, transfer, "
-     "diffusion, part3, sweeps."),
+     "diffusion, part3, sweeps, bundle."),
     ("texture:\n  layers: [conv_1, conv_99]\n",
      "config: 'texture.layers[1]' is 'conv_99', but it must be one of conv_1, relu_1, conv_2,"),
     ("transfer:\n  steps: [300, -1000]\n",
@@ -608,7 +608,7 @@ def test_preview_makes_every_target(preview):
         assert (preview / f"{PREVIEW_ROOT}/part1/figures/{figure}.png").stat().st_size > 10_000
     html = (preview / f"{PREVIEW_ROOT}/report/report.html").read_text()
     assert len(re.findall(r'<img src="data:image/(?:png|jpeg);base64,', html)) == N_FIGURES
-    assert html.count("<section id=") == 10 + len(config["sweeps"])  # 8, a sweep's each, two appendices
+    assert html.count("<section id=") == 9 + len(config["sweeps"])  # 8, a sweep's each, and the appendix
     assert "Stand-in model" in html  # the preview's diffusion model is the embedded one
     # Up to date afterwards: nothing reruns for no reason.
     assert job_counts(_dry(preview, "--", "report").stdout) == {}

@@ -337,6 +337,13 @@ def _report_file(given: str | os.PathLike | None, what: str, option: str, *parts
 def render_html(manifest: dict, template: str | os.PathLike | None = None,
                 css: str | os.PathLike | None = None) -> str:
     """The report as one HTML page. `template` and `css` are files; None means the ones installed with stylelab."""
+    return render_both(manifest, template, css)[0]
+
+
+def render_both(manifest: dict, template: str | os.PathLike | None = None,
+                css: str | os.PathLike | None = None) -> tuple[str, str]:
+    """The HTML page, and the page the PDF is printed from: where each figure came from is a collapsed block
+    under the figure in the one and a table per figure in an appendix of the other."""
     path = _report_file(template, "template", "--template", TEMPLATE_DIR, TEMPLATE_NAME)
     if template is None:
         loader, name = jinja2.PackageLoader(REPORT_FILES, TEMPLATE_DIR), TEMPLATE_NAME
@@ -348,7 +355,8 @@ def render_html(manifest: dict, template: str | os.PathLike | None = None,
     env.filters["num"] = format_number
     sheet = _report_file(css, "style sheet", "--css", CSS_NAME).read_text(encoding="utf-8")
     context = build_context(manifest, sheet)
-    return env.get_template(name).render(**context)
+    page = env.get_template(name)
+    return page.render(**context, for_print=False), page.render(**context, for_print=True)
 
 
 def read_manifest(text_or_path: str) -> dict:
@@ -373,7 +381,7 @@ def write_report(manifest: dict, html_out: str | os.PathLike, pdf_out: str | os.
     """Render the HTML and, with WeasyPrint, an A4 PDF (the style sheet's print rules); nothing is written unless
     both renderings succeeded."""
     start = time.perf_counter()
-    html = render_html(manifest, template, css)
+    html, printed = render_both(manifest, template, css)
     html_s = time.perf_counter() - start
     if pdf_out:
         try:
@@ -384,7 +392,7 @@ def write_report(manifest: dict, html_out: str | os.PathLike, pdf_out: str | os.
                                 "with apt-get.") from None
         logging.getLogger("weasyprint").setLevel(logging.ERROR)
         logging.getLogger("fontTools").setLevel(logging.ERROR)
-        pdf = weasyprint.HTML(string=html, base_url=".").write_pdf()
+        pdf = weasyprint.HTML(string=printed, base_url=".").write_pdf()
     log.info("rendered HTML in %.1f s%s", html_s,
              f", PDF in {time.perf_counter() - start - html_s:.1f} s" if pdf_out else "")
     write_bytes_atomic(html_out, html.encode("utf-8"))
