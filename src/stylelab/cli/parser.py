@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_parser(sub)
     _models_parser(sub)
     _output_parsers(sub)
+    _results_parsers(sub)
     return parser
 
 
@@ -221,6 +222,10 @@ def _output_parsers(sub) -> None:
     r.add_argument("--summary", metavar="JSON", help="also write this machine-readable summary of the manifest's "
                                                      "runs (settings, final metrics, images' SHA-256, provenance), "
                                                      "paths relative to the results folder above the HTML's folder")
+
+
+def _results_parsers(sub) -> None:
+    """Commands on whole results folders: compare two, pack one."""
     c = sub.add_parser("compare", help="two results folders side by side: settings, metrics and images",
                        description="Pair the runs of two results folders by experiment and name (from each "
                                    "folder's report/summary.json, else from the records under it) and write "

@@ -178,8 +178,8 @@ def _figure(path: Path, stand_in: str | None = None, sweep: str | None = None) -
     if sweep:
         _, photo, caption = contents.SWEEP_FIGURES[sweep]
     mime, data = embedded_image(path, photo)
-    return {"name": path.stem, "caption": caption, "src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"),
-            "stand_in": stand_in, "path": str(path)}
+    src = f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+    return {"name": path.stem, "caption": caption, "src": src, "stand_in": stand_in, "path": str(path)}
 
 
 # The findings of each section but inversion (whose pixel errors also fill its runs table) and guidance.
