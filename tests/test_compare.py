@@ -178,3 +178,24 @@ def test_report_writes_a_summary_of_its_records(roots, run_cli, tmp_path):
     assert gram["images"] == {f"part1/transfer/gram_w1e6_s{step}.png": hashlib.sha256(
         (root / f"part1/transfer/gram_w1e6_s{step}.png").read_bytes()).hexdigest() for step in (2, 4)}
     assert gram["final_image"] == "part1/transfer/gram_w1e6_s4.png" and gram["device"] == "cpu"
+
+
+def test_a_run_renamed_by_its_changed_weight_still_pairs(roots, run_cli, tmp_path):
+    """The workflow names a transfer by its weight, so a changed weight renames it (meanvar_w10 in A,
+    meanvar_w100 in B): runs of one experiment whose settings differ in at most two keys pair all the same."""
+    a, b = roots
+    renamed = tmp_path / "renamed" / "results"
+    shutil.copytree(b, renamed)
+    for path in (renamed / "part1" / "transfer").glob("meanvar_w10*"):
+        path.rename(path.with_name(path.name.replace("meanvar_w10", "meanvar_w100")))
+    record = renamed / "part1" / "transfer" / "meanvar_w100.json"
+    data = json.loads(record.read_text())
+    data["images"] = {step: {**entry, "file": entry["file"].replace("w10_", "w100_")}
+                      for step, entry in data["images"].items()}
+    record.write_text(json.dumps(data))
+    result, html, _ = _run(run_cli, a, renamed, tmp_path / "out")
+    transfer = next(e for e in result["experiments"] if e["experiment"] == "part1/transfer")
+    assert transfer["only_in_a"] == transfer["only_in_b"] == []
+    assert transfer["settings_differ"] == {"style_weight": [10, 100]}
+    pair = next(p for p in transfer["pairs"] if p["name"] == "meanvar_w100")
+    assert pair["renamed_from"] == "meanvar_w10" and "meanvar_w100 (in A: meanvar_w10)" in html

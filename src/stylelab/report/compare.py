@@ -71,7 +71,18 @@ def load_side(root: str | os.PathLike) -> dict[tuple[str, str], dict]:
         runs = _scan(root)
     if not runs:
         raise StylelabError(f"{root} holds no run records (nor a report/summary.json); give a results folder.")
-    return {(run["experiment"], run["name"]): run for run in runs}
+    return {(run["experiment"], run["name"]): _rooted(run, root) for run in runs}
+
+
+def _rooted(run: dict, root: Path) -> dict:
+    """A run whose settings name files inside its results folder (a transfer's generated content image) as
+    <results>/..., so that two folders' runs of the same settings compare equal."""
+    prefixes = {f"{root.as_posix().rstrip('/')}/", f"{root.resolve().as_posix()}/"}
+
+    def rooted(value):
+        prefix = next((p for p in prefixes if isinstance(value, str) and value.startswith(p)), None)
+        return "<results>/" + value[len(prefix):] if prefix else value
+    return {**run, "settings": {key: rooted(value) for key, value in run["settings"].items()}}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -82,7 +93,7 @@ def _pair(a: dict, b: dict) -> dict:
     keys = dict.fromkeys([*a["settings"], *b["settings"]])
     images = {"a": a.get("final_image"), "b": b.get("final_image")}
     digests = (a["images"].get(images["a"]), b["images"].get(images["b"]))
-    return {"name": a["name"], "kind": a["kind"],
+    return {"name": a["name"], "kind": a["kind"], "renamed_from": a.get("renamed_from"),
             "settings_differ": {k: [a["settings"].get(k), b["settings"].get(k)] for k in keys
                                 if a["settings"].get(k) != b["settings"].get(k)},
             "a": a["metrics"], "b": b["metrics"],
@@ -111,9 +122,28 @@ def _moved_most(experiment: str, pairs: list[dict]) -> tuple[dict | None, str]:
                    f"in A to {g(moved['b'])} in B (x{g(moved['ratio'])}).")
 
 
+def _renamed(only_a: dict, only_b: dict, most: int = 2) -> list[tuple[str, str]]:
+    """Runs of one experiment that pair although their names differ (names are made from settings: a changed
+    weight renames meanvar_w10 to meanvar_w15): each with the run of the other side whose settings differ in
+    the fewest keys, at most `most`, closest first, each run once."""
+    def apart(a: dict, b: dict) -> int:
+        return sum(a["settings"].get(k) != b["settings"].get(k) for k in {*a["settings"], *b["settings"]})
+
+    found, used = [], set()
+    for _, a, b in sorted((apart(only_a[a], only_b[b]), a, b) for a in only_a for b in only_b):
+        if _ <= most and a not in used and b not in used:
+            found.append((a, b))
+            used |= {a, b}
+    return found
+
+
 def _experiment(name: str, runs_a: dict, runs_b: dict, every: bool) -> dict:
     mine_a = {run: value for (experiment, run), value in runs_a.items() if experiment == name}
     mine_b = {run: value for (experiment, run), value in runs_b.items() if experiment == name}
+    renamed = _renamed({r: v for r, v in mine_a.items() if r not in mine_b},
+                       {r: v for r, v in mine_b.items() if r not in mine_a})
+    for a, b in renamed:  # paired under B's name, A's run taken along
+        mine_a[b] = {**mine_a.pop(a), "name": b, "renamed_from": a}
     paired = sorted(mine_a.keys() & mine_b.keys())
     pairs = [_pair(mine_a[run], mine_b[run]) for run in paired]
     differ = {}
