@@ -168,6 +168,10 @@ def _number_figures(sections: list[dict], intros: dict, made_by: dict) -> list[d
     for number, figure in enumerate(ordered, 1):
         figure["number"] = number
         figure["made"] = [_origin(p, seen) for p in made_by.get(figure["path"], [])]
+        # Each command (with its spec) and input image once: several records often come from one job.
+        figure["commands"] = provenance.unique(item.get("command") or f"(an older record, its spec: {item['spec']})"
+                                               for item in figure["made"] if "spec" in item)
+        figure["inputs"] = list({i["file"]: i for item in figure["made"] for i in item["inputs"]}.values())
     return ordered
 
 
