@@ -33,11 +33,17 @@ models: $(STAMP)
 	@if grep -q '"available": true' $(MODEL_MANIFEST) 2>/dev/null; then again=; else again="--forcerun models"; fi; \
 	$(VENV)/bin/snakemake --cores 1 $$again --config 'diffusion={fallback: error}' -- models
 
+# CACHE=DIR: take every experiment whose settings, inputs and code are unchanged from Snakemake's between-workflow
+# cache in DIR, and keep new ones there (workflow/rules/cache.smk); DIR can be shared by clones and colleagues.
+CACHE ?=
+CACHED = $(if $(CACHE),mkdir -p $(CACHE) && SNAKEMAKE_OUTPUT_CACHE=$(abspath $(CACHE)) ,)
+CACHE_FLAG = $(if $(CACHE),--cache,)
+
 report: $(STAMP)
-	$(VENV)/bin/snakemake --cores all --resources gpu=1 -- report
+	$(CACHED)$(VENV)/bin/snakemake --cores all --resources gpu=1 $(CACHE_FLAG) -- report
 
 preview: $(STAMP)
-	$(VENV)/bin/snakemake --cores 2 --resources gpu=1 --configfile workflow/configs/preview.yaml -- report
+	$(CACHED)$(VENV)/bin/snakemake --cores 2 --resources gpu=1 $(CACHE_FLAG) --configfile workflow/configs/preview.yaml -- report
 
 # One zip of a finished run (stylelab bundle): CONFIGFILES are the --configfile files the run was made with.
 CONFIGFILES ?=

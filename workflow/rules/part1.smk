@@ -25,8 +25,9 @@ rule inversion:
         **EXPERIMENT_RESOURCES,
     params:
         stylelab=STYLELAB,
+        engine=ENGINE,
         spec=part1_run_spec("inversion"),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+        out_dir=lambda wildcards, output: str(Path(output.record).parent),
     shell:
         "{params.stylelab} invert --spec {params.spec:q} --content {input.content:q} --layer {wildcards.layer}"
         " --out {params.out_dir} --image-name {wildcards.layer}.png --record-name {wildcards.layer}.json"
@@ -52,8 +53,9 @@ rule texture:
         **EXPERIMENT_RESOURCES,
     params:
         stylelab=STYLELAB,
+        engine=ENGINE,
         spec=part1_run_spec("texture"),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+        out_dir=lambda wildcards, output: str(Path(output.record).parent),
     shell:
         "{params.stylelab} texture --spec {params.spec:q} --style {input.style:q} --layer {wildcards.layer}"
         " --out {params.out_dir} --image-name {wildcards.layer}.png --record-name {wildcards.layer}.json"
@@ -74,8 +76,7 @@ for _group, _command, _image in (
             input:
                 image=config["images"][_image],
             output:
-                images=[layer_image(_group, layer) for layer in _layers],
-                records=[layer_record(_group, layer) for layer in _layers],
+                **layer_outputs(_group, _layers),
             log:
                 log_file(part1_job(_group, "+".join(_layers))),
             benchmark:
@@ -87,6 +88,7 @@ for _group, _command, _image in (
                 **EXPERIMENT_RESOURCES,
             params:
                 stylelab=STYLELAB,
+                engine=ENGINE,
                 command=_command,
                 image_option=f"--{_image}",
                 spec=part1_run_spec(_group),
@@ -105,7 +107,7 @@ rule transfer:
         content=config["images"]["content"],
         style=config["images"]["style"],
     output:
-        images=transfer_images("{run}"),
+        **step_images(transfer_image, "{run}", TRANSFER_STEPS),
         record=transfer_record("{run}"),
     log:
         log_file(part1_job("transfer", "{run}")),
@@ -120,7 +122,8 @@ rule transfer:
         **EXPERIMENT_RESOURCES,
     params:
         stylelab=STYLELAB,
+        engine=ENGINE,
         spec=lambda wildcards: part1_run_spec("transfer", wildcards.run),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+        out_dir=lambda wildcards, output: str(Path(output.record).parent),
     shell:
         TRANSFER_SHELL

@@ -46,8 +46,9 @@ rule generate:
         **EXPERIMENT_RESOURCES,
     params:
         stylelab=STYLELAB,
+        engine=ENGINE,
         spec=lambda wildcards: generation_run_spec(wildcards.name),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+        out_dir=lambda wildcards, output: str(Path(output.record).parent),
     shell:
         "{params.stylelab} generate --spec {params.spec:q} --style {input.style:q} --manifest {input.manifest:q}"
         " --out {params.out_dir:q} --quiet > {log:q} 2>&1"
@@ -59,7 +60,7 @@ rule transfer_on_generated:
         content=generation_image(DIFFUSION["transfer"]["content"]),
         style=config["images"]["style"],
     output:
-        images=part2_transfer_images("{run}"),
+        **step_images(part2_transfer_image, "{run}", PART2_TRANSFER_STEPS),
         record=part2_transfer_record("{run}"),
     log:
         log_file(part2_transfer_job("{run}")),
@@ -74,7 +75,8 @@ rule transfer_on_generated:
         **EXPERIMENT_RESOURCES,
     params:
         stylelab=STYLELAB,
+        engine=ENGINE,
         spec=lambda wildcards: part2_transfer_spec(wildcards.run),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+        out_dir=lambda wildcards, output: str(Path(output.record).parent),
     shell:
         TRANSFER_SHELL

@@ -24,8 +24,9 @@ rule part3_transfer:
         **EXPERIMENT_RESOURCES,
     params:
         stylelab=STYLELAB,
+        engine=ENGINE,
         spec=lambda wildcards: part3_run_spec(wildcards.experiment, wildcards.run),
-        out_dir=lambda wildcards, output: Path(output.record).parent,
+        out_dir=lambda wildcards, output: str(Path(output.record).parent),
     shell:
         "{params.stylelab} transfer --spec {params.spec:q} --content {input.content:q} --style {input.style:q}"
         " --out {params.out_dir} --image-name {wildcards.run}.png --record-name {wildcards.run}.json --quiet"

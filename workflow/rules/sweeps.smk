@@ -12,7 +12,7 @@ for _sweep in SWEEPS.values():
             input:
                 **sweep_inputs(_sweep),
             output:
-                images=_images,
+                **{f"image{i}": image for i, image in enumerate(_images)},
                 record=_record,
             log:
                 log_file(sweep_job(_sweep, _point)),
@@ -26,6 +26,7 @@ for _sweep in SWEEPS.values():
                 **experiment_resources(_sweep),
             params:
                 stylelab=STYLELAB,
+                engine=ENGINE,
                 command=SWEEP_EXPERIMENTS[_sweep.experiment],
                 spec=spec_text(_point.spec),
                 arguments=sweep_arguments(_sweep, _point),
