@@ -84,7 +84,9 @@ def test_a_changed_setting_misses_the_cache_for_that_run_and_what_follows(two_co
     # The changed run, and the sweep point it used to be (a job of its own now, with another command); a
     # dry run names each job by its first output.
     assert {Path(f).name for f in missed} == {"meanvar_w15_s10.png", "style_weight=10_s10.png"}
-    assert sum(how == "obtained from" for how in planned(run.stdout).values()) > 50
+    # Every other experiment job (of 30 in the preview, one per run or sweep point, the layers two jobs) comes
+    # from the cache.
+    assert sum(how == "obtained from" for how in planned(run.stdout).values()) == len(planned(run.stdout)) - 2 >= 25
 
 
 def test_changed_code_misses_the_cache(two_copies, tmp_path):
