@@ -130,8 +130,8 @@ def _renamed(only_a: dict, only_b: dict, most: int = 2) -> list[tuple[str, str]]
         return sum(a["settings"].get(k) != b["settings"].get(k) for k in {*a["settings"], *b["settings"]})
 
     found, used = [], set()
-    for _, a, b in sorted((apart(only_a[a], only_b[b]), a, b) for a in only_a for b in only_b):
-        if _ <= most and a not in used and b not in used:
+    for distance, a, b in sorted((apart(only_a[a], only_b[b]), a, b) for a in only_a for b in only_b):
+        if distance <= most and a not in used and b not in used:
             found.append((a, b))
             used |= {a, b}
     return found
