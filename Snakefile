@@ -15,6 +15,7 @@ include: "workflow/rules/part2.smk"
 include: "workflow/rules/part3.smk"
 include: "workflow/rules/sweeps.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/batches.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cache.smk"
 

@@ -33,10 +33,11 @@ EXPERIMENT_RULES = {"inversion", "texture", "transfer", "generate", "transfer_on
 
 
 def is_experiment(rule: str) -> bool:
-    """An experiment's rule, an experiment's layers in one job (<group>_layers, as the preview has) too, and a
-    sweep's point (sweep_<sweep>_<point>; its figures, sweep_<sweep>_grid and _metrics, are none)."""
-    sweep_point = rule.startswith("sweep_") and not rule.endswith(("_grid", "_metrics"))
-    return rule in EXPERIMENT_RULES or rule in ("inversion_layers", "texture_layers") or sweep_point
+    """An experiment's rule, an experiment's runs in one job (<group>_layers, <experiment>_runs, sweep_<sweep>_runs,
+    as the preview has them) too, and a sweep's point (sweep_<sweep>_<point>); figures (<name>_figure, <part>_figures,
+    sweep_<sweep>_grid and _metrics) are none."""
+    figure = rule.endswith(("_figure", "_figures", "_grid", "_metrics"))
+    return rule in EXPERIMENT_RULES or rule.endswith(("_layers", "_runs")) or rule.startswith("sweep_") and not figure
 # Each experiment asks for a GPU and the node has one, so they run one after another: 11 to 14 minutes for
 # the preview on 2 cores shared with other work (7 to 11 locally). Past this, Snakemake is stopped: it can
 # also wait forever, for instance on a status query that never sees a job finish.
@@ -221,8 +222,8 @@ def _rule_of(comment: str) -> str:
 def test_every_job_is_a_slurm_job_and_every_experiment_had_a_gpu(slurm_run):
     workdir, _, output = slurm_run
     counts = job_counts(output)
-    assert {"inversion_layers", "texture_layers", "transfer", "generate", "transfer_on_generated"} \
-        <= set(counts) and counts.get("report") == 1, counts
+    assert {"inversion_layers", "texture_layers", "transfer_runs", "generate_runs", "transfer_on_generated_runs",
+            "part3_transfer_runs"} <= set(counts) and counts.get("report") == 1, counts
     # The model fetch runs where Snakemake runs (a login node has the network a compute node lacks): it is
     # no Slurm job. Every other job is one.
     assert counts.pop("models") == 1 and re.search(r"^localrule models:", output, flags=re.M), output[-3000:]

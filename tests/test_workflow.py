@@ -49,7 +49,7 @@ PART2_JOBS = {"models": 1, "generate": 6, "transfer_on_generated": 2,
 
 
 def layer_job_counts(config: dict) -> dict[str, int]:
-    """The inversion and texture jobs of a config: one per layer, or (jobs.layers_in_one_job) one per experiment
+    """The inversion and texture jobs of a config: one per layer, or (jobs.runs_in_one_job) one per experiment
     of several layers (rule <group>_layers)."""
     counts: dict[str, int] = {}
     for group in ("inversion", "texture"):
@@ -471,13 +471,13 @@ def _files(workdir: Path) -> dict[str, tuple[bytes, int]]:
             for path in workdir.rglob("*") if path.is_file() and path.relative_to(workdir).parts[0] != ".snakemake"}
 
 
-def test_layers_in_one_job_and_a_deleted_image_is_rebuilt_by_naming_it(tmp_path):
-    """jobs.layers_in_one_job: an experiment's layers are one job whose outputs are each layer's image and
+def test_runs_in_one_job_and_a_deleted_image_is_rebuilt_by_naming_it(tmp_path):
+    """jobs.runs_in_one_job: an experiment's layers are one job whose outputs are each layer's image and
     record, each the image its own job makes. Delete one image and name it: the experiment's job reruns."""
     workdir = copy_project(tmp_path / "project")
     overlay = workdir.parent / "together.yaml"
     tiny = _tiny(steps=2).replace("[conv_1, relu_1]", "[conv_1, relu_1, pool_2]")
-    overlay.write_text(tiny.replace("max_pixels: 40000000}", "max_pixels: 40000000, layers_in_one_job: true}"))
+    overlay.write_text(tiny.replace("max_pixels: 40000000}", "max_pixels: 40000000, runs_in_one_job: true}"))
     images = [f"results/part1/inversion/{layer}.png" for layer in ("conv_1", "relu_1", "pool_2")]
     dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--", *images)
     assert dry.returncode == 0, dry.stderr[-3000:]
@@ -498,6 +498,62 @@ def test_layers_in_one_job_and_a_deleted_image_is_rebuilt_by_naming_it(tmp_path)
     shutil.rmtree(workdir / "results")
     alone = snakemake(workdir, "--cores", "2", "--configfile", str(overlay), "--", *images)
     assert alone.returncode == 0 and job_counts(alone.stdout + alone.stderr) == {"inversion": 3}, alone.stderr[-3000:]
+    assert {image: (workdir / image).read_bytes() for image in images} == together
+
+
+def test_a_batch_parses_every_line_before_the_first_runs(tmp_path, capsys):
+    """`stylelab batch`: a mistake in any line stops it before anything is written; a batch in a batch is refused."""
+    from stylelab.cli import main
+
+    images = f"--content {CONFIG['images']['content']} --style {CONFIG['images']['style']}"
+    first, second = (f"figure inputs {images} --out {tmp_path / name}" for name in ("a.png", "b.png"))
+    with pytest.raises(SystemExit) as stop:
+        main(["batch", first, "transfer --no-such-option"])
+    assert stop.value.code == 2 and "required: --out (see `stylelab transfer --help`)" in capsys.readouterr().err
+    assert not (tmp_path / "a.png").exists()
+    assert main(["batch", first, "batch layers"]) == 2
+    assert "a line of a batch cannot be a batch itself" in capsys.readouterr().err
+    assert main(["batch", first, second]) == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_runs_in_one_job_makes_an_experiment_one_process_with_the_images_its_jobs_make(tmp_path):
+    """jobs.runs_in_one_job: the transfers, the generations (the config's generate sweep's points with them), Part 2's
+    transfers, Part 3 and each part's figures are a job each (`stylelab batch`), with byte for byte the images a job
+    per run makes; deleting one run's image and naming it reruns its experiment's job only."""
+    workdir = copy_project(tmp_path / "project")
+    overlay = workdir.parent / "together.yaml"
+    tiny = _tiny(steps=2).replace("runs: [{style_loss: gram, style_weight: 1.0e+6}]}\ndiffusion",
+                                  "runs: [{style_loss: gram, style_weight: 1.0e+6}, {style_loss: meanvar, "
+                                  "style_weight: 10}]}\ndiffusion")
+    overlay.write_text(tiny.replace("max_pixels: 40000000}", "max_pixels: 40000000, runs_in_one_job: true}"))
+    dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--", "report")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    batches = {"transfer_runs", "generate_runs", "transfer_on_generated_runs", "part3_transfer_runs"}
+    figures = {"part1_figures", "part2_figures", "part3_figures", "sweeps_figures"}
+    assert job_counts(dry.stdout) == dict.fromkeys(batches | figures | {"inversion_layers", "texture", "models",
+                                                                         "report"}, 1)
+    images = ["results/part1/transfer/gram_w1e6_s2.png", "results/part1/transfer/meanvar_w10_s2.png",
+              "results/part2/generated/unguided/image.png", "results/part2/generated/gram_s0.6/image.png",
+              "results/sweeps/guidance_strength/guidance_factor=2/image.png"]
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(overlay), "--", *images)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert job_counts(run.stdout + run.stderr) == {"transfer_runs": 1, "generate_runs": 1, "models": 1}
+    log = (workdir / "results/logs/part2/generated/runs.log").read_text()
+    assert "batch 1/" in log and "stylelab --max-pixels 40000000 generate --spec" in log
+    record = json.loads((workdir / "results/part1/transfer/meanvar_w10.json").read_text())
+    assert record["command"][:4] == ["stylelab", "--max-pixels", "40000000", "transfer"]  # as its own job's
+    together = {image: (workdir / image).read_bytes() for image in images}
+    (workdir / images[1]).unlink()
+    again = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(overlay), "--", *images)
+    assert job_counts(again.stdout) == {"transfer_runs": 1}, again.stdout[-3000:]
+    # The same runs as a job each: byte for byte the same images.
+    overlay.write_text(tiny)
+    shutil.rmtree(workdir / "results")
+    alone = snakemake(workdir, "--cores", "2", "--configfile", str(overlay), "--", *images)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert job_counts(alone.stdout + alone.stderr) == {"transfer": 2, "generate": 2, "models": 1,
+                                                       "sweep_guidance_strength_guidance_factor_2": 1}
     assert {image: (workdir / image).read_bytes() for image in images} == together
 
 

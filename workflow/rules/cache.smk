@@ -21,6 +21,7 @@ EXPERIMENT_RULES = (
     "transfer_on_generated",
     "part3_transfer",
     *SWEEP_RULES.values(),
+    *(b.rule for b in BATCHES),
 )
 
 if CACHING:

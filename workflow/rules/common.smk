@@ -1,6 +1,7 @@
 # Shared by the workflow: check the config, then name every file from the experiment lists and the
 # results root. Nothing here computes a result; the `stylelab` command does.
 
+import collections
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -177,6 +178,47 @@ JOB_THREADS = config["jobs"]["threads"]
 JOB_MEM_MB = config["jobs"]["mem_mb"]
 EXPERIMENT_RESOURCES = {"gpu": GPU_SLOTS, "mem_mb": JOB_MEM_MB}
 
+# jobs.runs_in_one_job (the preview): each experiment's runs are one job, `stylelab batch` running their command
+# lines one after another in one process, and each part's figures one job; otherwise a job per run and per
+# figure. A batch job's outputs are every run's files, so deleting one and asking for it reruns that job.
+RUNS_IN_ONE_JOB = bool(config["jobs"]["runs_in_one_job"])
+
+
+def solo(names):
+    """The runs (of one experiment) that have a job of their own: all, or none when they are one job."""
+    return [] if RUNS_IN_ONE_JOB else list(names)
+
+
+def batched(names):
+    """The runs that share one job: none, or all of them."""
+    return list(names) if RUNS_IN_ONE_JOB else []
+
+
+# The shell of every job that runs one command line (`line`, a Command param).
+RUN_SHELL = "{params.stylelab} {params.line} > {log:q} 2>&1"
+
+
+def run_line(words):
+    """One run's command line after `stylelab`, a Command param: its spec is in it, so a changed setting reruns it."""
+    return Command(*words)
+
+
+def batch_lines(lines):
+    """The command lines of a batch job, each one quoted word of `stylelab batch`."""
+    return Command(*(line.text for line in lines))
+
+
+def output_names(paths):
+    """Named outputs (the between-workflow cache keeps each under its name) from {label: path}, labels made
+    Python names."""
+    named = {}
+    for label, path in paths.items():
+        name = re.sub(r"\W", "_", label)
+        while name in named:
+            name += "_"
+        named[name] = path
+    return named
+
 
 TRANSFER_RUNS = {transfer_run_id(run): run for run in config["transfer"]["runs"]}
 if len(TRANSFER_RUNS) != len(config["transfer"]["runs"]):
@@ -191,7 +233,7 @@ LAYER_GROUPS = ("inversion", "texture")
 GROUPS = LAYER_GROUPS + ("transfer",)
 
 
-# With jobs.layers_in_one_job, every layer of an inversion or texture experiment of several layers runs in one
+# With jobs.runs_in_one_job, every layer of an inversion or texture experiment of several layers runs in one
 # job (rule <group>_layers), one run after another in one process; otherwise a job per layer.
 def layer_jobs(group):
     """{job name: its layers} of an inversion or texture group (stylelab.spec.config.layer_jobs)."""
@@ -282,12 +324,38 @@ def part1_run_spec(group, run_id=None):
     )
 
 
-# The command of both style-transfer rules (Part 1, and Part 1 on generated content): same params, same form.
-TRANSFER_SHELL = (
-    "{params.stylelab} transfer --spec {params.spec:q} --content {input.content:q} --style {input.style:q}"
-    " --out {params.out_dir} --image-name '{wildcards.run}_s{{step}}.png'"
-    " --record-name {wildcards.run}.json --quiet > {log:q} 2>&1"
-)
+def transfer_words(spec, content, styles, out_dir, image_name, record_name):
+    """The command line of a style transfer (Part 1, Part 1 on generated content, Part 3), after `stylelab`."""
+    return [
+        "transfer",
+        "--spec",
+        spec,
+        "--content",
+        content,
+        "--style",
+        *styles,
+        "--out",
+        out_dir,
+        "--image-name",
+        image_name,
+        "--record-name",
+        record_name,
+        "--quiet",
+    ]
+
+
+def transfer_line(run_id):
+    """A Part 1 transfer run's command: the image of every listed step and the record."""
+    return run_line(
+        transfer_words(
+            part1_run_spec("transfer", run_id),
+            config["images"]["content"],
+            [config["images"]["style"]],
+            f"{PART1}/transfer",
+            f"{run_id}_s{{step}}.png",
+            f"{run_id}.json",
+        )
+    )
 
 
 # Part 2.
@@ -368,10 +436,45 @@ def part2_transfer_spec(run_id):
     return spec_text(part1_spec(config, "transfer", run, steps=PART2_TRANSFER_STEPS))
 
 
+def generation_line(name):
+    """A generation's command: its image and record in a folder of its own."""
+    return run_line(
+        [
+            "generate",
+            "--spec",
+            generation_run_spec(name),
+            "--style",
+            config["images"]["style"],
+            "--manifest",
+            MODEL_MANIFEST,
+            "--out",
+            str(Path(generation_record(name)).parent),
+            "--quiet",
+        ]
+    )
+
+
+def part2_transfer_line(run_id):
+    """Part 1's transfer of the generated content image (diffusion.transfer.content)."""
+    return run_line(
+        transfer_words(
+            part2_transfer_spec(run_id),
+            generation_image(DIFFUSION["transfer"]["content"]),
+            [config["images"]["style"]],
+            f"{PART2}/transfer",
+            f"{run_id}_s{{step}}.png",
+            f"{run_id}.json",
+        )
+    )
+
+
 # Part 3, beyond the assignment: style transfers of the content image, one job per run, in a folder per
 # experiment (colour, scales, blend); every name comes from stylelab.spec.config.part3_runs.
 PART3 = f"{RESULTS}/part3"
 PART3_RUNS = part3_runs(config)
+PART3_NAMES = [
+    (experiment, name) for experiment, runs in PART3_RUNS.items() for name in runs
+]
 
 
 def part3_record(experiment, name):
@@ -402,6 +505,20 @@ def part3_job(experiment, name):
 
 def part3_run_spec(experiment, name):
     return spec_text(part3_spec(config, experiment, name))
+
+
+def part3_line(experiment, name):
+    """A Part 3 run's command: its final image and its record."""
+    return run_line(
+        transfer_words(
+            part3_run_spec(experiment, name),
+            config["images"]["content"],
+            part3_styles(config, experiment),
+            f"{PART3}/{experiment}",
+            f"{name}.png",
+            f"{name}.json",
+        )
+    )
 
 
 # Sweeps: a job per point (rule sweep_<sweep>_<point>), under sweeps/<sweep>/; a point equal to a run the workflow
@@ -460,12 +577,15 @@ def sweep_targets():
 
 
 def sweep_benchmarks():
-    if CACHING:
-        return []
     return [
-        benchmark_file(sweep_job(sweep, point))
+        file
         for sweep in SWEEPS.values()
-        for point in own_points(sweep)
+        if not joins_batch(sweep)
+        for file in run_benchmarks(
+            own_points(sweep),
+            lambda point: sweep_job(sweep, point),
+            f"sweeps/{sweep.name}/runs",
+        )
     ]
 
 
@@ -505,9 +625,13 @@ def experiment_resources(sweep):
     return {name: getattr(value, "raw", value) for name, value in asked.items()}
 
 
-def sweep_arguments(sweep, point):
+def sweep_line(sweep, point):
+    """A point's command: the experiment's own, with the point's spec, writing the point's files."""
     record, _ = sweep_point_files(sweep, point)
-    words = [w for key, path in sweep_inputs(sweep).items() for w in (f"--{key}", path)]
+    words = [SWEEP_EXPERIMENTS[sweep.experiment], "--spec", spec_text(point.spec)]
+    words += [
+        w for key, path in sweep_inputs(sweep).items() for w in (f"--{key}", path)
+    ]
     if point.layer:
         words += ["--layer", point.layer]
     words += ["--out", Path(record).parent]
@@ -518,7 +642,7 @@ def sweep_arguments(sweep, point):
             else f"{point.name}.png"
         )
         words += ["--image-name", image, "--record-name", Path(record).name]
-    return Command(*words)
+    return run_line(words + ["--quiet"])
 
 
 def sweep_rule_names():
@@ -548,10 +672,39 @@ def figure_job(figure):
 
 
 FIGURE_FILES = [figure_file(f) for f in DECLARED_FIGURES]
+# The figures of each part, which (jobs.runs_in_one_job) one job draws; the sweeps' figures are a part of their own.
+FIGURE_PARTS = {
+    part: [f for f in DECLARED_FIGURES if f.part == part]
+    for part in dict.fromkeys(f.part for f in DECLARED_FIGURES)
+}
+SOLO_FIGURES = [f for figures in FIGURE_PARTS.values() for f in solo(figures)]
+
+
+def part_name(part):
+    """part1, part2, part3, sweeps: a part's name in rules and files."""
+    return part.lower().replace(" ", "")
+
+
+def part_job(part):
+    """The name of the job that draws a part's figures: figures/part1, ..., figures/sweeps."""
+    return f"figures/{part_name(part)}"
+
+
+def sweep_figure_jobs():
+    drawings = [
+        (sweep, drawing) for sweep in SWEEPS.values() for drawing in ("grid", "metrics")
+    ]
+    if batched(drawings):
+        return [part_job("Sweeps")]
+    return [f"figures/{sweep.name}_{drawing}" for sweep, drawing in drawings]
 
 
 def figure_benchmarks():
-    return [benchmark_file(figure_job(f)) for f in DECLARED_FIGURES]
+    jobs = [figure_job(f) for f in SOLO_FIGURES]
+    jobs += [
+        part_job(part) for part, figures in FIGURE_PARTS.items() if batched(figures)
+    ]
+    return [benchmark_file(job) for job in jobs + sweep_figure_jobs()]
 
 
 def record_set(name):
@@ -583,12 +736,22 @@ def figure_inputs(figure):
     }
 
 
-def figure_options(figure):
-    """A figure of no records shows the config's images, given as options."""
+def figure_line(figure):
+    """A figure's command: its records, or, for a figure of no records, the config's images it shows."""
+    words = ["figure", figure.draw]
     if figure.reads:
-        return ""
-    return " ".join(
-        f"--{key} {shlex.quote(config['images'][key])}" for key in figure.images
+        words += figure_inputs(figure)["records"]
+    else:
+        words += [
+            w for key in figure.images for w in (f"--{key}", config["images"][key])
+        ]
+    return run_line(words + ["--out", figure_file(figure)])
+
+
+def sweep_figure_line(sweep, drawing):
+    return run_line(
+        ["figure", f"sweep-{drawing}", *sweep_records(sweep), "--vary", *sweep.vary]
+        + ["--out", sweep_figure_file(sweep, drawing)]
     )
 
 
@@ -606,6 +769,14 @@ REPORT_CODE = sorted(
 )
 
 
+def run_benchmarks(runs, job_of, batch_job):
+    """The benchmark files of an experiment's jobs: one per run, or its batch job's."""
+    if CACHING:
+        return []
+    jobs = [job_of(run) for run in solo(runs)] + ([batch_job] if batched(runs) else [])
+    return [benchmark_file(job) for job in jobs]
+
+
 def part1_benchmarks():
     if CACHING:
         return []
@@ -613,25 +784,119 @@ def part1_benchmarks():
         benchmark_file(part1_job(group, job))
         for group in LAYER_GROUPS
         for job in layer_jobs(group)
-    ] + [benchmark_file(part1_job("transfer", run_id)) for run_id in TRANSFER_RUNS]
+    ] + run_benchmarks(
+        TRANSFER_RUNS, lambda r: part1_job("transfer", r), BATCH_JOBS["transfer"]
+    )
 
 
 def part2_benchmarks():
-    if CACHING:
-        return []
-    return [benchmark_file(generation_job(name)) for name in GENERATION_RUNS] + [
-        benchmark_file(part2_transfer_job(run_id)) for run_id in PART2_TRANSFER_RUNS
-    ]
+    return run_benchmarks(
+        GENERATION_RUNS, generation_job, BATCH_JOBS["generate"]
+    ) + run_benchmarks(
+        PART2_TRANSFER_RUNS, part2_transfer_job, BATCH_JOBS["transfer_on_generated"]
+    )
 
 
 def part3_benchmarks():
-    if CACHING:
-        return []
-    return [
-        benchmark_file(part3_job(experiment, name))
-        for experiment, runs in PART3_RUNS.items()
-        for name in runs
-    ]
+    return run_benchmarks(
+        PART3_NAMES, lambda run: part3_job(*run), BATCH_JOBS["part3_transfer"]
+    )
+
+
+# jobs.runs_in_one_job: the experiments whose runs are one job each (workflow/rules/batches.smk). A batch is its
+# rule's name, its job's (log and benchmark) name, its inputs, every run's outputs, and its runs' commands.
+Batch = collections.namedtuple("Batch", "rule job inputs outputs lines resources")
+BATCH_JOBS = {
+    "transfer": part1_job("transfer", "runs"),
+    "generate": generation_job("runs"),
+    "transfer_on_generated": part2_transfer_job("runs"),
+    "part3_transfer": "part3/runs",
+}
+
+
+def batch(name, job, inputs, runs, resources=None):
+    """A Batch of `runs`, {name: (its outputs by kind, its command line)}, or None unless they share a job."""
+    if not batched(runs):
+        return None
+    outputs = output_names(
+        {
+            f"{name}_{kind}": path
+            for name, (files, _) in runs.items()
+            for kind, path in files.items()
+        }
+    )
+    lines = batch_lines([line for _, line in runs.values()])
+    return Batch(re.sub(r"\W", "_", name), job, inputs, outputs, lines, resources or {})
+
+
+def transfer_files(image_of, record_of, run_id, steps):
+    return {**step_images(image_of, run_id, steps), "record": record_of(run_id)}
+
+
+def sweep_runs(sweep):
+    """A sweep's own points as a batch's runs: {name: (files by kind, command line)}."""
+    runs = {}
+    for point in own_points(sweep):
+        record, images = sweep_point_files(sweep, point)
+        runs[f"{sweep.name}_{point.name}"] = (
+            {**dict(enumerate(images)), "record": record},
+            sweep_line(sweep, point),
+        )
+    return runs
+
+
+# A sweep of the Part 1 transfer or of the generations is run by that experiment's batch.
+JOINS_BATCH = ("transfer", "generate")
+
+
+def joins_batch(sweep):
+    return RUNS_IN_ONE_JOB and sweep.experiment in JOINS_BATCH
+
+
+def experiment_batches():
+    content, style = config["images"]["content"], config["images"]["style"]
+    made = generation_image(DIFFUSION["transfer"]["content"])
+    styles = list(dict.fromkeys(s for e in PART3_RUNS for s in part3_styles(config, e)))
+    joining = {
+        e: {
+            k: v
+            for s in SWEEPS.values()
+            if s.experiment == e
+            for k, v in sweep_runs(s).items()
+        }
+        for e in JOINS_BATCH
+    }
+    batches = [
+        batch("transfer_runs", BATCH_JOBS["transfer"], {"content": content, "style": style}, {
+            r: (transfer_files(transfer_image, transfer_record, r, TRANSFER_STEPS), transfer_line(r))
+            for r in TRANSFER_RUNS} | joining["transfer"]),
+        batch("generate_runs", BATCH_JOBS["generate"], {"style": style, "manifest": MODEL_MANIFEST}, {
+            n: ({"image": generation_image(n), "record": generation_record(n)}, generation_line(n))
+            for n in GENERATION_RUNS} | joining["generate"]),
+        batch("transfer_on_generated_runs", BATCH_JOBS["transfer_on_generated"], {"content": made, "style": style}, {
+            r: (transfer_files(part2_transfer_image, part2_transfer_record, r, PART2_TRANSFER_STEPS),
+                part2_transfer_line(r))
+            for r in PART2_TRANSFER_RUNS}),
+        batch("part3_transfer_runs", BATCH_JOBS["part3_transfer"], {"content": content, "style": styles}, {
+            f"{e}_{n}": ({"image": part3_image(e, n), "record": part3_record(e, n)}, part3_line(e, n))
+            for e, n in PART3_NAMES}),
+    ]  # fmt: skip
+    for sweep in SWEEPS.values():
+        if not joins_batch(sweep):
+            name, job = f"sweep_{sweep.name}_runs", f"sweeps/{sweep.name}/runs"
+            batches.append(
+                batch(
+                    name,
+                    job,
+                    sweep_inputs(sweep),
+                    sweep_runs(sweep),
+                    experiment_resources(sweep),
+                )
+            )
+    return [b for b in batches if b is not None]
+
+
+BATCHES = experiment_batches()
 
 
 def report_records():
@@ -668,8 +933,7 @@ def report_manifest():
         "Part 2": part2_benchmarks(),
         "Part 3": part3_benchmarks(),
         "Sweeps": sweep_benchmarks(),
-        "Figures": figure_benchmarks()
-        + [benchmark_file(f"figures/{Path(f).stem}") for f in SWEEP_FIGURE_FILES],
+        "Figures": figure_benchmarks(),
     }
     # Where each figure came from: the records it was drawn from (or the images it shows), for its "how this was
     # made" block.

@@ -3,7 +3,7 @@
 # one and ask for it, and only that one is made again.
 
 
-for _figure in DECLARED_FIGURES:
+for _figure in SOLO_FIGURES:
 
     rule:
         name:
@@ -27,8 +27,6 @@ for _figure in DECLARED_FIGURES:
             SOFTWARE
         params:
             stylelab=STYLELAB,
-            draw=_figure.draw,
-            options=figure_options(_figure),
+            line=figure_line(_figure),
         shell:
-            "{params.stylelab} figure {params.draw} {params.options} --out {output:q} {input.records:q}"
-            " > {log:q} 2>&1"
+            RUN_SHELL

@@ -62,7 +62,7 @@ rule texture:
         " --quiet > {log:q} 2>&1"
 
 
-# With jobs.layers_in_one_job, one job per experiment runs its layers one after another in one process: its
+# With jobs.runs_in_one_job, one job per experiment runs its layers one after another in one process: its
 # outputs are each layer's image and record, so deleting one and asking for it reruns the experiment's job.
 for _group, _command, _image in (
     ("inversion", "invert", "content"),
@@ -114,7 +114,7 @@ rule transfer:
     benchmark:
         benchmark_file(part1_job("transfer", "{run}"))
     wildcard_constraints:
-        run=alternatives(TRANSFER_RUNS),
+        run=alternatives(solo(TRANSFER_RUNS)),
     conda:
         SOFTWARE
     threads: JOB_THREADS
@@ -123,7 +123,6 @@ rule transfer:
     params:
         stylelab=STYLELAB,
         engine=ENGINE,
-        spec=lambda wildcards: part1_run_spec("transfer", wildcards.run),
-        out_dir=lambda wildcards, output: str(Path(output.record).parent),
+        line=lambda wildcards: transfer_line(wildcards.run),
     shell:
-        TRANSFER_SHELL
+        RUN_SHELL

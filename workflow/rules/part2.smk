@@ -38,7 +38,7 @@ rule generate:
     benchmark:
         benchmark_file(generation_job("{name}"))
     wildcard_constraints:
-        name=alternatives(GENERATION_RUNS),
+        name=alternatives(solo(GENERATION_RUNS)),
     conda:
         SOFTWARE
     threads: JOB_THREADS
@@ -47,11 +47,9 @@ rule generate:
     params:
         stylelab=STYLELAB,
         engine=ENGINE,
-        spec=lambda wildcards: generation_run_spec(wildcards.name),
-        out_dir=lambda wildcards, output: str(Path(output.record).parent),
+        line=lambda wildcards: generation_line(wildcards.name),
     shell:
-        "{params.stylelab} generate --spec {params.spec:q} --style {input.style:q} --manifest {input.manifest:q}"
-        " --out {params.out_dir:q} --quiet > {log:q} 2>&1"
+        RUN_SHELL
 
 
 # Part 1's transfer (its layers, content weight, init and seed) with a generated image as the content.
@@ -67,7 +65,7 @@ rule transfer_on_generated:
     benchmark:
         benchmark_file(part2_transfer_job("{run}"))
     wildcard_constraints:
-        run=alternatives(PART2_TRANSFER_RUNS),
+        run=alternatives(solo(PART2_TRANSFER_RUNS)),
     conda:
         SOFTWARE
     threads: JOB_THREADS
@@ -76,7 +74,6 @@ rule transfer_on_generated:
     params:
         stylelab=STYLELAB,
         engine=ENGINE,
-        spec=lambda wildcards: part2_transfer_spec(wildcards.run),
-        out_dir=lambda wildcards, output: str(Path(output.record).parent),
+        line=lambda wildcards: part2_transfer_line(wildcards.run),
     shell:
-        TRANSFER_SHELL
+        RUN_SHELL

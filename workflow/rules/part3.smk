@@ -16,7 +16,7 @@ rule part3_transfer:
         benchmark_file(part3_job("{experiment}", "{run}"))
     wildcard_constraints:
         experiment=alternatives(PART3_EXPERIMENTS),
-        run=alternatives([name for runs in PART3_RUNS.values() for name in runs]),
+        run=alternatives(name for _, name in solo(PART3_NAMES)),
     conda:
         SOFTWARE
     threads: JOB_THREADS
@@ -25,9 +25,6 @@ rule part3_transfer:
     params:
         stylelab=STYLELAB,
         engine=ENGINE,
-        spec=lambda wildcards: part3_run_spec(wildcards.experiment, wildcards.run),
-        out_dir=lambda wildcards, output: str(Path(output.record).parent),
+        line=lambda wildcards: part3_line(wildcards.experiment, wildcards.run),
     shell:
-        "{params.stylelab} transfer --spec {params.spec:q} --content {input.content:q} --style {input.style:q}"
-        " --out {params.out_dir} --image-name {wildcards.run}.png --record-name {wildcards.run}.json --quiet"
-        " > {log:q} 2>&1"
+        RUN_SHELL

@@ -12,8 +12,7 @@ rule report:
         + part2_benchmarks()
         + part3_benchmarks()
         + sweep_benchmarks()
-        + figure_benchmarks()
-        + [benchmark_file(f"figures/{Path(f).stem}") for f in SWEEP_FIGURE_FILES],
+        + figure_benchmarks(),
         template=REPORT_TEMPLATE,
         css=REPORT_CSS,
         code=REPORT_CODE,

@@ -3,7 +3,7 @@
 # removing or editing a sweep is a change to the config alone.
 
 for _sweep in SWEEPS.values():
-    for _point in own_points(_sweep):
+    for _point in solo(own_points(_sweep)):
         _record, _images = sweep_point_files(_sweep, _point)
 
         rule:
@@ -27,13 +27,11 @@ for _sweep in SWEEPS.values():
             params:
                 stylelab=STYLELAB,
                 engine=ENGINE,
-                command=SWEEP_EXPERIMENTS[_sweep.experiment],
-                spec=spec_text(_point.spec),
-                arguments=sweep_arguments(_sweep, _point),
+                line=sweep_line(_sweep, _point),
             shell:
-                "{params.stylelab} {params.command} --spec {params.spec:q} {params.arguments} --quiet > {log:q} 2>&1"
+                RUN_SHELL
 
-    for _drawing in ("grid", "metrics"):
+    for _drawing in () if RUNS_IN_ONE_JOB else ("grid", "metrics"):
 
         rule:
             name:
@@ -55,8 +53,6 @@ for _sweep in SWEEPS.values():
                 SOFTWARE
             params:
                 stylelab=STYLELAB,
-                draw=f"sweep-{_drawing}",
-                vary=" ".join(_sweep.vary),
+                line=sweep_figure_line(_sweep, _drawing),
             shell:
-                "{params.stylelab} figure {params.draw} --vary {params.vary} --out {output:q} {input.records:q}"
-                " > {log:q} 2>&1"
+                RUN_SHELL

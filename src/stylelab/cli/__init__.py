@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -194,8 +195,7 @@ def _fetch(args: argparse.Namespace) -> None:
     print(manifest.summary())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     # `figure` takes its records anywhere among its options (argparse would give a "*" positional nothing once
     # an option follows the figure's name); any other stray word is the usual error.
     args, extra = parser.parse_known_args(argv)
@@ -204,13 +204,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.records += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _stopping(args: argparse.Namespace):
+    """Only the long runs turn SIGTERM into "save a checkpoint and stop"; the others end at once as usual."""
+    return stop_on_sigterm() if args.command in RESUMABLE else contextlib.nullcontext()
+
+
+def _batch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`stylelab batch LINE...`: each line as its own command, with the batch's global options (--max-pixels)
+    before it, so its records say the command that alone would have made them."""
+    before = args.argv[1:args.argv.index("batch")]
+    runs = []
+    for line in args.lines:
+        words = shlex.split(line)
+        if words[:1] == ["batch"]:
+            raise StylelabError("batch: a line of a batch cannot be a batch itself.")
+        runs.append(_parse(parser, [*before, *words]))
+    for number, run in enumerate(runs, 1):
+        log.info("batch %d/%d: %s", number, len(runs), shlex.join(run.argv))
+        with _stopping(run):
+            _run(run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = _parse(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    # Only the long runs turn SIGTERM into "save a checkpoint and stop"; the others end at once as usual.
-    stopping = stop_on_sigterm() if args.command in RESUMABLE else contextlib.nullcontext()
     try:
-        with stopping:
-            _run(args)
+        if args.command == "batch":
+            _batch(parser, args)
+        else:
+            with _stopping(args):
+                _run(args)
     except StylelabError as exc:
         print(f"stylelab: error: {one_line(str(exc))}", file=sys.stderr)
         return 2

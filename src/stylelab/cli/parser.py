@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     _models_parser(sub)
     _output_parsers(sub)
     _results_parsers(sub)
+    sub.add_parser("batch", help="several commands one after another in one process",
+                   description="Run stylelab commands one after another in this one process, so that their "
+                               "start-up (imports, models) is paid once: what the workflow's jobs.runs_in_one_job "
+                               "does. Every LINE is parsed before the first runs; the first that fails ends the "
+                               "batch with its status. Each run is the run its own command would make."
+                   ).add_argument("lines", nargs="+", metavar="LINE",
+                                  help="one command line without `stylelab`, quoted as one word, e.g. "
+                                       "'transfer --spec {...} --content c.png --style s.png --out DIR'")
     return parser
 
 

@@ -133,10 +133,10 @@ def check_input_images(config: dict) -> None:
 
 
 def layer_jobs(config: dict, group: str) -> dict[str, list[str]]:
-    """{job name: its layers}: a job per layer, or (jobs.layers_in_one_job) one running them all, named by its
+    """{job name: its layers}: a job per layer, or (jobs.runs_in_one_job) one running them all, named by its
     layers joined with + (conv_1+relu_1+...), as its log and benchmark are."""
     layers = list(config[group]["layers"])
-    if config["jobs"].get("layers_in_one_job") and len(layers) > 1:
+    if config["jobs"].get("runs_in_one_job") and len(layers) > 1:
         return {"+".join(layers): layers}
     return {layer: [layer] for layer in layers}
 
@@ -313,9 +313,11 @@ def config_schema() -> dict:
         "mem_mb": {"type": "integer", "minimum": 100},
         "max_pixels": {"description": "an input image above this many pixels is refused before it is decoded "
                                       "(stylelab --max-pixels)", "type": "integer", "minimum": 1},
-        "layers_in_one_job": {"description": "run every layer of the inversion (and of the texture) experiment in "
-                                             "one job, one after another in one process: for short runs, whose "
-                                             "time is their start-up (false: a job per layer)", "type": "boolean"},
+        "runs_in_one_job": {"description": "run each experiment's runs in one job, one after another in one "
+                                           "process (an inversion's or a texture's layers, the transfers, the "
+                                           "generations, Part 3's runs, a sweep's points), and draw each part's "
+                                           "figures in one job: for short runs, whose time is their start-up "
+                                           "(false: a job per run and per figure)", "type": "boolean"},
     }
     properties = {
         "images": _closed({

@@ -22,7 +22,7 @@ from stylelab.spec.settings import (GuidanceSettings, TransferSettings, check_va
                                     format_number, rules_of, texture_synthesis)
 
 # Keys of the config that are no setting of a run: where files go and what a job asks of the scheduler.
-NOT_RESULTS = ("results", "images", "content", "style", "threads", "mem_mb", "max_pixels", "layers_in_one_job")
+NOT_RESULTS = ("results", "images", "content", "style", "threads", "mem_mb", "max_pixels", "runs_in_one_job")
 
 
 @dataclass(frozen=True)
