@@ -116,29 +116,25 @@ def _out_of_memory() -> str:
     return _error(fail)
 
 
-def triggers(config: dict, tmp: Path, run_cli, capsys, cat: Path, picasso: Path) -> dict[str, Callable[[], str]]:
-    """{documented fragment: a call that makes the code print it}: the messages that are cheap to provoke."""
-    from stylelab.diffusion import fetch
-    from stylelab.engine.transfer import check_fits_layers, check_image_name, check_output_name
-    from stylelab.report import contents, render
-    from stylelab.report.runs import load_runs
-    from stylelab.run import runtime
-    from stylelab.run.stopping import RunStopped
-    from stylelab.spec import files, sweeps
-    from stylelab.spec.layers import tutorial_name
-    from stylelab.spec.settings import TransferSettings, resolve
+def _files(tmp: Path, cat: Path) -> dict[str, Path]:
+    """Bad inputs in `tmp`: a text file named .png, a folder, a cut PNG, a 1 x 1 picture, bad and empty JSON."""
+    made = {name: tmp / name for name in ("cat.png", "folder", "cut.png", "dot.png", "bad.json", "empty.json",
+                                          "empty.yaml")}
+    made["cat.png"].write_text("not a picture\n")
+    made["folder"].mkdir()
+    made["cut.png"].write_bytes(cat.read_bytes()[:2000])
+    Image.new("RGB", (1, 1)).save(made["dot.png"])
+    made["bad.json"].write_text("{")
+    made["empty.json"].write_text("{}")
+    made["empty.yaml"].write_text("{}\n")
+    return made
 
-    text, folder, empty = tmp / "cat.png", tmp / "folder", tmp / "empty.yaml"
-    text.write_text("not a picture\n")
-    folder.mkdir()
-    empty.write_text("{}\n")
-    (tmp / "cut.png").write_bytes(cat.read_bytes()[:2000])
-    (tmp / "bad.json").write_text("{")
-    (tmp / "empty.json").write_text("{}")
-    Image.new("RGB", (1, 1)).save(tmp / "dot.png")
-    sweep_point = {"experiment": "transfer", "vary": {"style_weight": [1, 10]}}
+
+def _config_triggers(config: dict, bad: dict[str, Path]) -> dict[str, Callable[[], str]]:
+    from stylelab.spec import sweeps
+
+    point = {"experiment": "transfer", "vary": {"style_weight": [1, 10]}}
     images = lambda path: {**config, "images": {**config["images"], "content": str(path)}}  # noqa: E731
-    out = str(tmp / "out")
     return {
         "config: unknown key ... (did you mean '...'?)":
             lambda: _config_error(config, lambda c: c["transfer"].update(stpes=[5])),
@@ -151,99 +147,126 @@ def triggers(config: dict, tmp: Path, run_cli, capsys, cat: Path, picasso: Path)
         "config: '...' has ...; it takes": lambda: _config_error(config, lambda c: c.update(
             sweeps={"s": {"experiment": "transfer", "vary": {"style_weight": [1]}}})),
         "config: the name '...' ... is not a word":
-            lambda: _config_error(config, lambda c: c.update(sweeps={"a b": sweep_point})),
+            lambda: _config_error(config, lambda c: c.update(sweeps={"a b": point})),
         "config: images.content: ... does not exist: fix the path":
-            lambda: _error(workflow_config.check_input_images, images(tmp / "none.png")),
-        "is a folder, not an image file": lambda: _error(workflow_config.check_input_images, images(folder)),
-        ": name a PNG or JPEG image": lambda: _error(workflow_config.check_input_images, images(text)),
-        "cannot read the config file": lambda: _error(workflow_config.read_configs, [tmp / "none.yaml"]),
+            lambda: _error(workflow_config.check_input_images, images(bad["folder"] / "none.png")),
+        "is a folder, not an image file": lambda: _error(workflow_config.check_input_images, images(bad["folder"])),
+        ": name a PNG or JPEG image": lambda: _error(workflow_config.check_input_images, images(bad["cat.png"])),
+        "cannot read the config file": lambda: _error(workflow_config.read_configs, [bad["folder"] / "none.yaml"]),
         **dict.fromkeys(["is no setting of a", "sweep can vary:"], lambda: _sweep_error(config, {
             "experiment": "transfer", "vary": {"style_wieght": [1, 2]}})),
         "decides no result (a path, or where and how the job runs)":
             lambda: _sweep_error(config, {"experiment": "transfer", "vary": {"device": ["cpu", "cuda"]}}),
         "is also varied; keep it in one of settings and vary":
-            lambda: _sweep_error(config, {**sweep_point, "settings": {"style_weight": 5}}),
+            lambda: _sweep_error(config, {**point, "settings": {"style_weight": 5}}),
         "sweep needs a layer": lambda: _sweep_error(config, {"experiment": "texture", "vary": {"seed": [1, 2]}}),
         "run takes one step count": lambda: _sweep_error(config, {"experiment": "texture", "settings": {
             "layer": "conv_1", "steps": [10, 20]}, "vary": {"seed": [1, 2]}}),
         "two values give the same file name": lambda: _sweep_error(config, {"experiment": "transfer", "vary": {
             "style_weight": [1, 1.0]}}),
         "is given twice in": lambda: _error(sweeps.duplicate_keys, "sweeps:\n  a: {}\n  a: {}\n", "over.yaml"),
-        "image not found:": lambda: _error(files.read_image, tmp / "none.png"),
-        "image path is a folder, not a file": lambda: _error(files.read_image, folder),
-        "not an image file:": lambda: _error(files.read_image, text),
-        "cannot read image ... (damaged or truncated": lambda: _error(files.read_image, tmp / "cut.png"),
+    }
+
+
+def _input_triggers(bad: dict[str, Path], cat: Path) -> dict[str, Callable[[], str]]:
+    from stylelab.engine.transfer import check_fits_layers, check_image_name, check_output_name
+    from stylelab.run import runtime
+    from stylelab.spec import files
+    from stylelab.spec.layers import tutorial_name
+
+    return {
+        "image not found:": lambda: _error(files.read_image, bad["folder"] / "none.png"),
+        "image path is a folder, not a file": lambda: _error(files.read_image, bad["folder"]),
+        "not an image file:": lambda: _error(files.read_image, bad["cat.png"]),
+        "cannot read image ... (damaged or truncated": lambda: _error(files.read_image, bad["cut.png"]),
         "pixels), above the limit of": lambda: _error(files.read_image, cat, max_pixels=1000),
-        "pixels; an input image needs at least": lambda: _error(files.read_image, tmp / "dot.png"),
+        "pixels; an input image needs at least": lambda: _error(files.read_image, bad["dot.png"]),
         "at size ... the image ... becomes": lambda: _error(files.load_pixels, cat, size=20000),
-        "makes a ... image (": lambda: _guidance_error(size=4096, max_pixels=10**6),
         "unknown VGG-19 layer '...'. Valid layers:": lambda: _error(tutorial_name, "conv_99"),
         ": a pool takes the number of the convolution before it": lambda: _error(tutorial_name, "pool_1"),
         "too small for layer": lambda: _error(check_fits_layers, 16, 16, ["pool_16"]),
-        "stylelab: error: argument --...:":
-            lambda: _cli_error(run_cli, capsys, "transfer", "--steps", "0", "--out", out),
-        "invalid choice:": lambda: _cli_error(run_cli, capsys, "transfer", "--style-loss", "l1", "--out", out),
-        "unknown ... '...'; choose one of": lambda: _settings_error(content=str(cat), style=str(picasso), device="gpu"),
+        "must be a plain file name": lambda: _error(check_output_name, "../record.json", "record name"),
+        "has no ... but the run saves": lambda: _error(check_image_name, "final.png", 2),
+        "out of ... memory": _out_of_memory,
+        **({} if runtime.torch.cuda.is_available() else {
+            "asked for, but no CUDA GPU is visible to PyTorch": lambda: _error(runtime.resolve_device, "cuda")}),
+    }
+
+
+def _settings_triggers(cat: Path, picasso: Path, bad: dict[str, Path]) -> dict[str, Callable[[], str]]:
+    from stylelab.spec.settings import TransferSettings, resolve
+
+    both = {"content": str(cat), "style": str(picasso)}
+    two = {"content": str(cat), "style": [str(picasso)] * 2}
+    return {
+        "unknown ... '...'; choose one of": lambda: _settings_error(**both, device="gpu"),
         "spec: unknown setting": lambda: _error(resolve, TransferSettings, argparse.Namespace(), {"bogus": 1}),
-        "spec: '...' takes no setting": lambda: _cli_error(run_cli, capsys, "transfer", "--spec", '{"prompt": "a"}',
-                                                           "--out", out),
-        "content weight and style weight are both 0": lambda: _settings_error(content=str(cat), content_weight=0,
+        "content weight and style weight are both 0": lambda: _settings_error(**both, content_weight=0,
                                                                               style_weight=0),
-        "weight above 0 but no": lambda: _settings_error(content=str(cat), style=str(picasso), content_layers=[]),
+        "weight above 0 but no": lambda: _settings_error(**both, content_layers=[]),
         "image is needed when the": lambda: _settings_error(style=str(picasso), init="noise"),
         "init 'content' needs a content image": lambda: _settings_error(style=str(picasso), content_weight=0),
         "init must be 'content', 'noise' or an image file":
-            lambda: _settings_error(content=str(cat), style=str(picasso), init=str(tmp / "none.png")),
-        "style blend weight(s) for": lambda: _settings_error(content=str(cat), style=[str(picasso)] * 2,
-                                                             style_blend=[1, 2, 3]),
-        "the style blend weights are all 0": lambda: _settings_error(content=str(cat), style=[str(picasso)] * 2,
-                                                                     style_blend=[0, 0]),
-        "several style images but a style weight of 0": lambda: _settings_error(content=str(cat), style_weight=0,
-                                                                                style=[str(picasso)] * 2),
-        "colour preservation '...' needs a content image and a style image": lambda: _settings_error(
-            content=str(cat), style=str(picasso), style_weight=0, preserve_colors="luminance"),
-        "the scales must increase from coarse to fine": lambda: _settings_error(content=str(cat), style=str(picasso),
-                                                                                scales=[16, 16]),
-        "scale step count(s) for": lambda: _settings_error(content=str(cat), style=str(picasso), scales=[8, 16],
-                                                           scale_steps=[2, 2]),
-        "scale steps given without scales": lambda: _settings_error(content=str(cat), style=str(picasso),
-                                                                    scale_steps=[2]),
-        "and the last scale ... differ": lambda: _settings_error(content=str(cat), style=str(picasso), size=64,
-                                                                 scales=[32, 48]),
-        "must be a plain file name": lambda: _error(check_output_name, "../record.json", "record name"),
-        "has no ... but the run saves": lambda: _error(check_image_name, "final.png", 2),
+            lambda: _settings_error(**both, init=str(bad["folder"] / "none.png")),
+        "style blend weight(s) for": lambda: _settings_error(**two, style_blend=[1, 2, 3]),
+        "the style blend weights are all 0": lambda: _settings_error(**two, style_blend=[0, 0]),
+        "several style images but a style weight of 0": lambda: _settings_error(**two, style_weight=0),
+        "colour preservation '...' needs a content image and a style image":
+            lambda: _settings_error(**both, style_weight=0, preserve_colors="luminance"),
+        "the scales must increase from coarse to fine": lambda: _settings_error(**both, scales=[16, 16]),
+        "scale step count(s) for": lambda: _settings_error(**both, scales=[8, 16], scale_steps=[2, 2]),
+        "scale steps given without scales": lambda: _settings_error(**both, scale_steps=[2]),
+        "and the last scale ... differ": lambda: _settings_error(**both, size=64, scales=[32, 48]),
         "a style image is needed for guidance": lambda: _guidance_error(guidance_factor=0.5),
         "the guidance window needs 0 <= start <= end <= 1": lambda: _guidance_error(guidance_start=0.8,
                                                                                   guidance_end=0.2),
         "size must be a multiple of 8": lambda: _guidance_error(size=20),
-        "out of ... memory": _out_of_memory,
-        **dict.fromkeys(["is not available:", "HF_HUB_OFFLINE is set", "and the cache holds no snapshot of it"],
-                        lambda: _cli_error(run_cli, capsys, "models", "fetch", "--model", "no-one/no-such-model",
-                                           "--revision", "main", "--fallback", "error", "--configfile", empty)),
-        "record ... not found; run its experiment first": lambda: _error(load_runs, [tmp / "none.json"]),
-        "is not valid JSON (": lambda: _error(load_runs, [tmp / "bad.json"]),
-        "no records given": lambda: _error(load_runs, []),
-        "needs record JSON files": lambda: _cli_error(run_cli, capsys, "figure", "curves", "--out", tmp / "f.png"),
-        "--content and --style are for the inputs figure only":
-            lambda: _cli_error(run_cli, capsys, "figure", "curves", "--content", cat, "--out", tmp / "f.png"),
-        "results folder ... does not exist":
-            lambda: _cli_error(run_cli, capsys, "compare", tmp / "none", folder, "--out", tmp / "cmp"),
-        "holds no run records (": lambda: _cli_error(run_cli, capsys, "bundle", "--results", folder),
-        "is not a stylelab record": lambda: _error(load_runs, [tmp / "empty.json"]),
+        "makes a ... image (": lambda: _guidance_error(size=4096, max_pixels=10**6),
+    }
+
+
+def _command_triggers(run_cli, capsys, bad: dict[str, Path], cat: Path, picasso: Path) -> dict[str, Callable[[], str]]:
+    from stylelab.diffusion import fetch
+    from stylelab.report import contents, render
+    from stylelab.report.runs import load_runs
+    from stylelab.run.stopping import RunStopped
+
+    cli = lambda *argv: lambda: _cli_error(run_cli, capsys, *argv)  # noqa: E731
+    out, none = bad["folder"] / "out", bad["folder"] / "none.json"
+    return {
+        "stylelab: error: argument --...:": cli("transfer", "--steps", "0", "--out", out),
+        "invalid choice:": cli("transfer", "--style-loss", "l1", "--out", out),
+        "spec: '...' takes no setting": cli("transfer", "--spec", '{"prompt": "a"}', "--out", out),
         "layers run one after another, so --image-name and --record-name need":
-            lambda: _cli_error(run_cli, capsys, "invert", "--content", cat, "--layer", "conv_1", "relu_1",
-                               "--out", out),
+            cli("invert", "--content", cat, "--layer", "conv_1", "relu_1", "--out", out),
+        **dict.fromkeys(["is not available:", "HF_HUB_OFFLINE is set", "and the cache holds no snapshot of it"],
+                        cli("models", "fetch", "--model", "no-one/no-such-model", "--revision", "main", "--fallback",
+                            "error", "--configfile", bad["empty.yaml"])),
         "must be one of": lambda: _error(fetch.ModelSource("embedded-sd", "main", "fp8").validate),
-        "cannot read the model manifest": lambda: _error(fetch.read_manifest, tmp / "none.json"),
-        "cannot read figure": lambda: _error(render.embedded_image, tmp / "none.png", True),
+        "cannot read the model manifest": lambda: _error(fetch.read_manifest, none),
+        "record ... not found; run its experiment first": lambda: _error(load_runs, [none]),
+        "is not valid JSON (": lambda: _error(load_runs, [bad["bad.json"]]),
+        "is not a stylelab record": lambda: _error(load_runs, [bad["empty.json"]]),
+        "no records given": lambda: _error(load_runs, []),
+        "needs record JSON files": cli("figure", "curves", "--out", out / "f.png"),
+        "--content and --style are for the inputs figure only":
+            cli("figure", "curves", "--content", cat, "--out", out / "f.png"),
+        "cannot read figure": lambda: _error(render.embedded_image, bad["folder"] / "none.png", True),
         "is not a PNG file; make it again": lambda: _error(render.embedded_image, picasso, True),
         "the report manifest": lambda: _error(render.read_manifest, "{"),
-        "cannot read report manifest": lambda: _error(render.read_manifest, str(tmp / "none.json")),
+        "cannot read report manifest": lambda: _error(render.read_manifest, str(none)),
         "unknown report section": lambda: _error(contents.section, "part9"),
+        "results folder ... does not exist": cli("compare", bad["folder"] / "none", bad["folder"], "--out", out),
+        "holds no run records (": cli("bundle", "--results", bad["folder"]),
         "stopped by SIGTERM after step": lambda: str(RunStopped(3, 10, None)),
-        **({} if runtime.torch.cuda.is_available() else {
-            "asked for, but no CUDA GPU is visible to PyTorch": lambda: _error(runtime.resolve_device, "cuda")}),
     }
+
+
+def triggers(config: dict, tmp: Path, run_cli, capsys, cat: Path, picasso: Path) -> dict[str, Callable[[], str]]:
+    """{documented fragment: a call that makes the code print it}: the messages that are cheap to provoke."""
+    bad = _files(tmp, cat)
+    return {**_config_triggers(config, bad), **_input_triggers(bad, cat), **_settings_triggers(cat, picasso, bad),
+            **_command_triggers(run_cli, capsys, bad, cat, picasso)}
 
 
 def test_the_troubleshooting_page_lists_messages_the_code_prints(config, tmp_path, run_cli, capsys, cat, picasso,
