@@ -273,6 +273,8 @@ def test_the_troubleshooting_page_lists_messages_the_code_prints(config, tmp_pat
                                                                  monkeypatch):
     """Every documented fragment is made here by the call that prints it, or at least is in the source verbatim."""
     monkeypatch.chdir(tmp_path)  # no config.yaml here: `models fetch` reads only the file it is given
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # the fetch asks no hub, finds no cache
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     documented = documented_messages()
     made = triggers(config, tmp_path, run_cli, capsys, cat, picasso)
     assert not set(made) - set(documented), "triggers of messages the page does not list"
