@@ -56,7 +56,7 @@ test: $(STAMP) $(TEST_TOOLS)
 test-all: $(STAMP) $(TEST_TOOLS)
 	$(VENV)/bin/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
-# The README's pictures, from the results of a report run (make report first).
+# The pictures of README.md and docs/*.md, from the results of a report run (make report first).
 DOCS_FIGURES := $(RESULTS)/part1/figures/inversion_grid.png $(RESULTS)/part1/figures/texture_grid.png \
 	$(RESULTS)/part1/figures/transfer_grid.png $(RESULTS)/part2/figures/comparison.png \
 	$(RESULTS)/part3/figures/colour.png $(RESULTS)/part3/figures/blend.png

@@ -1,6 +1,6 @@
 # The workflow: every experiment of config.yaml is a cached target with its record, then the
 # figures, then the report. Rules only say what to compute and where it goes; each calls one `stylelab`
-# command (README, "Workflow").
+# command (the workflow by hand: docs/clusters.md).
 #
 #   snakemake report                                   (the default profile sets cores and gpu=1)
 #   snakemake --cores 1 --resources gpu=1 -- report    (the `--` ends --resources' list of values)

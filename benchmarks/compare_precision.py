@@ -1,4 +1,4 @@
-"""Final objectives of the same Part 1 runs in two precisions, side by side (README, "Performance").
+"""Final objectives of the same Part 1 runs in two precisions, side by side (docs/performance.md).
 
     make the runs:  for p in fp32 bf16 fp32-2threads; do .venv/bin/snakemake --cores 2 \
                         --configfile benchmarks/precision-$p.yaml \

@@ -1,4 +1,4 @@
-"""Can a bf16 one-layer run catch up with fp32 if its last steps are computed in fp32? (README, "Performance")
+"""Can a bf16 one-layer run catch up with fp32 if its last steps are computed in fp32? (docs/performance.md)
 
     .venv/bin/python benchmarks/fp32_tail.py [--size 64] [--steps 1000] [--tails 100 200]
                                              [--runs inversion/conv_5 texture/conv_10 ...] [--threads 1]

@@ -68,13 +68,3 @@ def test_generated_folders_are_ignored():
     ignored = (ROOT / ".gitignore").read_text().split()
     for folder in ("/results/", "/.snakemake/", "/.venv/"):
         assert folder in ignored
-
-
-def test_readme_pictures_exist_and_are_small():
-    readme = (ROOT / "README.md").read_text()
-    pictures = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", readme)
-    assert len(pictures) == 6, pictures  # Part 1 grids, the Part 2 comparison, Part 3 colour and blend
-    for picture in pictures:
-        path = ROOT / picture
-        assert path.is_file() and path.stat().st_size < 300_000, picture
-        assert path.read_bytes().startswith(b"\x89PNG")

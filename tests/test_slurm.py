@@ -2,7 +2,7 @@
 
 workflow/scripts/local-slurm.sh brings up slurmctld, slurmd and munged on this machine with one stand-in GPU.
 The preview configuration then runs twice in temporary copies of the project: through Slurm, with the
-command the README gives for it, and locally, with the README's local preview command and the same
+command docs/clusters.md gives for it, and locally, with the README's local preview command and the same
 configuration. Every job must have been a Slurm job, every experiment one with a GPU request that Slurm
 granted, and the records and images must be the same as the local run's.
 
@@ -49,34 +49,37 @@ PART3_SMALL = ("part3:\n  colour: {modes: [luminance], runs: [{style_loss: gram,
 LOCAL_TIMEOUT_S = 1200
 
 
-def readme_slurm_commands() -> list[list[str]]:
-    """The snakemake commands in the README's section "Running on a Slurm cluster", as argument lists."""
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(r"^## Running on a Slurm cluster\n(.*?)(?=^## )", readme, flags=re.S | re.M)
-    assert match, "README.md has no section '## Running on a Slurm cluster'"
+CLUSTERS_PAGE = ROOT / "docs" / "clusters.md"
+
+
+def documented_slurm_commands() -> list[list[str]]:
+    """The snakemake commands in docs/clusters.md's section "Running on a Slurm cluster", as argument lists."""
+    page = CLUSTERS_PAGE.read_text()
+    match = re.search(r"^## Running on a Slurm cluster\n(.*?)(?=^## |\Z)", page, flags=re.S | re.M)
+    assert match, "docs/clusters.md has no section '## Running on a Slurm cluster'"
     lines = re.findall(r"^\.venv/bin/snakemake .*$", match.group(1), flags=re.M)
     return [shlex.split(line, comments=True) for line in lines]
 
 
-def readme_command(*required: str) -> list[str]:
-    """The one README command (in the Slurm section) with each of the `required` pieces of command line."""
-    found = [args for args in readme_slurm_commands() if all(piece in " ".join(args) for piece in required)]
-    assert len(found) == 1, f"README: expected one Slurm command with {' '.join(required)!r}, found {found}"
+def documented_command(*required: str) -> list[str]:
+    """The one documented Slurm command with each of the `required` pieces of command line."""
+    found = [args for args in documented_slurm_commands() if all(piece in " ".join(args) for piece in required)]
+    assert len(found) == 1, f"docs/clusters.md: expected one Slurm command with {' '.join(required)!r}, found {found}"
     return [SNAKEMAKE, *found[0][1:]]
 
 
 def slurm_preview_command() -> list[str]:
-    """The README's command for the preview through Slurm, on a cluster without an accounting database."""
-    return readme_command("--profile workflow/profiles/slurm", "--slurm-status-command squeue",
+    """The documented command for the preview through Slurm, on a cluster without an accounting database."""
+    return documented_command("--profile workflow/profiles/slurm", "--slurm-status-command squeue",
                           "--configfile", PREVIEW, "--config device=auto", "-- report")
 
 
 # ------------------------------------------------------------------------------------- no cluster needed
 
 
-def test_readme_commands_use_the_profile_and_run_report():
-    commands = readme_slurm_commands()
-    assert commands, "README: no snakemake command in the Slurm section"
+def test_documented_commands_use_the_profile_and_run_report():
+    commands = documented_slurm_commands()
+    assert commands, "docs/clusters.md: no snakemake command in the Slurm section"
     for args in commands:
         assert args[1:5] == ["--profile", "workflow/profiles/slurm", "--workflow-profile", "none"], args
         assert args[-2:] == ["--", "report"], args
@@ -171,7 +174,7 @@ def run_bounded(args: list[str], workdir: Path, log: Path, timeout: int) -> tupl
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):
-    """The preview through Slurm with the README's command (--verbose: the log then shows each sbatch call)."""
+    """The preview through Slurm with the documented command (--verbose: the log then shows each sbatch call)."""
     workdir = copy_project(tmp_path_factory.mktemp("slurm-preview"))
     command = slurm_preview_command()
     command[-2:-2] = ["--verbose"]

@@ -172,7 +172,7 @@ def test_the_bf16_network_scores_and_differentiates_like_fp32(cat, picasso):
 def test_a_bf16_run_ends_where_the_fp32_run_does_and_says_what_it_computed_in(cat, picasso):
     """Adam (smooth, unlike L-BFGS without a line search, whose path rounding changes chaotically) for 40 steps
     at 32 px: the final objectives within BF16_TOLERANCE. (L-BFGS at 64 px, 1000 steps, every default run:
-    the table in README, "Performance".)"""
+    the table in docs/performance.md, "Precision".)"""
     runs = {p: run_transfer(_settings(cat, picasso, size=32, steps=(40,), optimizer="adam", lr=0.02,
                                       precision=p), progress=False) for p in ("fp32", "bf16")}
     fp32, bf16 = (runs[p].record for p in ("fp32", "bf16"))

@@ -90,12 +90,13 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "figure":
         _figure(args)
     elif args.command == "config-schema":
-        from stylelab.spec.config import schema_yaml
+        from stylelab.spec.config import REFERENCE_FILE, SCHEMA_FILE, reference_markdown, schema_yaml
         from stylelab.spec.files import write_bytes_atomic
-        if args.write:
-            write_bytes_atomic(args.write, schema_yaml().encode())
+        text = reference_markdown() if args.reference else schema_yaml()
+        if args.write is None:
+            print(text, end="")
         else:
-            print(schema_yaml(), end="")
+            write_bytes_atomic(args.write or (REFERENCE_FILE if args.reference else SCHEMA_FILE), text.encode())
     elif args.command == "small-png":
         from stylelab.spec.files import small_png, write_bytes_atomic
         for source in args.images:

@@ -257,7 +257,10 @@ def _results_parsers(sub) -> None:
     b.add_argument("--config", nargs="+", metavar="YAML", default=None,
                    help="the config files the run used, later ones laid over earlier ones (default: config.yaml)")
 
-    sub.add_parser("config-schema", help="the workflow config's JSON schema, made from the settings",
-                   description="Print the schema (YAML) that workflow/schemas/config.schema.yaml holds; --write "
-                               "writes it there.").add_argument("--write", metavar="FILE", nargs="?",
-                                                                const="workflow/schemas/config.schema.yaml")
+    schema = sub.add_parser("config-schema", help="the workflow config's JSON schema, made from the settings",
+                            description="Print the schema (YAML) that workflow/schemas/config.schema.yaml holds, or "
+                                        "with --reference the configuration reference (Markdown) that "
+                                        "docs/configuration.md holds; --write writes it there (or to FILE).")
+    schema.add_argument("--reference", action="store_true", help="the configuration reference instead of the schema")
+    schema.add_argument("--write", metavar="FILE", nargs="?", const="",
+                        help="write it to its file in the repository (or to FILE) instead of printing it")

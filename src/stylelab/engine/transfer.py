@@ -3,7 +3,7 @@
 One step is one optimiser iteration (L-BFGS with max_iter=1: one evaluation, one update; the tutorial's "300
 steps" were 300 to 320 evaluations). Pixels are clamped to [0, 1] before each evaluation, as in the tutorial;
 `bounds="project"` (default) also zeroes the gradient of pixels on a bound that point outward, without which
-L-BFGS's curvature pairs stop describing the function and late runs can jump to noise (README, "Pixels").
+L-BFGS's curvature pairs stop describing the function and late runs can jump to noise (docs/method.md, "Pixels").
 A run keeps the image at each listed step, so a 1000-step run's 300-step image is a 300-step run's.
 
 `StyleTransfer` is one scale of it as a runner task (the runner owns checkpoints, stops, messages, progress and

@@ -76,7 +76,7 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
     return False, f"bfloat16 is not used on {device.type}"
 
 
-# Runs whose objective falls towards zero: bf16's rounding sets a floor under it (README, "Performance"),
+# Runs whose objective falls towards zero: bf16's rounding sets a floor under it (docs/performance.md, "Precision"),
 # so auto keeps them fp32.
 FP32_KINDS = ("inversion", "texture")
 

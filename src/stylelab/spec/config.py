@@ -11,8 +11,8 @@ import re
 from typing import Any
 
 from stylelab.spec.errors import StylelabError
-from stylelab.spec.settings import (INITS, LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings, describe,
-                                    fetch_precision, format_number, schema_of)
+from stylelab.spec.settings import (FINITE, INITS, LAYER_ENUM, GuidanceSettings, ModelChoice, TransferSettings,
+                                    describe, fetch_precision, format_number, schema_of)
 
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 
@@ -210,13 +210,15 @@ def _name(description: str) -> dict:
 
 def _transfer_runs() -> dict:
     return _runs(_closed({"style_loss": _setting(TransferSettings, "style_loss"),
-                          "style_weight": _setting(TransferSettings, "style_weight", exclusiveMinimum=0)}))
+                          "style_weight": _setting(TransferSettings, "style_weight", exclusiveMinimum=0)}),
+                 "the runs, one per style loss and weight")
 
 
 def _part1_section(group: str, description: str) -> dict:
     narrow = {"inversion": {"content_weight": {"exclusiveMinimum": 0}},
               "texture": {"style_weight": {"exclusiveMinimum": 0}}}.get(group, {})
-    properties = {} if group == "transfer" else {"layers": {"$ref": "#/$defs/layers"}}
+    properties = {} if group == "transfer" else {"layers": {"description": "the layers, a run each, in the grid's "
+                                                                           "order", "$ref": "#/$defs/layers"}}
     for name in SECTION_SETTINGS[group]:
         node = _setting(TransferSettings, name, **narrow.get(name, {}))
         if name == "steps" and group != "transfer":
@@ -246,7 +248,7 @@ def _diffusion_section() -> dict:
            for name in DIFFUSION_SETTINGS},
         "guidance": _closed(guidance, "which steps are guided: a window of the schedule (fractions) and every k-th "
                                       "step in it"),
-        "runs": _runs(run),
+        "runs": _runs(run, "the generations, each in its own folder"),
         "transfer": _closed(transfer, "Part 1 style transfer (with the transfer section's layers and content weight) "
                                       "on a generated image"),
         "comparison": {"description": "runs shown side by side with the transfers on generated content",
@@ -290,7 +292,8 @@ def _part3_section() -> dict:
 
 
 def _sweeps_section() -> dict:
-    values = {"type": "array", "minItems": 2, "maxItems": 8, "uniqueItems": True}
+    values = {"description": "the setting's values", "type": "array", "minItems": 2, "maxItems": 8,
+              "uniqueItems": True}
     setting = {"type": "string"}  # which settings a sweep takes, stylelab.spec.sweeps says (one line per mistake)
     sweep = _closed({
         "experiment": {"description": "the experiment run at every point", "enum": list(SWEEP_EXPERIMENTS)},
@@ -299,7 +302,7 @@ def _sweeps_section() -> dict:
         "vary": {"description": "one or two settings, each with 2 to 8 values: a point per combination",
                  "type": "object", "propertyNames": setting, "minProperties": 1, "maxProperties": 2,
                  "additionalProperties": values},
-    }, required=["experiment", "vary"])
+    }, "one sweep, named by its key", required=["experiment", "vary"])
     return {"description": "sweeps: an experiment over the values of one or two settings, each with its grid, "
                            "its metrics plot and its report section (a word of letters, digits, _ and - names each)",
             "type": "object", "propertyNames": {"pattern": SWEEP_NAME}, "additionalProperties": sweep}
@@ -309,8 +312,8 @@ def config_schema() -> dict:
     """The JSON schema of the workflow's config. Every object is closed and every key required unless said (`bundle`
     and its keys are optional)."""
     jobs = {
-        "threads": {"type": "integer", "minimum": 1},
-        "mem_mb": {"type": "integer", "minimum": 100},
+        "threads": {"description": "threads of each experiment job", "type": "integer", "minimum": 1},
+        "mem_mb": {"description": "memory of each experiment job in MB", "type": "integer", "minimum": 100},
         "max_pixels": {"description": "an input image above this many pixels is refused before it is decoded "
                                       "(stylelab --max-pixels)", "type": "integer", "minimum": 1},
         "runs_in_one_job": {"description": "run each experiment's runs in one job, one after another in one "
@@ -393,3 +396,96 @@ def config_message(error) -> str:
     if isinstance(error.instance, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?e[+-]?[0-9]+", error.instance):
         hint = f" (YAML reads {error.instance} as text: write {float(error.instance):.1e})"
     return f"config: '{key}' is {error.instance!r}, but it must be {describe(error.schema)}{hint}."
+
+
+REFERENCE_FILE = "docs/configuration.md"
+REFERENCE_INTRO = """\
+# Configuration reference
+
+The workflow reads `config.yaml` and lays any file given with `--configfile` over it, key by key. `config.yaml`
+sets every key not marked optional, to the values the assignment ran with; an overlay such as
+`workflow/configs/preview.yaml` sets only what differs. Before any job runs, Snakemake checks the merged
+configuration against `workflow/schemas/config.schema.yaml`, and a mistake stops it with one line naming the key
+([troubleshooting](troubleshooting.md)). In YAML write `1.0e+6`, not `1e6`, which YAML reads as text. In the keys
+below, `[]` stands for each entry of a list and `<name>` for a name of your own.
+
+Generated from the settings' one definition (`src/stylelab/spec/settings.py`, `src/stylelab/spec/config.py`) by
+`stylelab config-schema --reference --write`; `tests/test_docs.py` checks that it is current. Do not edit by hand.
+"""
+
+
+def _resolved(node: dict, defs: dict) -> dict:
+    """A schema node with every $ref in it (its own, its items', its options') replaced by the node it names."""
+    if "$ref" in node:
+        node = {**_resolved(defs[node["$ref"].rsplit("/", 1)[1]], defs), **{k: v for k, v in node.items()
+                                                                          if k != "$ref"}}
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            node = {**node, key: _resolved(node[key], defs)}
+    if "anyOf" in node:
+        node = {**node, "anyOf": [_resolved(option, defs) for option in node["anyOf"]]}
+    return node
+
+
+def _takes(node: dict) -> str:
+    """What a resolved node allows, in words, for the reference's tables."""
+    if "anyOf" in node:
+        options = [_takes(option) for option in node["anyOf"] if option.get("type") != "null"]
+        return " or ".join(options) + (" or null" if len(options) < len(node["anyOf"]) else "")
+    if node.get("type") in ("object", "boolean"):
+        below = "properties" in node or "additionalProperties" in node
+        return "true or false" if node["type"] == "boolean" else "a mapping" + (" (keys below)" if below else "")
+    if node.get("type") != "array":
+        exclusive = "exclusiveMinimum" in node and node.get("minimum", -FINITE) <= node["exclusiveMinimum"]
+        return describe({k: v for k, v in node.items() if not (exclusive and k == "minimum")})
+    items = node.get("items", {})
+    if items.get("enum") == LAYER_ENUM:
+        inner = "VGG-19 layer names (`stylelab layers`)"
+    elif items.get("type") == "object":
+        inner = "mappings (keys below)"
+    elif items.get("type") == "array":
+        inner = "lists of " + _takes(items).removeprefix("a list of ")
+    elif "enum" in items:
+        inner = "values from " + ", ".join(map(str, items["enum"]))
+    else:
+        inner = describe(items, plural=True) if items else "values"
+    low, high = node.get("minItems", 0), node.get("maxItems")
+    count = f", {low} to {high}" if high else (f", at least {low}" if low > 1 else "")
+    return f"a list of {inner}{count}" + (", without repeats" if node.get("uniqueItems") else "")
+
+
+def _rows(key: str, node: dict, defs: dict, required: bool = True):
+    """(key, what it takes, what it is) of `node` and of every key inside it, depth first."""
+    node = _resolved(node, defs)
+    yield key, _takes(node), node.get("description", "") + ("" if required else " (optional)")
+    inner, key = (node.get("items", {}), key + "[]") if node.get("type") == "array" else (node, key)
+    for name, child in inner.get("properties", {}).items():
+        yield from _rows(f"{key}.{name}", child, defs, name in inner.get("required", ()))
+    if isinstance(inner.get("additionalProperties"), dict):
+        named = "<name>" if "pattern" in inner.get("propertyNames", {}) else "<setting>"
+        yield from _rows(f"{key}.{named}", inner["additionalProperties"], defs)
+
+
+def _table(rows) -> list[str]:
+    lines = ["| key | takes | what it is |", "|---|---|---|"]
+    for key, takes, what in rows:
+        # A | would end the cell, and <word> reads as an HTML tag.
+        cells = (f"`{key}`", *(re.sub(r"<(?=[A-Za-z])", r"\\<", text.replace("|", "\\|")) for text in (takes, what)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every key of the workflow's config, what it takes and what it is, from the schema."""
+    schema = config_schema()
+    defs, required = schema["$defs"], schema["required"]
+    sections = {k: v for k, v in schema["properties"].items() if v.get("type") == "object"}
+    top = [row for k, v in schema["properties"].items() if k not in sections
+           for row in _rows(k, v, defs, k in required)]
+    lines = [REFERENCE_INTRO, "## Top-level keys", "", *_table(top)]
+    for key, node in sections.items():
+        about = node.get("description", "")
+        about = about[:1].upper() + about[1:] + ("" if key in required or "optional" in about else " (optional)")
+        lines += ["", f"## `{key}`", "", *([about + ".", ""] if about else []),
+                  *_table(list(_rows(key, node, defs))[1:])]
+    return "\n".join(lines) + "\n"
