@@ -19,6 +19,8 @@ for _batch in BATCHES:
         conda:
             SOFTWARE
         threads: JOB_THREADS
+        # The generations next after the layers' jobs (prioritised in part1.smk): Part 2's transfers wait for them.
+        priority: 1 if _batch.rule == "generate_runs" else 0
         resources:
             **EXPERIMENT_RESOURCES,
             **_batch.resources,

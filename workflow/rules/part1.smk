@@ -84,6 +84,8 @@ for _group, _command, _image in (
             conda:
                 SOFTWARE
             threads: JOB_THREADS
+            # The longest jobs of a preview start first, so that the short ones fill the other cores.
+            priority: 2
             resources:
                 **EXPERIMENT_RESOURCES,
             params:

@@ -50,7 +50,7 @@ GENERATION_SETTINGS_SHOWN = ("prompt", "style", "style_layers", "seed", "cfg_sca
 # Figures are embedded small enough to mail the report (under 3 MB). Figures of images go in at the HTML
 # column's width (944 px: style.css's 62rem less padding), Lanczos, as JPEG at quality 80 without chroma
 # subsampling (which visibly blurs the shallow textures' colour noise), unless the full-size PNG is smaller.
-# Line plots stay full-size PNG, quantised to 256 colours where that is smaller. Alpha is dropped (all opaque).
+# Line plots stay full-size PNG, quantised to 256 colours. Alpha is dropped (all opaque).
 EMBED_WIDTH = 944
 JPEG_QUALITY = 80
 
@@ -79,14 +79,15 @@ def embedded_image(path: Path, photographic: bool) -> tuple[str, bytes]:
                 rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise StylelabError(f"figure {path} cannot be read ({exc}); make it again.") from None
-    png = _encoded(rgb, "PNG")  # optimize=True: 1 to 2% smaller, six times slower
     if photographic:
+        png = _encoded(rgb, "PNG")  # optimize=True: 1 to 2% smaller, six times slower
         if rgb.width > EMBED_WIDTH:
             rgb = rgb.resize((EMBED_WIDTH, round(rgb.height * EMBED_WIDTH / rgb.width)), Image.LANCZOS)
         jpeg = _encoded(rgb, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
         return ("image/jpeg", jpeg) if len(jpeg) < len(png) else ("image/png", png)
+    # A line plot has few colours: 256 keep it as it is (a third of the full PNG's size in the preview's plots).
     palette = rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    return "image/png", min(png, _encoded(palette, "PNG", optimize=True), key=len)
+    return "image/png", _encoded(palette, "PNG", optimize=True)
 
 
 def _devices(runs: Sequence[Run]) -> list[str]:
