@@ -25,7 +25,7 @@ LAYERS = ["conv_1", "relu_1", "pool_2", "conv_3", "relu3_1"]  # two conv, two re
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory, cat, picasso):
+def runs_dir(tmp_path_factory, cat, tiny_settings):
     """Records and images of a few tiny real runs, written as the CLI writes them."""
     out = tmp_path_factory.mktemp("runs")
     small = dict(size=32, device="cpu", weights="caffe")
@@ -33,8 +33,7 @@ def runs_dir(tmp_path_factory, cat, picasso):
         settings = feature_inversion(str(cat), layer, steps=(3,), **small)
         write_outputs(run_transfer(settings, progress=False), out / "inversion", f"{layer}.png", f"{layer}.json")
     for loss, weight in (("gram", 1e6), ("meanvar", 10.0)):
-        settings = TransferSettings(content=str(cat), style=str(picasso), style_loss=loss, style_weight=weight,
-                                    steps=(2, 4), **small)
+        settings = tiny_settings(style_loss=loss, style_weight=weight, steps=(2, 4), weights="caffe")
         name = f"{loss}_w{format_number(weight)}"
         write_outputs(run_transfer(settings, progress=False), out / "transfer", name + "_s{step}.png", name + ".json")
     return out
@@ -253,16 +252,15 @@ def test_findings_describe_the_direction_the_numbers_go(before, after, words):
 
 
 @pytest.fixture(scope="module")
-def generations(tmp_path_factory, picasso):
+def generations(tmp_path_factory, picasso, stand_in):
     """Two tiny generations (unguided and Gram-guided) from the embedded SD, written as `generate` does."""
     from stylelab.diffusion.guidance import sample
     from stylelab.spec.settings import GuidanceSettings
-    from stylelab.diffusion.models import load_model
     from stylelab.engine.images import save_png
     from stylelab.spec.records import write_record
 
     out = tmp_path_factory.mktemp("generated")
-    model = load_model("embedded-sd")
+    model = stand_in("embedded-sd")
     paths = []
     for name, factor in (("unguided", 0.0), ("gram", 0.6)):
         image, record = sample(model, GuidanceSettings(prompt="a <b>cat</b>", steps=3, size=32, style=str(picasso),
@@ -375,10 +373,9 @@ def test_inputs_figure_shows_each_image_the_records_name_once(runs_dir, cat, pic
     assert [ax.get_title().split("\n")[0] for ax in alone.axes] == ["content image"]
 
 
-def test_texture_grid_shows_the_style_image_first_and_copes_without_one(tmp_path, picasso, runs_dir):
-    settings = TransferSettings(style=str(picasso), style_layers=["conv_1"], content_layers=[],
-                                         style_loss="gram", style_weight=1e6, content_weight=0, init="noise", steps=(2,), size=32,
-                                         device="cpu", weights="caffe")
+def test_texture_grid_shows_the_style_image_first_and_copes_without_one(tmp_path, tiny_settings, runs_dir):
+    settings = tiny_settings(content=None, style_layers=["conv_1"], content_layers=[], content_weight=0,
+                             init="noise", steps=(2,))
     write_outputs(run_transfer(settings, progress=False), tmp_path, "conv_1.png", "conv_1.json")
     runs = load_runs([tmp_path / "conv_1.json"])
     if runs[0].kind != "texture":  # how the CLI names a style-only run
@@ -394,10 +391,9 @@ def test_texture_grid_shows_the_style_image_first_and_copes_without_one(tmp_path
         figures.layer_grid_figure(runs)
 
 
-def test_comparison_marks_the_generated_image_the_transfers_started_from(generations, picasso, tmp_path):
+def test_comparison_marks_the_generated_image_the_transfers_started_from(generations, tiny_settings, tmp_path):
     content = generations[0].parent / "image.png"  # the unguided sample
-    settings = TransferSettings(content=str(content), style=str(picasso), style_loss="gram", style_weight=1e6,
-                                steps=(2,), size=32, device="cpu", weights="caffe")
+    settings = tiny_settings(content=str(content), steps=(2,))
     write_outputs(run_transfer(settings, progress=False), tmp_path, "gram_s{step}.png", "gram.json")
     titles = [ax.get_title() for ax in figures.gallery_figure(load_runs([*generations, tmp_path / "gram.json"])).axes]
     marked = [t for t in titles if t.startswith("content of the Part 1 transfers")]
@@ -518,21 +514,19 @@ def test_photographic_figures_are_embedded_as_jpeg_and_line_plots_as_crisp_png(r
 
 
 @pytest.fixture(scope="module")
-def part3_dir(tmp_path_factory, cat, picasso):
+def part3_dir(tmp_path_factory, tiny_settings, picasso, starry):
     """Tiny real Part 3 runs (colour modes, one scale and coarse to fine, a blend), written as the workflow
     writes them: one final image and record per run."""
     out = tmp_path_factory.mktemp("part3")
-    starry = str(Path(picasso).parent / "starry_night.jpg")
-    small = dict(content=str(cat), style=str(picasso), device="cpu", weights="caffe", precision="fp32")
-    runs = {"colour": {f"{mode}_gram": dict(preserve_colors=mode, size=32, steps=(3,))
+    runs = {"colour": {f"{mode}_gram": dict(preserve_colors=mode, steps=(3,))
                        for mode in ("none", "luminance", "match")},
-            "scales": {"single_scale": dict(scales=[32], steps=(6,)),
-                       "coarse_to_fine": dict(scales=[16, 32], scale_steps=[4], steps=(3,))},
-            "blend": {f"w{a}": dict(style=[str(picasso), starry], style_blend=[a, 1 - a], size=32, steps=(3,))
+            "scales": {"single_scale": dict(scales=[32], size="auto", steps=(6,)),
+                       "coarse_to_fine": dict(scales=[16, 32], size="auto", scale_steps=[4], steps=(3,))},
+            "blend": {f"w{a}": dict(style=[str(picasso), str(starry)], style_blend=[a, 1 - a], steps=(3,))
                       for a in (1.0, 0.5, 0.0)}}
     for experiment, named in runs.items():
         for name, options in named.items():
-            result = run_transfer(TransferSettings(**{**small, **options}), progress=False)
+            result = run_transfer(tiny_settings(weights="caffe", **options), progress=False)
             write_outputs(result, out / experiment, f"{name}.png", f"{name}.json")
     return out
 

@@ -48,20 +48,20 @@ def _decoy(path: Path, size: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def repos(tmp_path_factory) -> dict[str, Path]:
+def repos(tmp_path_factory, stand_in) -> dict[str, Path]:
     """A Stable Diffusion repository saved from the stand-in (fp32 and fp16 files, the hub's model_index.json,
     decoys), and a DDPM in the single-model layout with .bin weights (as google/ddpm-celebahq-256)."""
     root = tmp_path_factory.mktemp("hub")
     sd = root / "sd"
-    pipe = models.build_embedded_sd(seed=0, image_size=32)
+    pipe = stand_in("embedded-sd", image_size=32)
     # fp16 first, so that the configs say float32, as the hub's do (the last save writes them).
-    models.build_embedded_sd(seed=0, image_size=32).to(torch.float16).save_pretrained(sd, variant="fp16")
+    stand_in("embedded-sd", image_size=32).to(torch.float16).save_pretrained(sd, variant="fp16")
     pipe.save_pretrained(sd)
     (sd / "model_index.json").write_text(json.dumps(HUB_INDEX, indent=2))
     for i, decoy in enumerate(DECOYS):
         _decoy(sd / decoy, 200_000 + i)
     ddpm = root / "ddpm"
-    small = models.build_embedded_ddpm(seed=0, image_size=32)
+    small = stand_in("embedded-ddpm", image_size=32)
     small.unet.save_pretrained(ddpm, safe_serialization=False)
     small.scheduler.save_pretrained(ddpm)
     (ddpm / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline", "scheduler": [
@@ -139,7 +139,8 @@ def _reference_image(tmp_path, pipe, picasso) -> np.ndarray:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_the_fetched_model_generates_bit_for_bit_what_its_weights_give_in_memory(hub, tmp_path, picasso, precision):
+def test_the_fetched_model_generates_bit_for_bit_what_its_weights_give_in_memory(hub, tmp_path, picasso, stand_in,
+                                                                                  precision):
     env = client_env(hub.url, tmp_path / "hf")
     manifest_file = tmp_path / "manifest.json"
     assert run(fetch_cmd(SD, manifest_file, "--precision", precision), env).returncode == 0
@@ -152,7 +153,7 @@ def test_the_fetched_model_generates_bit_for_bit_what_its_weights_give_in_memory
     record = json.loads((out / "record.json").read_text())
     assert record["model"]["commit"] == hub.commits[SD] and not record["model"]["embedded"]
     assert record["model"]["files"] == fetch.read_manifest(manifest_file).files
-    pipe = models.build_embedded_sd(seed=0, image_size=32)
+    pipe = stand_in("embedded-sd", image_size=32)
     if precision == "fp16":
         pipe = pipe.to(torch.float16).to(torch.float32)  # the weights as the fp16 files hold them
     assert np.array_equal(png(out / "image.png"), _reference_image(tmp_path, pipe, picasso))
@@ -183,7 +184,7 @@ def test_a_hub_id_given_by_hand_loads_offline_what_the_fetch_selected(hub, tmp_p
     assert made["hub id"] == made["manifest"]
 
 
-def test_the_pixel_ddpm_in_its_single_model_layout_goes_the_same_way(hub, tmp_path, picasso):
+def test_the_pixel_ddpm_in_its_single_model_layout_goes_the_same_way(hub, tmp_path, picasso, stand_in):
     env = client_env(hub.url, tmp_path / "hf")
     manifest_file = tmp_path / "manifest.json"
     done = run(fetch_cmd(DDPM, manifest_file), env)
@@ -196,7 +197,7 @@ def test_the_pixel_ddpm_in_its_single_model_layout_goes_the_same_way(hub, tmp_pa
     done = run(["generate", "--model", DDPM, "--manifest", str(manifest_file), "--style", str(picasso), "--out",
                 str(out), "--quiet", *GEN], {**env, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
-    reference = _reference_image(tmp_path, models.build_embedded_ddpm(seed=0, image_size=32), picasso)
+    reference = _reference_image(tmp_path, stand_in("embedded-ddpm", image_size=32), picasso)
     assert np.array_equal(png(out / "image.png"), reference)
 
 
