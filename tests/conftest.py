@@ -1,5 +1,5 @@
 """Shared fixtures: the sample images of data/, tiny Part 1 settings, the stand-in diffusion models, and a helper
-that runs the CLI in-process."""
+that runs the CLI in-process. Also which tests are `slow` (left out of `make test-quick`)."""
 
 from __future__ import annotations
 
@@ -73,3 +73,14 @@ def run_cli(capsys):
 
     return run
 
+
+# Modules that are slow as a whole (Snakemake runs of the preview, a Slurm cluster, the between-workflow cache):
+# marked here, by module, since other work edits them. Elsewhere a test is marked where it is written.
+SLOW_MODULES = {"test_workflow", "test_slurm", "test_cache"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` on every test of SLOW_MODULES: `make test-quick` (pytest -m "not slow") leaves them out."""
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +21,7 @@ def _benchmark(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_quick_speed_benchmark_runs_and_writes_its_table(tmp_path):
     """The quick mode as CI runs it: a row per engine, with its seconds per step and its ratio to the tutorial
     (reported, not asserted: tests/test_benchmarks.py's counting test checks the work per step)."""
@@ -119,6 +122,7 @@ def test_the_fp32_tail_table_has_a_row_per_run(capsys):
     assert "| texture/pool_2 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_every_section_in_tiny_mode_on_a_cpu(tmp_path):
     """benchmarks/gpu_check.py as it runs on a GPU, at 64 px with the stand-in model: every section gives rows
     (none fails, none is skipped), and the JSON and Markdown it writes hold them."""

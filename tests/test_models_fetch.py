@@ -152,6 +152,7 @@ def _reference_image(tmp_path, pipe, picasso) -> np.ndarray:
     return png(tmp_path / "reference.png")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_the_fetched_model_generates_bit_for_bit_what_its_weights_give_in_memory(hub, tmp_path, picasso, stand_in,
                                                                                   precision):
@@ -173,6 +174,7 @@ def test_the_fetched_model_generates_bit_for_bit_what_its_weights_give_in_memory
     assert np.array_equal(png(out / "image.png"), _reference_image(tmp_path, pipe, picasso))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("revision", ["commit", "main"])
 def test_a_hub_id_given_by_hand_loads_offline_what_the_fetch_selected(hub, tmp_path, picasso, revision):
     """After a fetch, `generate --model ID --revision REV` on a machine without network (HF_HUB_OFFLINE=1, as a
@@ -198,6 +200,7 @@ def test_a_hub_id_given_by_hand_loads_offline_what_the_fetch_selected(hub, tmp_p
     assert made["hub id"] == made["manifest"]
 
 
+@pytest.mark.slow
 def test_the_pixel_ddpm_in_its_single_model_layout_goes_the_same_way(hub, tmp_path, picasso, stand_in):
     env = client_env(hub.url, tmp_path / "hf")
     manifest_file = tmp_path / "manifest.json"
@@ -224,6 +227,7 @@ def test_a_pinned_revision_is_recorded_as_pinned(hub, tmp_path):
     assert (manifest.commit, manifest.pinned) == (commit, True) and "not pinned" not in done.stdout
 
 
+@pytest.mark.slow
 def test_a_fetch_killed_midway_resumes_where_it_stopped(hub, repos, tmp_path):
     env = client_env(hub.url, tmp_path / "hf")
     big = "unet/diffusion_pytorch_model.safetensors"
@@ -297,6 +301,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_gives_one_line_and_the_stand_in_or_stops(tmp_path, picasso):
     env = client_env(f"http://127.0.0.1:{_closed_port()}", tmp_path / "hf")
     done = run_counting_waits(fetch_cmd(SD, tmp_path / "m.json"), env, tmp_path / "waits.json")
@@ -338,6 +343,7 @@ def test_the_defaults_come_from_the_config_files(tmp_path):
     assert (manifest.model, manifest.source, manifest.kind) == ("embedded-ddpm", "embedded", "ddpm")
 
 
+@pytest.mark.slow
 def test_full_size_stable_diffusion_v1_in_fp16_is_fetched_loaded_and_guided_at_256_px(tmp_path, picasso):
     """SD v1's published architecture (860 M + 84 M + 123 M parameters, random weights), saved as the hub holds
     it in fp16 (with fp32 decoys beside it), fetched from the fake hub, loaded from the cache by its manifest,
@@ -373,6 +379,7 @@ def test_full_size_stable_diffusion_v1_in_fp16_is_fetched_loaded_and_guided_at_2
           f"{generated_s:.0f} s")
 
 
+@pytest.mark.slow
 def test_the_workflow_fetches_the_model_once_and_every_figure_is_of_the_real_model(hub, tmp_path):
     """`snakemake report` where the hub can be reached: the models job fetches the pinned commit, every
     generate job loads exactly its files, and the report names the model, the commit and each checksum."""

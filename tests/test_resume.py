@@ -267,6 +267,7 @@ def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 
     raise AssertionError(f"no '{text}' within {timeout} s:\n{log.read_text()}")
 
 
+@pytest.mark.slow
 def test_a_killed_transfer_command_resumes_to_the_same_png(run_cli, cat, picasso, tmp_path, cache):
     args = ["transfer", "--content", str(cat), "--style", str(picasso), "--size", "32", "--steps", "20", "50",
             "--init", "noise", "--device", "cpu", "--checkpoint-every", "8", "--quiet"]
