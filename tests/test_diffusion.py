@@ -89,7 +89,8 @@ def test_fallback_to_the_embedded_model_is_said(monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = models.load_model("CompVis/stable-diffusion-v1-4", fallback="embedded")
     assert model.origin.embedded and model.kind == "sd" and "could not be loaded" in model.origin.fallback_reason
-    assert isinstance(model, StyleGuidedStableDiffusionPipeline) and model.origin.name == "CompVis/stable-diffusion-v1-4"
+    assert isinstance(model, StyleGuidedStableDiffusionPipeline)
+    assert model.origin.name == "CompVis/stable-diffusion-v1-4"
     assert "embedded stand-in embedded-sd" in caplog.text
     ddpm = models.load_model("google/ddpm-celebahq-256", fallback="embedded")
     assert ddpm.origin.embedded and ddpm.kind == "ddpm" and isinstance(ddpm, StyleGuidedDDPMPipeline)

@@ -163,7 +163,8 @@ def test_report_escapes_what_records_say(runs_dir, tmp_path):
     record_path.write_text(json.dumps(record))
     shutil.copy(runs_dir / "inversion" / "conv_1.png", tmp_path / "conv_1.png")
     grid = figures.write_figure("layer-grid", [runs_dir / "inversion" / "conv_1.json"], tmp_path / "grid.png")
-    html = report.render_html({"sections": [{"id": "inversion", "figures": [str(grid)], "records": [str(record_path)]}]})
+    section = {"id": "inversion", "figures": [str(grid)], "records": [str(record_path)]}
+    html = report.render_html({"sections": [section]})
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;.png" in html
 
 
@@ -231,7 +232,8 @@ def test_cost_table_reads_snakemake_benchmark_files(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for name, seconds, rss in (("a", 12.5, 800.0), ("b", 3.0, "NA")):
         (tmp_path / "part1").mkdir(exist_ok=True)
-        (tmp_path / "part1" / f"{name}.tsv").write_text(header + f"{seconds}\t0:00:12\t{rss}\t1\t1\t1\t0\t0\t50\t11.0\n")
+        (tmp_path / "part1" / f"{name}.tsv").write_text(
+            header + f"{seconds}\t0:00:12\t{rss}\t1\t1\t1\t0\t0\t50\t11.0\n")
     table = provenance.cost_table({"Part 1": [tmp_path / "part1/a.tsv", tmp_path / "part1/b.tsv"]}, tmp_path)
     assert [job.job for job in table["slowest"]] == ["part1/a", "part1/b"]
     assert table["totals"] == [{"part": "Part 1", "jobs": 2, "wall_s": 15.5, "max_rss_mb": 800.0}]
@@ -400,7 +402,8 @@ def test_comparison_marks_the_generated_image_the_transfers_started_from(generat
     assert len(marked) == 1 and "unguided, 3 steps" in marked[0]
     # Without the generation among the gallery's runs, its image is added as a cell of its own.
     titles = [ax.get_title() for ax in figures.gallery_figure(load_runs([generations[1], tmp_path / "gram.json"])).axes]
-    assert titles[2] == "content of the Part 1 transfers\nunguided/image.png" and titles[3].startswith("Part 1 transfer")
+    assert titles[2] == "content of the Part 1 transfers\nunguided/image.png"
+    assert titles[3].startswith("Part 1 transfer")
 
 
 # ------------------------------------------------------------- labels, findings and commits in the report
@@ -461,7 +464,8 @@ def test_records_note_their_commit_and_the_title_page_names_results_and_report_c
     monkeypatch.setattr(provenance, "git_state", lambda where=".": {"commit": "a" * 40, "dirty": False, "note": ""})
     title = report.render_html({"sections": [{"id": "inversion", "figures": [], "records": paths[:3]}]})
     title = title.split("</header>")[0]
-    assert f"commit <code>{'a' * 12}</code>, for the results and this report" in title and "<dt>Report</dt>" not in title
+    assert f"commit <code>{'a' * 12}</code>, for the results and this report" in title
+    assert "<dt>Report</dt>" not in title
 
 
 # ------------------------------------------------------------- what the report embeds

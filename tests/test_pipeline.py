@@ -89,7 +89,8 @@ def test_the_ddpm_pipeline_round_trips_and_matches_generate(tmp_path, picasso, s
     assert pipe.image_size == 16 and isinstance(pipe.scheduler, type(stand_in("embedded-ddpm").scheduler))
     out = pipe(style_image=str(picasso), guidance_factor=0.6, num_inference_steps=3, seed=5, output_type="pt")
     image, record = generate(ModelChoice(model=str(folder), device="cpu"),
-                             GuidanceSettings(style=str(picasso), guidance_factor=0.6, steps=3, seed=5, precision="fp32"),
+                             GuidanceSettings(style=str(picasso), guidance_factor=0.6, steps=3, seed=5,
+                                              precision="fp32"),
                              progress=False)
     assert torch.equal(out.images, image) and out.record.history["style/gram"] == record.history["style/gram"]
     # DDPM draws noise at every step: a generator seeded alike gives the same sample.
