@@ -1,6 +1,7 @@
 # The two commands of the README, and a few more.
 #   make report   build the whole report (creates .venv/ on first use)
-#   make test     run the test suite (creates .venv/ on first use)
+#   make test     run the test suite, as CI does (creates .venv/ on first use)
+#   make test-quick   the developer's loop: the tests not marked slow (under 3 minutes on 2 cores)
 #   make models   fetch the diffusion model (where there is network; the report works without it)
 #   make bundle   the finished run as one zip (report, config, records, packages, source); for the preview:
 #                 make bundle RESULTS=results/preview CONFIGFILES=workflow/configs/preview.yaml
@@ -14,7 +15,7 @@ PYTEST_ARGS ?=
 RESULTS := results
 MODEL_MANIFEST := $(RESULTS)/part2/model/manifest.json
 
-.PHONY: env models report preview bundle test test-all docs clean gpu-wheels gpu-check
+.PHONY: env models report preview bundle test test-quick docs clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml workflow/scripts/setup-env.sh
 	@bash workflow/scripts/setup-env.sh
@@ -53,8 +54,10 @@ bundle: $(STAMP)
 test: $(STAMP) $(TEST_TOOLS)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-test-all: $(STAMP) $(TEST_TOOLS)
-	$(VENV)/bin/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+# Every module imported, one tiny job of each kind, a dry run of the workflow; no Snakemake or Slurm run, no
+# test that takes more than a few seconds (pyproject.toml's `slow` marker), none of the test tools.
+test-quick: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The pictures of README.md and docs/*.md, from the results of a report run (make report first).
 DOCS_FIGURES := $(RESULTS)/part1/figures/inversion_grid.png $(RESULTS)/part1/figures/texture_grid.png \

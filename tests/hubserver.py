@@ -38,7 +38,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-__all__ = ["FakeHub", "HubFile", "client_env", "LFS_EXTENSIONS", "LFS_MIN_SIZE"]
+__all__ = ["FakeHub", "HubFile", "client_env", "COUNT_WAITS", "LFS_EXTENSIONS", "LFS_MIN_SIZE"]
+
+# Python source for the top of a client process: from then on WAITS counts the seconds the process asks to sleep
+# and the TCP connections it opens. A client that retries with back-off shows in both, on any machine at any
+# load, where a time limit would fail on a busy one (or pass a slow retry on a fast one).
+COUNT_WAITS = """
+import socket as _socket, time as _time
+WAITS = {"slept_s": 0.0, "connects": 0}
+_sleep, _connect = _time.sleep, _socket.socket.connect
+
+def _counted_sleep(seconds):
+    WAITS["slept_s"] += seconds
+    _sleep(seconds)
+
+def _counted_connect(sock, address):
+    WAITS["connects"] += 1
+    return _connect(sock, address)
+
+_time.sleep, _socket.socket.connect = _counted_sleep, _counted_connect
+"""
 
 LFS_EXTENSIONS = (".safetensors", ".bin", ".ckpt", ".msgpack", ".onnx", ".pt", ".pth", ".h5", ".gguf")
 LFS_MIN_SIZE = 1_000_000  # files larger than this are LFS files whatever their extension

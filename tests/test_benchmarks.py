@@ -1,9 +1,13 @@
-"""The speed benchmark's quick mode, as CI runs it: it works, and stylelab is not slower than the tutorial."""
+"""The benchmarks run and write their tables, and stylelab's step does no more network work than the tutorial's.
+The benchmarks report seconds; the tests assert on counts and results, never on a time (which depends on what
+else the machine runs)."""
 
 import importlib.util
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,17 +21,75 @@ def _benchmark(name: str):
     return module
 
 
-def test_quick_speed_benchmark_runs_and_stylelab_keeps_up_with_the_tutorial(tmp_path):
+@pytest.mark.slow
+def test_quick_speed_benchmark_runs_and_writes_its_table(tmp_path):
+    """The quick mode as CI runs it: a row per engine, with its seconds per step and its ratio to the tutorial
+    (reported, not asserted: tests/test_benchmarks.py's counting test checks the work per step)."""
     result = _benchmark("speed").main(["--quick", "--sizes", "128", "--engines", "tutorial", "pastiche", "stylelab",
-                                   "--out", str(tmp_path)])
+                                       "--out", str(tmp_path)])
     rows = {row["engine"]: row for row in result["rows"]}
     assert set(rows) == {"tutorial", "pastiche", "stylelab"}
-    assert all(row["s_per_step"] > 0 for row in rows.values())
-    # Interleaved rounds share the machine's drift; 15% covers what is left of the noise of a 2-core box.
-    assert rows["stylelab"]["ratio_to_tutorial"] <= 1.15, rows
+    assert all(row["s_per_step"] > 0 and row["ratio_to_tutorial"] > 0 for row in rows.values())
     written = json.loads((tmp_path / "speed_quick.json").read_text())
-    assert [(r["engine"], r["s_per_step"]) for r in written["rows"]] == [(r["engine"], r["s_per_step"]) for r in result["rows"]]
+    assert [(r["engine"], r["s_per_step"]) for r in written["rows"]] == [(r["engine"], r["s_per_step"])
+                                                                          for r in result["rows"]]
     assert (tmp_path / "speed_quick.md").read_text().count("\n|") == 2 + 3  # header, rule, one row per engine
+
+
+def test_a_stylelab_step_does_the_network_work_of_a_tutorial_evaluation(monkeypatch):
+    """Per optimiser step, stylelab runs VGG-19 as deep as the tutorial does per closure evaluation (its five
+    convolutions up to conv_5 for the tutorial's layers, the network cut after the deepest), forward once and
+    backward once. Counted, not timed: the seconds are benchmarks/speed.py's to report."""
+    import dataclasses
+
+    import torch
+
+    from stylelab.engine import images
+    from stylelab.engine.transfer import run_transfer
+
+    speed = _benchmark("speed")
+    case, cpu = speed.CASES["tutorial layers"], torch.device("cpu")
+    counts = {"convolutions": 0, "backward passes": 0}
+
+    def convolution_ran(module, args, output):
+        counts["convolutions"] += isinstance(module, torch.nn.Conv2d)
+
+    backward = torch.Tensor.backward
+
+    def counted_backward(tensor, *args, **kwargs):
+        counts["backward passes"] += 1
+        return backward(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", counted_backward)
+
+    def per_step(run) -> dict[str, float]:
+        """The work of run() (which returns how many steps it made) per step."""
+        before = dict(counts)
+        steps = run()
+        return {k: (counts[k] - before[k]) / steps for k in counts}
+
+    def tutorial_evaluations(engine, n):
+        start = engine.evaluations
+        engine.run(n, lambda: None)
+        return engine.evaluations - start
+
+    def stylelab_steps(n):  # two runs' difference: the set-up and the scoring of the saved image cancel out
+        settings = speed.StylelabEngine(case, 32, cpu).settings
+        run_transfer(dataclasses.replace(settings, steps=(n,)), progress=False)
+        return n
+
+    hook = torch.nn.modules.module.register_module_forward_hook(convolution_ran)
+    try:
+        content = images.load_image(speed.CONTENT, 32)
+        style = images.load_image(speed.STYLE, tuple(content.shape[-2:]))
+        engine = speed.TutorialEngine(content, style, case, cpu)  # its set-up's forward passes: not counted
+        tutorial = per_step(lambda: tutorial_evaluations(engine, 3))
+        short, long = per_step(lambda: stylelab_steps(2)), per_step(lambda: stylelab_steps(4))
+    finally:
+        hook.remove()
+    stylelab = {k: (4 * long[k] - 2 * short[k]) / 2 for k in counts}
+    assert tutorial == {"convolutions": 5, "backward passes": 1}, tutorial
+    assert stylelab == tutorial, stylelab
 
 
 def test_the_stylelab_engine_runs_on_typed_settings():
@@ -60,6 +122,7 @@ def test_the_fp32_tail_table_has_a_row_per_run(capsys):
     assert "| texture/pool_2 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_every_section_in_tiny_mode_on_a_cpu(tmp_path):
     """benchmarks/gpu_check.py as it runs on a GPU, at 64 px with the stand-in model: every section gives rows
     (none fails, none is skipped), and the JSON and Markdown it writes hold them."""

@@ -25,16 +25,6 @@ from stylelab.run.stopping import Interval
 from stylelab.engine.transfer import run_transfer, write_outputs
 from stylelab.spec.settings import TransferSettings
 
-from conftest import DATA
-
-STARRY = DATA / "style" / "starry_night.jpg"
-
-
-def _settings(cat, picasso, **options) -> TransferSettings:
-    base = dict(content=str(cat), style=str(picasso), size=32, steps=(6, 12), weights="caffe", device="cpu",
-                precision="fp32", style_weight=1e6)
-    return TransferSettings(**{**base, **options})
-
 
 def _png(tensor: torch.Tensor) -> torch.Tensor:
     """The image as the saved PNG holds it (8 bits per channel), back as a tensor."""
@@ -44,10 +34,10 @@ def _png(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("style_loss", ["gram", "meanvar"])
-def test_luminance_transfer_keeps_the_content_colour_channels(cat, picasso, style_loss):
+def test_luminance_transfer_keeps_the_content_colour_channels(tiny_settings, cat, style_loss):
     weight = 1e6 if style_loss == "gram" else 10.0
-    result = run_transfer(_settings(cat, picasso, preserve_colors="luminance", style_loss=style_loss,
-                                    style_weight=weight), progress=False)
+    result = run_transfer(tiny_settings(preserve_colors="luminance", style_loss=style_loss, style_weight=weight,
+                                        weights="caffe"), progress=False)
     content = images.load_image(str(cat), 32).to(torch.float64)
     for step, image in result.images.items():
         assert image.shape == content.shape
@@ -66,7 +56,7 @@ def test_luminance_keeps_colour_even_where_the_luminance_leaves_the_rgb_cube():
         assert torch.allclose(colour.rgb_to_yiq(rgb)[:, 1:], colour.rgb_to_yiq(content)[:, 1:], atol=1e-6)
 
 
-def test_colour_matching_gives_the_style_the_content_mean_and_covariance(cat, picasso):
+def test_colour_matching_gives_the_style_the_content_mean_and_covariance(tiny_settings, cat, picasso):
     content = images.load_image(str(cat), 64)
     style = images.load_image(str(picasso), tuple(content.shape[-2:]))
     matched = colour.match_colours(style, content)
@@ -77,13 +67,13 @@ def test_colour_matching_gives_the_style_the_content_mean_and_covariance(cat, pi
     mean_s, cov_s = colour.colour_stats(style)
     assert (mean_s - mean_c).abs().max() > 0.05  # the test means something: the style's colours differ
     # The matched style drives a transfer: it runs, and the run's record says the mode.
-    result = run_transfer(_settings(cat, picasso, preserve_colors="match", steps=(4,)), progress=False)
+    result = run_transfer(tiny_settings(preserve_colors="match", steps=(4,)), progress=False)
     assert result.record.settings.preserve_colors == "match"
 
 
-def test_one_scale_is_todays_run_bit_for_bit(cat, picasso):
-    today = run_transfer(_settings(cat, picasso), progress=False)
-    one_scale = run_transfer(_settings(cat, picasso, scales=[32], size="auto"), progress=False)
+def test_one_scale_is_todays_run_bit_for_bit(tiny_settings):
+    today = run_transfer(tiny_settings(), progress=False)
+    one_scale = run_transfer(tiny_settings(scales=[32], size="auto"), progress=False)
     for step in (6, 12):
         assert torch.equal(one_scale.images[step], today.images[step])
     assert one_scale.record.final_losses == today.record.final_losses
@@ -92,18 +82,18 @@ def test_one_scale_is_todays_run_bit_for_bit(cat, picasso):
 
 @pytest.mark.parametrize("blend", [dict(style_blend=[1.0]), dict(style=None, style_blend=[1.0, 0.0]),
                                    dict(style=None, style_blend=[2.5, 0.0])], ids=["one-style", "1-0", "2.5-0"])
-def test_one_style_of_weight_one_is_todays_run_bit_for_bit(cat, picasso, blend):
-    today = run_transfer(_settings(cat, picasso), progress=False)
+def test_one_style_of_weight_one_is_todays_run_bit_for_bit(tiny_settings, picasso, starry, blend):
+    today = run_transfer(tiny_settings(), progress=False)
     if blend.get("style", 1) is None:
-        blend = {**blend, "style": [str(picasso), str(STARRY)]}
-    blended = run_transfer(_settings(cat, picasso, **blend), progress=False)
+        blend = {**blend, "style": [str(picasso), str(starry)]}
+    blended = run_transfer(tiny_settings(**blend), progress=False)
     for step in (6, 12):
         assert torch.equal(blended.images[step], today.images[step])
     assert blended.record.final_losses == today.record.final_losses
     assert blended.record.images["12"].distances == today.record.images["12"].distances
 
 
-def test_a_blend_mixes_the_style_statistics_per_layer(cat, picasso):
+def test_a_blend_mixes_the_style_statistics_per_layer(tiny_settings, picasso, starry):
     a = {"conv_1": (torch.full((1, 2, 2), 1.0),)}
     b = {"conv_1": (torch.full((1, 2, 2), 3.0),)}
     assert torch.allclose(blend_targets([a, b], [0.7, 0.3])["conv_1"][0], torch.full((1, 2, 2), 1.6))
@@ -118,18 +108,19 @@ def test_a_blend_mixes_the_style_statistics_per_layer(cat, picasso):
         want = 0.25 * one.style_targets["conv_1"][k] + 0.75 * two.style_targets["conv_1"][k]
         assert torch.allclose(objective.style_targets["conv_1"][k], want)
     # The weights are shares: 7 and 3 are 0.7 and 0.3.
-    settings = _settings(cat, picasso, style=[str(picasso), str(STARRY)], style_blend=[7, 3])
+    settings = tiny_settings(style=[str(picasso), str(starry)], style_blend=[7, 3])
     settings.validate()
     assert settings.blend_weights == pytest.approx([0.7, 0.3])
-    halves = run_transfer(_settings(cat, picasso, style=[str(picasso), str(STARRY)], style_blend=[0.5, 0.5],
-                                    steps=(3,)), progress=False)
-    equal = run_transfer(_settings(cat, picasso, style=[str(picasso), str(STARRY)], steps=(3,)), progress=False)
+    halves = run_transfer(tiny_settings(style=[str(picasso), str(starry)], style_blend=[0.5, 0.5], steps=(3,)),
+                          progress=False)
+    equal = run_transfer(tiny_settings(style=[str(picasso), str(starry)], steps=(3,)), progress=False)
     assert torch.equal(halves.images[3], equal.images[3])  # default: equal shares
-    assert halves.record.settings.style == [str(picasso), str(STARRY)]
+    assert halves.record.settings.style == [str(picasso), str(starry)]
 
 
-def test_coarse_to_fine_keeps_each_scale_and_ends_at_the_last(cat, picasso, tmp_path):
-    settings = _settings(cat, picasso, size="auto", scales=[16, 24, 32], scale_steps=[5, 4], steps=(3, 6))
+def test_coarse_to_fine_keeps_each_scale_and_ends_at_the_last(tiny_settings, tmp_path):
+    # The real network: the last scale's head start below is what it sees in the coarser result.
+    settings = tiny_settings(size="auto", scales=[16, 24, 32], scale_steps=[5, 4], steps=(3, 6), weights="caffe")
     result = run_transfer(settings, progress=False)
     record = result.record
     assert [entry["size"] for entry in record.scale_history] == [16, 24]
@@ -142,7 +133,7 @@ def test_coarse_to_fine_keeps_each_scale_and_ends_at_the_last(cat, picasso, tmp_
     # The last scale starts from the coarser result: from noise, it begins far below where noise begins.
     from_noise = dict(init="noise", steps=(2,))
     coarse = run_transfer(dataclasses.replace(settings, **from_noise), progress=False)
-    single = run_transfer(_settings(cat, picasso, **from_noise), progress=False)
+    single = run_transfer(tiny_settings(weights="caffe", **from_noise), progress=False)
     assert coarse.record.history["total"][0] < 0.5 * single.record.history["total"][0]
     paths = write_outputs(result, tmp_path)
     assert {p.name for p in paths} == {"step_3.png", "step_6.png", "record.json"}
@@ -151,10 +142,10 @@ def test_coarse_to_fine_keeps_each_scale_and_ends_at_the_last(cat, picasso, tmp_
     assert run_transfer(plain, progress=False).record.settings.scale_steps == [6, 6]
 
 
-def test_coarse_to_fine_resumes_across_a_scale_bit_for_bit(cat, picasso, monkeypatch, tmp_path):
+def test_coarse_to_fine_resumes_across_a_scale_bit_for_bit(tiny_settings, monkeypatch, tmp_path):
     monkeypatch.setenv(checkpoint.CACHE_ENV, str(tmp_path / "cache"))
-    settings = dict(size="auto", scales=[16, 32], scale_steps=[6], steps=(8,), precision="fp32")
-    reference = run_transfer(_settings(cat, picasso, **settings), progress=False)
+    settings = tiny_settings(size="auto", scales=[16, 32], scale_steps=[6], steps=(8,))
+    reference = run_transfer(settings, progress=False)
 
     from stylelab.run import runner
 
@@ -168,9 +159,9 @@ def test_coarse_to_fine_resumes_across_a_scale_bit_for_bit(cat, picasso, monkeyp
     monkeypatch.setattr(runner, "_checkpoint", interrupt)
     policy = CheckpointPolicy(every=Interval(steps=4))
     with pytest.raises(KeyboardInterrupt):
-        run_transfer(_settings(cat, picasso, **settings), progress=False, checkpoints=policy)
+        run_transfer(settings, progress=False, checkpoints=policy)
     monkeypatch.setattr(runner, "_checkpoint", original)
-    resumed = run_transfer(_settings(cat, picasso, **settings), progress=False, checkpoints=policy)
+    resumed = run_transfer(settings, progress=False, checkpoints=policy)
     assert resumed.record.resumed_from == [8]
     assert torch.equal(resumed.images[8], reference.images[8])
     assert resumed.record.scale_history[0]["history"]["total"] == reference.record.scale_history[0]["history"]["total"]

@@ -16,20 +16,20 @@ import yaml
 from stylelab.engine.transfer import run_transfer, write_outputs
 from stylelab.report import render
 from stylelab.spec import config as workflow_config, provenance
-from stylelab.spec.settings import TransferSettings, feature_inversion
+from stylelab.spec.settings import feature_inversion
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ["part1/inversion/conv_1.json", "part1/transfer/gram_w1e6.json"]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, cat, picasso):
+def runs(tmp_path_factory, cat, tiny_settings):
     """Two tiny real runs (an inversion, a transfer), written as the CLI writes them."""
     out = tmp_path_factory.mktemp("runs")
     small = dict(size=32, device="cpu", weights="caffe")
     settings = feature_inversion(str(cat), "conv_1", steps=(2,), **small)
     write_outputs(run_transfer(settings, progress=False), out / "part1/inversion", "conv_1.png", "conv_1.json")
-    settings = TransferSettings(content=str(cat), style=str(picasso), steps=(2,), **small)
+    settings = tiny_settings(steps=(2,), weights="caffe")
     write_outputs(run_transfer(settings, progress=False), out / "part1/transfer", "gram_w1e6.png", "gram_w1e6.json")
     return out
 

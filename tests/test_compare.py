@@ -10,22 +10,21 @@ import pytest
 from stylelab.engine.transfer import run_transfer, write_outputs
 from stylelab.report import compare as comparing
 from stylelab.report.summary import build_summary, run_summary, write_summary
-from stylelab.spec.settings import TransferSettings, feature_inversion, format_number
+from stylelab.spec.settings import feature_inversion, format_number
 
 SMALL = dict(size=32, device="cpu", weights="caffe")
 LAYERS = ("conv_1", "relu_1")
 
 
-def _transfer(root, cat, picasso, loss, weight, name=None):
-    settings = TransferSettings(content=str(cat), style=str(picasso), style_loss=loss, style_weight=weight,
-                                steps=(2, 4), **SMALL)
+def _transfer(root, tiny_settings, loss, weight, name=None):
+    settings = tiny_settings(style_loss=loss, style_weight=weight, steps=(2, 4), weights="caffe")
     name = name or f"{loss}_w{format_number(weight)}"
     write_outputs(run_transfer(settings, progress=False), root / "part1" / "transfer", name + "_s{step}.png",
                   name + ".json")
 
 
 @pytest.fixture(scope="module")
-def roots(tmp_path_factory, cat, picasso):
+def roots(tmp_path_factory, cat, tiny_settings):
     """(A, B): two results folders of two inversions and two transfers; in B, the MeanVar run named meanvar_w10
     ran at style weight 100."""
     a = tmp_path_factory.mktemp("results")
@@ -34,10 +33,10 @@ def roots(tmp_path_factory, cat, picasso):
         write_outputs(run_transfer(settings, progress=False), a / "part1" / "inversion", f"{layer}.png",
                       f"{layer}.json")
     for loss, weight in (("gram", 1e6), ("meanvar", 10.0)):
-        _transfer(a, cat, picasso, loss, weight)
+        _transfer(a, tiny_settings, loss, weight)
     b = tmp_path_factory.mktemp("other") / "results"
     shutil.copytree(a, b)
-    _transfer(b, cat, picasso, "meanvar", 100.0, name="meanvar_w10")
+    _transfer(b, tiny_settings, "meanvar", 100.0, name="meanvar_w10")
     return a, b
 
 

@@ -12,16 +12,6 @@ from stylelab.diffusion.pipelines import StyleGuidedDDPMPipeline, StyleGuidedSta
 from stylelab.spec.errors import StylelabError
 
 
-@pytest.fixture(scope="module")
-def tiny_sd():
-    return models.load_model("embedded-sd", seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_ddpm():
-    return models.load_model("embedded-ddpm", seed=0)
-
-
 def _run(model, picasso, **kw):
     base = dict(prompt="a cat", steps=6, seed=3, size=32, style=str(picasso), precision="fp32")
     return sample(model, GuidanceSettings(**{**base, **kw}), device="cpu", progress=False)
@@ -43,25 +33,26 @@ def test_guidance_window_and_every_k():
     assert [i for i in range(10) if late.guided_at(i)] == [5, 6, 7, 8, 9]
 
 
-def test_in_memory_tokenizer_reads_any_text(tiny_sd):
-    ids = tiny_sd.tokenizer(["A picture of a cat — in the style of Picasso <script>"]).input_ids[0]
-    assert ids[0] == tiny_sd.tokenizer.bos_token_id and ids[-1] == tiny_sd.tokenizer.eos_token_id
-    assert tiny_sd.tokenizer.unk_token_id not in ids[1:-1]
+def test_in_memory_tokenizer_reads_any_text(stand_in):
+    tokenizer = stand_in("embedded-sd").tokenizer
+    ids = tokenizer(["A picture of a cat — in the style of Picasso <script>"]).input_ids[0]
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.unk_token_id not in ids[1:-1]
 
 
-@pytest.mark.parametrize("which", ["tiny_sd", "tiny_ddpm"])
-def test_zero_guidance_is_the_unguided_image_bit_for_bit(request, picasso, which):
-    model = request.getfixturevalue(which)
+@pytest.mark.parametrize("which", ["embedded-sd", "embedded-ddpm"])
+def test_zero_guidance_is_the_unguided_image_bit_for_bit(stand_in, picasso, which):
+    model = stand_in(which)
     plain, _ = _run(model, picasso, style=None)
     zero, record = _run(model, picasso, guidance_factor=0.0)
     assert torch.equal(plain, zero)
     assert record.timing.guided_steps == 0 and all(v is not None for v in record.history["style/gram"])
 
 
-@pytest.mark.parametrize("which", ["tiny_sd", "tiny_ddpm"])
+@pytest.mark.parametrize("which", ["embedded-sd", "embedded-ddpm"])
 @pytest.mark.parametrize("style_loss", ["gram", "meanvar"])
-def test_guidance_lowers_the_style_loss_it_guides_on(request, picasso, which, style_loss):
-    model = request.getfixturevalue(which)
+def test_guidance_lowers_the_style_loss_it_guides_on(stand_in, picasso, which, style_loss):
+    model = stand_in(which)
     _, unguided = _run(model, picasso, style_loss=style_loss)
     image, guided = _run(model, picasso, style_loss=style_loss, guidance_factor=0.6)
     assert guided.timing.guided_steps == 6
@@ -86,10 +77,11 @@ def test_the_fp16_style_gradient_is_not_lost_to_underflow():
     assert torch.allclose(scaled, reference, rtol=2e-3, atol=2e-3)
 
 
-def test_same_seed_same_image_other_seed_other_image(tiny_sd, picasso):
-    a, _ = _run(tiny_sd, picasso, style=None)
-    b, _ = _run(tiny_sd, picasso, style=None)
-    c, _ = _run(tiny_sd, picasso, style=None, seed=4)
+def test_same_seed_same_image_other_seed_other_image(stand_in, picasso):
+    model = stand_in("embedded-sd")
+    a, _ = _run(model, picasso, style=None)
+    b, _ = _run(model, picasso, style=None)
+    c, _ = _run(model, picasso, style=None, seed=4)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -97,7 +89,8 @@ def test_fallback_to_the_embedded_model_is_said(monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = models.load_model("CompVis/stable-diffusion-v1-4", fallback="embedded")
     assert model.origin.embedded and model.kind == "sd" and "could not be loaded" in model.origin.fallback_reason
-    assert isinstance(model, StyleGuidedStableDiffusionPipeline) and model.origin.name == "CompVis/stable-diffusion-v1-4"
+    assert isinstance(model, StyleGuidedStableDiffusionPipeline)
+    assert model.origin.name == "CompVis/stable-diffusion-v1-4"
     assert "embedded stand-in embedded-sd" in caplog.text
     ddpm = models.load_model("google/ddpm-celebahq-256", fallback="embedded")
     assert ddpm.origin.embedded and ddpm.kind == "ddpm" and isinstance(ddpm, StyleGuidedDDPMPipeline)
@@ -148,9 +141,9 @@ def test_generate_error_path_leaves_nothing(run_cli, monkeypatch, tmp_path):
     assert not (tmp_path / "g").exists()
 
 
-def test_a_diverging_sample_names_the_step_and_the_cause(tiny_sd, picasso):
+def test_a_diverging_sample_names_the_step_and_the_cause(stand_in, picasso):
     with pytest.raises(StylelabError) as err:
-        _run(tiny_sd, picasso, size=16, steps=2, guidance_factor=1e300)
+        _run(stand_in("embedded-sd"), picasso, size=16, steps=2, guidance_factor=1e300)
     assert str(err.value).startswith("the latents stopped being finite at step 1 of 2: sampling diverged, most "
                                       "likely because the guidance factor is too large (lower --guidance-factor)")
     assert str(err.value).endswith("Nothing was written.")
@@ -161,7 +154,7 @@ def test_guidance_without_style_is_refused():
         GuidanceSettings(guidance_factor=0.5).validate()
 
 
-def test_auto_precision_is_fp16_on_cuda_bf16_on_a_native_cpu_else_fp32(monkeypatch, tiny_sd, picasso):
+def test_auto_precision_is_fp16_on_cuda_bf16_on_a_native_cpu_else_fp32(monkeypatch, stand_in, picasso):
     """What `auto` resolves to, and a run that says what it took and why; the style loss's VGG-19 follows
     Part 1's auto, and fp32 asked for is fp32 throughout."""
     from stylelab.run import runtime
@@ -174,6 +167,7 @@ def test_auto_precision_is_fp16_on_cuda_bf16_on_a_native_cpu_else_fp32(monkeypat
     assert runtime.choose_diffusion_precision("auto", cpu)[0] == "fp32"
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     assert runtime.choose_diffusion_precision("auto", cpu) == ("bf16", "auto: the CPU has amx_bf16 and avx512_bf16")
+    tiny_sd = stand_in("embedded-sd")
     image, record = _run(tiny_sd, picasso, precision="auto", guidance_factor=0.5, steps=3)
     assert (record.precision, record.settings.precision) == ("bf16", "bf16")
     assert record.precision_reason == "auto: the CPU has amx_bf16 and avx512_bf16"

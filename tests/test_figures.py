@@ -25,7 +25,7 @@ LAYERS = ["conv_1", "relu_1", "pool_2", "conv_3", "relu3_1"]  # two conv, two re
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory, cat, picasso):
+def runs_dir(tmp_path_factory, cat, tiny_settings):
     """Records and images of a few tiny real runs, written as the CLI writes them."""
     out = tmp_path_factory.mktemp("runs")
     small = dict(size=32, device="cpu", weights="caffe")
@@ -33,8 +33,7 @@ def runs_dir(tmp_path_factory, cat, picasso):
         settings = feature_inversion(str(cat), layer, steps=(3,), **small)
         write_outputs(run_transfer(settings, progress=False), out / "inversion", f"{layer}.png", f"{layer}.json")
     for loss, weight in (("gram", 1e6), ("meanvar", 10.0)):
-        settings = TransferSettings(content=str(cat), style=str(picasso), style_loss=loss, style_weight=weight,
-                                    steps=(2, 4), **small)
+        settings = tiny_settings(style_loss=loss, style_weight=weight, steps=(2, 4), weights="caffe")
         name = f"{loss}_w{format_number(weight)}"
         write_outputs(run_transfer(settings, progress=False), out / "transfer", name + "_s{step}.png", name + ".json")
     return out
@@ -164,7 +163,8 @@ def test_report_escapes_what_records_say(runs_dir, tmp_path):
     record_path.write_text(json.dumps(record))
     shutil.copy(runs_dir / "inversion" / "conv_1.png", tmp_path / "conv_1.png")
     grid = figures.write_figure("layer-grid", [runs_dir / "inversion" / "conv_1.json"], tmp_path / "grid.png")
-    html = report.render_html({"sections": [{"id": "inversion", "figures": [str(grid)], "records": [str(record_path)]}]})
+    section = {"id": "inversion", "figures": [str(grid)], "records": [str(record_path)]}
+    html = report.render_html({"sections": [section]})
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;.png" in html
 
 
@@ -232,7 +232,8 @@ def test_cost_table_reads_snakemake_benchmark_files(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for name, seconds, rss in (("a", 12.5, 800.0), ("b", 3.0, "NA")):
         (tmp_path / "part1").mkdir(exist_ok=True)
-        (tmp_path / "part1" / f"{name}.tsv").write_text(header + f"{seconds}\t0:00:12\t{rss}\t1\t1\t1\t0\t0\t50\t11.0\n")
+        (tmp_path / "part1" / f"{name}.tsv").write_text(
+            header + f"{seconds}\t0:00:12\t{rss}\t1\t1\t1\t0\t0\t50\t11.0\n")
     table = provenance.cost_table({"Part 1": [tmp_path / "part1/a.tsv", tmp_path / "part1/b.tsv"]}, tmp_path)
     assert [job.job for job in table["slowest"]] == ["part1/a", "part1/b"]
     assert table["totals"] == [{"part": "Part 1", "jobs": 2, "wall_s": 15.5, "max_rss_mb": 800.0}]
@@ -253,16 +254,15 @@ def test_findings_describe_the_direction_the_numbers_go(before, after, words):
 
 
 @pytest.fixture(scope="module")
-def generations(tmp_path_factory, picasso):
+def generations(tmp_path_factory, picasso, stand_in):
     """Two tiny generations (unguided and Gram-guided) from the embedded SD, written as `generate` does."""
     from stylelab.diffusion.guidance import sample
     from stylelab.spec.settings import GuidanceSettings
-    from stylelab.diffusion.models import load_model
     from stylelab.engine.images import save_png
     from stylelab.spec.records import write_record
 
     out = tmp_path_factory.mktemp("generated")
-    model = load_model("embedded-sd")
+    model = stand_in("embedded-sd")
     paths = []
     for name, factor in (("unguided", 0.0), ("gram", 0.6)):
         image, record = sample(model, GuidanceSettings(prompt="a <b>cat</b>", steps=3, size=32, style=str(picasso),
@@ -375,10 +375,9 @@ def test_inputs_figure_shows_each_image_the_records_name_once(runs_dir, cat, pic
     assert [ax.get_title().split("\n")[0] for ax in alone.axes] == ["content image"]
 
 
-def test_texture_grid_shows_the_style_image_first_and_copes_without_one(tmp_path, picasso, runs_dir):
-    settings = TransferSettings(style=str(picasso), style_layers=["conv_1"], content_layers=[],
-                                         style_loss="gram", style_weight=1e6, content_weight=0, init="noise", steps=(2,), size=32,
-                                         device="cpu", weights="caffe")
+def test_texture_grid_shows_the_style_image_first_and_copes_without_one(tmp_path, tiny_settings, runs_dir):
+    settings = tiny_settings(content=None, style_layers=["conv_1"], content_layers=[], content_weight=0,
+                             init="noise", steps=(2,))
     write_outputs(run_transfer(settings, progress=False), tmp_path, "conv_1.png", "conv_1.json")
     runs = load_runs([tmp_path / "conv_1.json"])
     if runs[0].kind != "texture":  # how the CLI names a style-only run
@@ -394,17 +393,17 @@ def test_texture_grid_shows_the_style_image_first_and_copes_without_one(tmp_path
         figures.layer_grid_figure(runs)
 
 
-def test_comparison_marks_the_generated_image_the_transfers_started_from(generations, picasso, tmp_path):
+def test_comparison_marks_the_generated_image_the_transfers_started_from(generations, tiny_settings, tmp_path):
     content = generations[0].parent / "image.png"  # the unguided sample
-    settings = TransferSettings(content=str(content), style=str(picasso), style_loss="gram", style_weight=1e6,
-                                steps=(2,), size=32, device="cpu", weights="caffe")
+    settings = tiny_settings(content=str(content), steps=(2,))
     write_outputs(run_transfer(settings, progress=False), tmp_path, "gram_s{step}.png", "gram.json")
     titles = [ax.get_title() for ax in figures.gallery_figure(load_runs([*generations, tmp_path / "gram.json"])).axes]
     marked = [t for t in titles if t.startswith("content of the Part 1 transfers")]
     assert len(marked) == 1 and "unguided, 3 steps" in marked[0]
     # Without the generation among the gallery's runs, its image is added as a cell of its own.
     titles = [ax.get_title() for ax in figures.gallery_figure(load_runs([generations[1], tmp_path / "gram.json"])).axes]
-    assert titles[2] == "content of the Part 1 transfers\nunguided/image.png" and titles[3].startswith("Part 1 transfer")
+    assert titles[2] == "content of the Part 1 transfers\nunguided/image.png"
+    assert titles[3].startswith("Part 1 transfer")
 
 
 # ------------------------------------------------------------- labels, findings and commits in the report
@@ -465,7 +464,8 @@ def test_records_note_their_commit_and_the_title_page_names_results_and_report_c
     monkeypatch.setattr(provenance, "git_state", lambda where=".": {"commit": "a" * 40, "dirty": False, "note": ""})
     title = report.render_html({"sections": [{"id": "inversion", "figures": [], "records": paths[:3]}]})
     title = title.split("</header>")[0]
-    assert f"commit <code>{'a' * 12}</code>, for the results and this report" in title and "<dt>Report</dt>" not in title
+    assert f"commit <code>{'a' * 12}</code>, for the results and this report" in title
+    assert "<dt>Report</dt>" not in title
 
 
 # ------------------------------------------------------------- what the report embeds
@@ -518,21 +518,19 @@ def test_photographic_figures_are_embedded_as_jpeg_and_line_plots_as_crisp_png(r
 
 
 @pytest.fixture(scope="module")
-def part3_dir(tmp_path_factory, cat, picasso):
+def part3_dir(tmp_path_factory, tiny_settings, picasso, starry):
     """Tiny real Part 3 runs (colour modes, one scale and coarse to fine, a blend), written as the workflow
     writes them: one final image and record per run."""
     out = tmp_path_factory.mktemp("part3")
-    starry = str(Path(picasso).parent / "starry_night.jpg")
-    small = dict(content=str(cat), style=str(picasso), device="cpu", weights="caffe", precision="fp32")
-    runs = {"colour": {f"{mode}_gram": dict(preserve_colors=mode, size=32, steps=(3,))
+    runs = {"colour": {f"{mode}_gram": dict(preserve_colors=mode, steps=(3,))
                        for mode in ("none", "luminance", "match")},
-            "scales": {"single_scale": dict(scales=[32], steps=(6,)),
-                       "coarse_to_fine": dict(scales=[16, 32], scale_steps=[4], steps=(3,))},
-            "blend": {f"w{a}": dict(style=[str(picasso), starry], style_blend=[a, 1 - a], size=32, steps=(3,))
+            "scales": {"single_scale": dict(scales=[32], size="auto", steps=(6,)),
+                       "coarse_to_fine": dict(scales=[16, 32], size="auto", scale_steps=[4], steps=(3,))},
+            "blend": {f"w{a}": dict(style=[str(picasso), str(starry)], style_blend=[a, 1 - a], steps=(3,))
                       for a in (1.0, 0.5, 0.0)}}
     for experiment, named in runs.items():
         for name, options in named.items():
-            result = run_transfer(TransferSettings(**{**small, **options}), progress=False)
+            result = run_transfer(tiny_settings(weights="caffe", **options), progress=False)
             write_outputs(result, out / experiment, f"{name}.png", f"{name}.json")
     return out
 

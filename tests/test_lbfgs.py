@@ -401,7 +401,8 @@ def _full_history():
     dirs = [h * s for s in stps]
     tstate = topt.state[tx]
     tstate.update(func_evals=m + 1, n_iter=m + 1, old_stps=stps, old_dirs=dirs,
-                  ro=[1.0 / y.dot(s) for y, s in zip(dirs, stps)], H_diag=dirs[-1].dot(stps[-1]) / dirs[-1].dot(dirs[-1]),
+                  ro=[1.0 / y.dot(s) for y, s in zip(dirs, stps)],
+                  H_diag=dirs[-1].dot(stps[-1]) / dirs[-1].dot(dirs[-1]),
                   d=-1e-2 * h * tx.detach(), t=1.0, prev_flat_grad=h * tx.detach(), prev_loss=0.0)
     copt, cclosure, cx = opt_and_closure(compact_lbfgs)
     copt.load_state_dict(topt.state_dict())

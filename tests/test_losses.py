@@ -73,7 +73,8 @@ def test_gram_backward_matches_autograd_of_the_plain_product():
     features = torch.randn(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda f: _Gram.apply(f.reshape(2, 5, 12), 60), (features,))
     target = torch.randn(2, 5, 5, dtype=torch.float64)
-    plain = torch.nn.functional.mse_loss(torch.bmm(features.reshape(2, 5, 12), features.reshape(2, 5, 12).transpose(1, 2)) / 60, target)
+    flat = features.reshape(2, 5, 12)
+    plain = torch.nn.functional.mse_loss(torch.bmm(flat, flat.transpose(1, 2)) / 60, target)
     (expected,) = torch.autograd.grad(plain, features)
     (got,) = torch.autograd.grad(torch.nn.functional.mse_loss(gram_matrix(features), target), features)
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-15)
@@ -89,7 +90,8 @@ def test_channels_last_features_give_the_same_losses_and_gradients(shape):
     target = torch.randn(*shape, dtype=torch.float64)
     target_last = target.contiguous(memory_format=torch.channels_last)
     assert not last.is_contiguous()  # the layout really differs
-    gram_target, mean_target, var_target = torch.randn(shape[0], shape[1], shape[1]), torch.randn(shape[:2]), torch.rand(shape[:2])
+    gram_target = torch.randn(shape[0], shape[1], shape[1])
+    mean_target, var_target = torch.randn(shape[:2]), torch.rand(shape[:2])
     terms = {
         "gram": lambda f, t: gram_loss(f, gram_target.double()),
         "meanvar": lambda f, t: mean_var_loss(f, mean_target.double(), var_target.double()),

@@ -24,9 +24,9 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
+def sd_folder(tmp_path_factory, stand_in):
     folder = tmp_path_factory.mktemp("models") / "tiny-sd"
-    models.build_embedded_sd(seed=0, image_size=32).save_pretrained(folder)
+    stand_in("embedded-sd", image_size=32).save_pretrained(folder)
     return folder
 
 
@@ -54,11 +54,11 @@ def test_pipeline_call_gives_the_image_of_the_generate_command(sd_folder, picass
     assert tensor.shape == (1, 3, 32, 32) and np.array_equal(_pixels(tensor_to_pil(tensor)), _pixels(written))
 
 
-def test_a_saved_pipeline_loads_with_its_components_and_schedule(sd_folder):
+def test_a_saved_pipeline_loads_with_its_components_and_schedule(sd_folder, stand_in):
     index = json.loads((sd_folder / "model_index.json").read_text())
     assert index["_class_name"] == "StyleGuidedStableDiffusionPipeline"
     pipe = StyleGuidedStableDiffusionPipeline.from_pretrained(sd_folder)
-    built = models.build_embedded_sd(seed=0, image_size=32)
+    built = stand_in("embedded-sd", image_size=32)
     assert set(pipe.components) == {"vae", "text_encoder", "tokenizer", "unet", "scheduler"}
     for name in ("unet", "vae", "text_encoder"):
         saved, fresh = getattr(pipe, name).state_dict(), getattr(built, name).state_dict()
@@ -67,10 +67,10 @@ def test_a_saved_pipeline_loads_with_its_components_and_schedule(sd_folder):
     assert pipe.image_size == 32 and pipe.encode_prompt("a cat", "cpu").shape == (2, 77, 32)
 
 
-def test_the_kind_comes_from_model_index_not_the_name(tmp_path):
-    models.build_embedded_ddpm(seed=0, image_size=16).save_pretrained(tmp_path / "stable-diffusion-sd")
-    models.build_embedded_sd(seed=0, image_size=16).save_pretrained(tmp_path / "my-ddpm-model")
-    DDPMPipeline(**models.build_embedded_ddpm(seed=0, image_size=16).components).save_pretrained(tmp_path / "sd-v2")
+def test_the_kind_comes_from_model_index_not_the_name(tmp_path, stand_in):
+    stand_in("embedded-ddpm", image_size=16).save_pretrained(tmp_path / "stable-diffusion-sd")
+    stand_in("embedded-sd", image_size=16).save_pretrained(tmp_path / "my-ddpm-model")
+    DDPMPipeline(**stand_in("embedded-ddpm", image_size=16).components).save_pretrained(tmp_path / "sd-v2")
     ddpm = models.load_model(str(tmp_path / "stable-diffusion-sd"), fallback="error")
     sd = models.load_model(str(tmp_path / "my-ddpm-model"), fallback="error")
     standard_ddpm = models.load_model(str(tmp_path / "sd-v2"), fallback="error")
@@ -82,14 +82,15 @@ def test_the_kind_comes_from_model_index_not_the_name(tmp_path):
     assert isinstance(models.load_model("embedded-sd"), StyleGuidedStableDiffusionPipeline)
 
 
-def test_the_ddpm_pipeline_round_trips_and_matches_generate(tmp_path, picasso):
+def test_the_ddpm_pipeline_round_trips_and_matches_generate(tmp_path, picasso, stand_in):
     folder = tmp_path / "tiny-ddpm"
-    models.build_embedded_ddpm(seed=0, image_size=16).save_pretrained(folder)
+    stand_in("embedded-ddpm", image_size=16).save_pretrained(folder)
     pipe = StyleGuidedDDPMPipeline.from_pretrained(folder)
-    assert pipe.image_size == 16 and isinstance(pipe.scheduler, type(models.build_embedded_ddpm().scheduler))
+    assert pipe.image_size == 16 and isinstance(pipe.scheduler, type(stand_in("embedded-ddpm").scheduler))
     out = pipe(style_image=str(picasso), guidance_factor=0.6, num_inference_steps=3, seed=5, output_type="pt")
     image, record = generate(ModelChoice(model=str(folder), device="cpu"),
-                             GuidanceSettings(style=str(picasso), guidance_factor=0.6, steps=3, seed=5, precision="fp32"),
+                             GuidanceSettings(style=str(picasso), guidance_factor=0.6, steps=3, seed=5,
+                                              precision="fp32"),
                              progress=False)
     assert torch.equal(out.images, image) and out.record.history["style/gram"] == record.history["style/gram"]
     # DDPM draws noise at every step: a generator seeded alike gives the same sample.
@@ -98,9 +99,9 @@ def test_the_ddpm_pipeline_round_trips_and_matches_generate(tmp_path, picasso):
     assert torch.equal(seeded.images, image) and seeded.record.seed == 5
 
 
-def test_the_standard_stable_diffusion_layout_loads_into_our_pipeline(tmp_path, picasso):
+def test_the_standard_stable_diffusion_layout_loads_into_our_pipeline(tmp_path, picasso, stand_in):
     """The hub's layout: StableDiffusionPipeline in model_index.json, a PNDM scheduler and a safety checker."""
-    tiny, folder = models.build_embedded_sd(seed=0, image_size=16), tmp_path / "hub-layout"
+    tiny, folder = stand_in("embedded-sd", image_size=16), tmp_path / "hub-layout"
     StableDiffusionPipeline(vae=tiny.vae, text_encoder=tiny.text_encoder, tokenizer=tiny.tokenizer, unet=tiny.unet,
                             scheduler=PNDMScheduler(steps_offset=1), safety_checker=None, feature_extractor=None,
                             requires_safety_checker=False).save_pretrained(folder)

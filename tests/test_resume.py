@@ -23,7 +23,6 @@ from stylelab.engine import transfer
 from stylelab.run.checkpoint import Checkpoint, CheckpointPolicy
 from stylelab.run.stopping import Interval
 from stylelab.engine.transfer import run_transfer
-from stylelab.spec.settings import TransferSettings
 
 
 class Interrupted(Exception):
@@ -58,13 +57,6 @@ def _state_files(root: Path) -> list[Path]:
     return sorted(root.rglob(checkpoint.STATE_FILE))
 
 
-def _settings(cat, picasso, **kw) -> TransferSettings:
-    # Random VGG weights: a third of the set-up time of the embedded ones, and resuming does not depend on them.
-    base = dict(content=str(cat), style=str(picasso), size=32, steps=(10, 24), device="cpu", init="noise",
-                weights="random")
-    return TransferSettings(**{**base, **kw})
-
-
 @pytest.mark.parametrize("text, every", [
     ("50", Interval(steps=50)), ("90s", Interval(seconds=90)), ("5m", Interval(seconds=300)),
     ("1.5h", Interval(seconds=5400)), ("0", Interval()), ("0s", Interval()),
@@ -93,19 +85,20 @@ def test_a_run_is_keyed_by_what_decides_its_result(tmp_path):
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_interrupted_run_resumes_bit_for_bit(cat, picasso, cache, interrupt_at, optimizer):
-    reference = run_transfer(_settings(cat, picasso, optimizer=optimizer), progress=False)
+def test_interrupted_run_resumes_bit_for_bit(tiny_settings, cache, interrupt_at, optimizer):
+    settings = tiny_settings(steps=(10, 24), init="noise", optimizer=optimizer)
+    reference = run_transfer(settings, progress=False)
     policy = CheckpointPolicy(every=Interval(steps=4))
     interrupt_at(18)  # after the checkpoint of step 16, and after the 10-step image was kept
     with pytest.raises(Interrupted):
-        run_transfer(_settings(cat, picasso, optimizer=optimizer), progress=False, checkpoints=policy)
+        run_transfer(settings, progress=False, checkpoints=policy)
     (state_file,) = _state_files(cache)
     state = torch.load(state_file, weights_only=True)
     assert state["step"] == 16 and 10 in state["task"]["snapshots"]
     if optimizer == "lbfgs":
         assert state["task"]["optimizer"]["state"][0]["count"] > 0  # the curvature history travels along
 
-    resumed = run_transfer(_settings(cat, picasso, optimizer=optimizer), progress=False, checkpoints=policy)
+    resumed = run_transfer(settings, progress=False, checkpoints=policy)
     assert resumed.record.resumed_from == [16] and reference.record.resumed_from == []
     for step in (10, 24):
         assert torch.equal(resumed.images[step], reference.images[step]), step
@@ -116,14 +109,13 @@ def test_interrupted_run_resumes_bit_for_bit(cat, picasso, cache, interrupt_at, 
     assert _state_files(cache) == []  # a finished run removes its checkpoint
 
 
-def test_fresh_ignores_an_old_checkpoint(cat, picasso, cache, interrupt_at):
-    settings = dict(steps=(12,), optimizer="adam")
+def test_fresh_ignores_an_old_checkpoint(tiny_settings, cache, interrupt_at):
+    settings = tiny_settings(steps=(12,), init="noise", optimizer="adam")
     interrupt_at(9)
     with pytest.raises(Interrupted):
-        run_transfer(_settings(cat, picasso, **settings), progress=False,
-                     checkpoints=CheckpointPolicy(every=Interval(steps=4)))
+        run_transfer(settings, progress=False, checkpoints=CheckpointPolicy(every=Interval(steps=4)))
     assert len(_state_files(cache)) == 1
-    fresh = run_transfer(_settings(cat, picasso, **settings), progress=False,
+    fresh = run_transfer(settings, progress=False,
                          checkpoints=CheckpointPolicy(every=Interval(steps=4), resume=False))
     assert fresh.record.resumed_from == [] and _state_files(cache) == []
 
@@ -146,23 +138,19 @@ def test_an_unwritable_cache_is_a_warning_not_a_failure(tmp_path, caplog):
     assert store.saved_step is None
 
 
-@pytest.fixture(scope="module")
-def tiny_models():
-    from stylelab.diffusion import models
-    return {name: models.load_model(name, seed=0) for name in ("embedded-sd", "embedded-ddpm")}
-
-
 # UniPC (Stable Diffusion) keeps its last predictions between steps and DDPM draws fresh noise at every
 # step: a resume that lost either would not give the same image.
 @pytest.mark.parametrize("name", ["embedded-sd", "embedded-ddpm"])
-def test_interrupted_generation_resumes_bit_for_bit(tiny_models, picasso, cache, interrupt_at, name):
+def test_interrupted_generation_resumes_bit_for_bit(stand_in, picasso, cache, interrupt_at, name):
     from stylelab.diffusion.guidance import sample
     from stylelab.spec.settings import GuidanceSettings
+
+    model = stand_in(name)
 
     def run(policy=None):
         settings = GuidanceSettings(prompt="a cat", steps=6, seed=3, size=16, style=str(picasso),
                                     guidance_factor=0.6, guidance_end=0.5)
-        return sample(tiny_models[name], settings, device="cpu", progress=False, checkpoints=policy)
+        return sample(model, settings, device="cpu", progress=False, checkpoints=policy)
 
     reference, ref_record = run()
     policy = CheckpointPolicy(every=Interval(steps=2))
@@ -227,8 +215,8 @@ def test_gpu_memory_report_names_the_card_and_its_memory(monkeypatch):
     assert report == "NVIDIA H100: 80.0 GiB in all, 0.5 GiB free, 79.0 GiB held by PyTorch"
 
 
-def test_record_states_the_determinism_settings(cat, picasso):
-    record = run_transfer(_settings(cat, picasso, steps=(2,)), progress=False).record
+def test_record_states_the_determinism_settings(tiny_settings):
+    record = run_transfer(tiny_settings(steps=(2,), init="noise"), progress=False).record
     assert record.determinism["threads"] == torch.get_num_threads()
     assert record.determinism["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
 
@@ -279,6 +267,7 @@ def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 
     raise AssertionError(f"no '{text}' within {timeout} s:\n{log.read_text()}")
 
 
+@pytest.mark.slow
 def test_a_killed_transfer_command_resumes_to_the_same_png(run_cli, cat, picasso, tmp_path, cache):
     args = ["transfer", "--content", str(cat), "--style", str(picasso), "--size", "32", "--steps", "20", "50",
             "--init", "noise", "--device", "cpu", "--checkpoint-every", "8", "--quiet"]

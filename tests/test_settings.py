@@ -75,18 +75,30 @@ def test_schema_and_checks_agree_on_each_setting(cls):
             assert validator.is_valid(value) == (problem is None), (name, value, problem)
 
 
-def test_a_rule_spec_gives_the_settings_the_old_command_line_gave(tmp_path):
-    """The spec the rules pass is the same run as the options they used to pass one by one."""
-    spec = workflow_config.spec_text(workflow_config.part1_spec(CONFIG, "transfer", CONFIG["transfer"]["runs"][1]))
-    by_spec = build_parser().parse_args(["transfer", "--spec", spec, "--content", "c.png", "--style", "s.png",
-                                         "--out", str(tmp_path)])
-    by_hand = build_parser().parse_args([
-        "transfer", "--content", "c.png", "--style", "s.png", "--style-loss", "meanvar", "--style-weight", "1",
-        "--content-weight", "1", "--content-layers", "conv_4", "--style-layers", "conv_1", "conv_2", "conv_3",
-        "conv_4", "conv_5", "--init", "content", "--steps", "300", "1000", "--seed", "0", "--size", "auto",
-        "--weights", "caffe", "--device", "auto", "--precision", "auto", "--optimizer", "lbfgs", "--bounds",
-        "project", "--out", str(tmp_path)])
-    assert _settings(by_spec) == _settings(by_hand)
+# Each Part 1 run of the config as its rule passes it: (command, group, index of the transfer run).
+RULE_RUNS = [("invert", "inversion", None), ("texture", "texture", None),
+             *(("transfer", "transfer", i) for i in range(len(CONFIG["transfer"]["runs"])))]
+
+
+@pytest.mark.parametrize("command, group, run", RULE_RUNS)
+def test_a_rule_spec_gives_the_settings_its_options_give(tmp_path, command, group, run):
+    """The spec a rule passes is the same run as its settings given as options one by one, and every setting of
+    the spec reaches the run's settings."""
+    spec = workflow_config.part1_spec(CONFIG, group, None if run is None else CONFIG[group]["runs"][run])
+    inputs = {"invert": ["--content", "c.png", "--layer", "conv_1"], "texture": ["--style", "s.png", "--layer",
+              "pool_2"], "transfer": ["--content", "c.png", "--style", "s.png"]}[command]
+    options = []
+    for name, value in spec.items():
+        if value is not None:  # None is the setting's default, which an option cannot spell
+            options += ["--" + name.replace("_", "-"), *map(str, value if isinstance(value, list) else [value])]
+    layer = {"invert": "conv_1", "texture": "pool_2", "transfer": None}[command]
+    by_spec = _settings(build_parser().parse_args([command, "--spec", workflow_config.spec_text(spec), *inputs,
+                                                   "--out", str(tmp_path)]), layer)
+    by_hand = _settings(build_parser().parse_args([command, *options, *inputs, "--out", str(tmp_path)]), layer)
+    assert by_spec == by_hand
+    for name, value in spec.items():
+        got = getattr(by_spec, name)
+        assert (list(got) if isinstance(got, (list, tuple)) else got) == value, name
 
 
 def test_an_option_wins_over_the_spec(tmp_path):

@@ -1,4 +1,5 @@
-"""The optimisation engine on real small inputs with the original (caffe) VGG-19 weights."""
+"""The optimisation engine on real small inputs: with the original (caffe) VGG-19 weights where a test's outcome
+depends on what the network sees, with random ones where it does not."""
 
 import json
 
@@ -9,16 +10,11 @@ from stylelab.spec import records
 from stylelab.engine import transfer
 from stylelab.spec.errors import StylelabError
 from stylelab.engine.transfer import run_transfer, write_outputs
-from stylelab.spec.settings import TransferSettings, feature_inversion, texture_synthesis
+from stylelab.spec.settings import feature_inversion, texture_synthesis
 
 
-def _settings(cat, picasso, **kw):
-    base = dict(content=str(cat), style=str(picasso), size=64, steps=(20,), device="cpu", weights="caffe")
-    return TransferSettings(**{**base, **kw})
-
-
-def test_style_transfer_halves_the_loss_in_50_steps(cat, picasso):
-    result = run_transfer(_settings(cat, picasso, steps=(50,)), progress=False)
+def test_style_transfer_halves_the_loss_in_50_steps(tiny_settings):
+    result = run_transfer(tiny_settings(size=64, steps=(50,), weights="caffe"), progress=False)
     history = result.record.history
     assert history["step"][0] == 1 and history["step"][-1] == 50 and len(history["total"]) == 50
     assert history["total"][-1] <= 0.5 * history["total"][0]
@@ -26,20 +22,20 @@ def test_style_transfer_halves_the_loss_in_50_steps(cat, picasso):
     assert set(result.record.final_losses) == {"total", "content/conv_4", *(f"style/conv_{i}" for i in range(1, 6))}
 
 
-def test_step_10_of_a_20_step_run_equals_a_10_step_run(cat, picasso):
-    long = run_transfer(_settings(cat, picasso, size=48, steps=(10, 20)), progress=False)
-    short = run_transfer(_settings(cat, picasso, size=48, steps=(10,)), progress=False)
+def test_step_10_of_a_20_step_run_equals_a_10_step_run(tiny_settings):
+    long = run_transfer(tiny_settings(size=48, steps=(10, 20)), progress=False)
+    short = run_transfer(tiny_settings(size=48, steps=(10,)), progress=False)
     assert torch.equal(long.images[10], short.images[10])
     assert not torch.equal(long.images[10], long.images[20])
     assert long.record.history["total"][:10] == short.record.history["total"]
 
 
 @pytest.mark.parametrize("style_loss", ["gram", "meanvar"])
-def test_noise_init_is_seeded(cat, picasso, style_loss):
-    kw = dict(init="noise", steps=(3,), style_loss=style_loss, style_weight=10.0, size=32)
-    a = run_transfer(_settings(cat, picasso, seed=7, **kw), progress=False)
-    b = run_transfer(_settings(cat, picasso, seed=7, **kw), progress=False)
-    c = run_transfer(_settings(cat, picasso, seed=8, **kw), progress=False)
+def test_noise_init_is_seeded(tiny_settings, style_loss):
+    kw = dict(init="noise", steps=(3,), style_loss=style_loss, style_weight=10.0)
+    a = run_transfer(tiny_settings(seed=7, **kw), progress=False)
+    b = run_transfer(tiny_settings(seed=7, **kw), progress=False)
+    c = run_transfer(tiny_settings(seed=8, **kw), progress=False)
     assert torch.equal(a.images[3], b.images[3])
     assert not torch.equal(a.images[3], c.images[3])
 
@@ -62,8 +58,8 @@ def test_texture_synthesis_reduces_its_loss(picasso):
     assert rec.history["total"][-1] < 0.2 * rec.history["total"][0]
 
 
-def test_adam_optimiser_runs_and_descends(cat, picasso):
-    result = run_transfer(_settings(cat, picasso, optimizer="adam", steps=(30,), lr=0.02, size=32), progress=False)
+def test_adam_optimiser_runs_and_descends(tiny_settings):
+    result = run_transfer(tiny_settings(optimizer="adam", steps=(30,), lr=0.02), progress=False)
     hist = result.record.history["total"]
     assert hist[-1] < hist[0] and result.record.settings.lr == 0.02
 
@@ -76,21 +72,21 @@ def test_projected_gradient_by_hand():
     assert grad.tolist() == [0.0, -2.0, 3.0, 0.0, 4.0]
 
 
-def test_bounds_modes_differ_and_are_recorded(cat, picasso):
-    proj = run_transfer(_settings(cat, picasso, init="noise", steps=(5,), size=32), progress=False)
-    clamp = run_transfer(_settings(cat, picasso, init="noise", steps=(5,), size=32, bounds="clamp"), progress=False)
+def test_bounds_modes_differ_and_are_recorded(tiny_settings):
+    proj = run_transfer(tiny_settings(init="noise", steps=(5,)), progress=False)
+    clamp = run_transfer(tiny_settings(init="noise", steps=(5,), bounds="clamp"), progress=False)
     assert proj.record.settings.bounds == "project" and clamp.record.settings.bounds == "clamp"
     assert not torch.equal(proj.images[5], clamp.images[5])
 
 
-def test_pixels_stay_in_range(cat, picasso):
-    result = run_transfer(_settings(cat, picasso, init="noise", steps=(5,), size=32), progress=False)
+def test_pixels_stay_in_range(tiny_settings):
+    result = run_transfer(tiny_settings(init="noise", steps=(5,)), progress=False)
     img = result.images[5]
     assert img.min() >= 0 and img.max() <= 1
 
 
-def test_record_holds_what_a_report_needs(cat, picasso, tmp_path):
-    result = run_transfer(_settings(cat, picasso, steps=(5, 10), size=32), progress=False)
+def test_record_holds_what_a_report_needs(tiny_settings, tmp_path):
+    result = run_transfer(tiny_settings(steps=(5, 10)), progress=False)
     written = write_outputs(result, tmp_path)
     assert sorted(p.name for p in written) == ["record.json", "step_10.png", "step_5.png"]
     rec = json.loads((tmp_path / "record.json").read_text())
@@ -104,9 +100,9 @@ def test_record_holds_what_a_report_needs(cat, picasso, tmp_path):
     assert records.read_record(tmp_path / "record.json") == result.record  # written and read back alike
 
 
-def test_a_record_without_schema_version_still_loads(cat, picasso, tmp_path):
+def test_a_record_without_schema_version_still_loads(tiny_settings, tmp_path):
     """Records written before the schema version existed (the same layout) load as version 0."""
-    result = run_transfer(_settings(cat, picasso, steps=(2,), size=32), progress=False)
+    result = run_transfer(tiny_settings(steps=(2,)), progress=False)
     write_outputs(result, tmp_path)
     data = json.loads((tmp_path / "record.json").read_text())
     del data["schema_version"]
@@ -116,10 +112,10 @@ def test_a_record_without_schema_version_still_loads(cat, picasso, tmp_path):
     assert old.settings == result.record.settings and old.images == result.record.images
 
 
-def test_initial_loss_is_the_loss_at_step_1_whatever_is_recorded(cat, picasso):
+def test_initial_loss_is_the_loss_at_step_1_whatever_is_recorded(tiny_settings):
     """With record_every > 1 the first recorded step is not step 1; the record's loss at the start still is."""
-    every = run_transfer(_settings(cat, picasso, steps=(6,), size=32), progress=False).record
-    sparse = run_transfer(_settings(cat, picasso, steps=(6,), size=32, record_every=3), progress=False).record
+    every = run_transfer(tiny_settings(steps=(6,)), progress=False).record
+    sparse = run_transfer(tiny_settings(steps=(6,), record_every=3), progress=False).record
     assert sparse.history["step"] == [3, 6]
     assert sparse.initial_loss == every.initial_loss == every.history["total"][0]
     assert sparse.initial_loss != sparse.history["total"][0]
@@ -136,9 +132,9 @@ def test_initial_loss_is_the_loss_at_step_1_whatever_is_recorded(cat, picasso):
     (dict(lr=0.0), "learning rate must be a finite number above 0"),
     (dict(size=16, style_layers=["pool_16"]), "too small for layer pool_16"),
 ])
-def test_bad_settings_are_refused_before_any_work(cat, picasso, change, match):
+def test_bad_settings_are_refused_before_any_work(tiny_settings, change, match):
     with pytest.raises(StylelabError, match=match):
-        run_transfer(_settings(cat, picasso, **change), progress=False)
+        run_transfer(tiny_settings(**change), progress=False)
 
 
 def test_the_bf16_network_scores_and_differentiates_like_fp32(cat, picasso):
@@ -169,12 +165,12 @@ def test_the_bf16_network_scores_and_differentiates_like_fp32(cat, picasso):
     assert not torch.equal(grad32, grad16)  # the bf16 network did compute in bf16
 
 
-def test_a_bf16_run_ends_where_the_fp32_run_does_and_says_what_it_computed_in(cat, picasso):
+def test_a_bf16_run_ends_where_the_fp32_run_does_and_says_what_it_computed_in(tiny_settings):
     """Adam (smooth, unlike L-BFGS without a line search, whose path rounding changes chaotically) for 40 steps
     at 32 px: the final objectives within BF16_TOLERANCE. (L-BFGS at 64 px, 1000 steps, every default run:
     the table in docs/performance.md, "Precision".)"""
-    runs = {p: run_transfer(_settings(cat, picasso, size=32, steps=(40,), optimizer="adam", lr=0.02,
-                                      precision=p), progress=False) for p in ("fp32", "bf16")}
+    runs = {p: run_transfer(tiny_settings(steps=(40,), optimizer="adam", lr=0.02, weights="caffe", precision=p),
+                            progress=False) for p in ("fp32", "bf16")}
     fp32, bf16 = (runs[p].record for p in ("fp32", "bf16"))
     assert (fp32.precision, fp32.precision_reason, bf16.precision) == ("fp32", "asked for", "bf16")
     assert fp32.settings.precision == "fp32" and bf16.settings.precision == "bf16"

@@ -1,0 +1,34 @@
+"""What `make test-quick` reaches however the quick loop is trimmed: every module of the package imports, and
+the workflow's DAG builds from the config (a dry run of the preview, in a copy of the project). The workflow
+itself, run for real: tests/test_workflow.py (slow)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import stylelab
+from test_workflow import PREVIEW, copy_project, job_counts, snakemake
+
+
+def test_every_module_imports():
+    """A module that no quick test reaches still fails here on a broken import or a mistake at its top level."""
+    # stylelab.__main__ runs the command line on import (`python -m stylelab`: tests/test_cli.py).
+    names = [m.name for m in pkgutil.walk_packages(stylelab.__path__, "stylelab.") if m.name != "stylelab.__main__"]
+    assert {"stylelab.cli.parser", "stylelab.engine.transfer", "stylelab.diffusion.guidance",
+            "stylelab.report.render", "stylelab.run.runner", "stylelab.spec.config"} <= set(names)
+    for name in names:
+        importlib.import_module(name)
+
+
+def test_the_preview_dag_has_a_job_of_each_kind_and_the_report(tmp_path):
+    """`snakemake -n` with the preview configuration: the config validates, every rule file parses, and the DAG
+    holds the experiments of each part, their figures and the report."""
+    project = copy_project(tmp_path / "project")
+    run = snakemake(project, "-n", "--cores", "2", "--configfile", PREVIEW, "--", "report")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    jobs = job_counts(run.stdout)
+    kinds = {"inversion_layers", "texture_layers", "transfer", "models", "generate", "transfer_on_generated",
+             "part3_transfer", "report"}
+    assert kinds <= set(jobs), jobs
+    assert any(rule.endswith("_figure") for rule in jobs), jobs
