@@ -116,12 +116,15 @@ def planned_outputs(output: str) -> set[str]:
 
 
 def command_specs(output: str, command: str) -> list[tuple[dict, str]]:
-    """The settings each `stylelab COMMAND --spec JSON ...` line of a dry run hands its run, with the line."""
+    """The settings each `stylelab COMMAND --spec JSON ...` line of a dry run hands its run, with the line; each
+    line of a batch (`stylelab batch 'COMMAND --spec JSON ...' ...`) as its own."""
     found = []
     for line in output.splitlines():
-        if f" {command} --spec " in line:
-            words = shlex.split(line)
-            found.append((json.loads(words[words.index("--spec") + 1]), line))
+        if not re.search(rf"[ ']{command} --spec ", line):
+            continue
+        words = shlex.split(line)
+        runs = [shlex.split(word) for word in words if word.startswith(f"{command} --spec ")] or [words]
+        found += [(json.loads(run[run.index("--spec") + 1]), line) for run in runs]
     return found
 
 
@@ -266,10 +269,8 @@ def test_preview_is_the_same_experiments_smaller(project):
     run = snakemake(project, "-n", "--cores", "2", "--configfile", PREVIEW, "--", "report")
     assert run.returncode == 0, run.stderr[-3000:]
     preview = _preview_config()
-    expected = {job: n for job, n in DEFAULT_JOBS.items()
-                if job not in ("all", "inversion", "texture") and not job.startswith("sweep_")}
-    assert job_counts(run.stdout) == {**expected, **layer_job_counts(preview), **sweep_job_counts(preview)}
-    # The preview's short runs share a job, every layer of an experiment in one (their time is start-up).
+    # The preview's short runs share a job, an experiment's runs in one (their time is start-up; the jobs:
+    # tests/test_smoke.py), every layer of an inversion or texture in one.
     assert [list(layer_jobs(preview, group).values()) for group in ("inversion", "texture")] == \
         [[ASSIGNMENT_LAYERS], [ASSIGNMENT_LAYERS]]
     specs = [spec for command in ("invert", "texture", "transfer") for spec, _ in command_specs(run.stdout, command)]
@@ -570,10 +571,10 @@ def test_the_preview_leaves_every_file_of_a_full_run_as_it_was(tiny_run):
     small = workdir.parent / "small-preview.yaml"
     small.write_text(_tiny(steps=3).replace("[conv_1, relu_1]", "[conv_1]"))
     run = snakemake(workdir, "--cores", "2", "--configfile", PREVIEW, str(small), "--until", "inversion",
-                    "transfer_on_generated", timeout=600)
+                    "transfer_on_generated_runs", timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
-    assert job_counts(run.stdout + run.stderr) == {"inversion": 1, "models": 1, "generate": 1,
-                                                   "transfer_on_generated": 1}
+    assert job_counts(run.stdout + run.stderr) == {"inversion": 1, "models": 1, "generate_runs": 1,
+                                                   "transfer_on_generated_runs": 1}
 
     after = _files(workdir)
     changed = sorted(name for name, file in before.items() if after.get(name) != file)
@@ -582,6 +583,27 @@ def test_the_preview_leaves_every_file_of_a_full_run_as_it_was(tiny_run):
     assert f"{PREVIEW_ROOT}/part1/inversion/conv_1.json" in added
     assert f"{PREVIEW_ROOT}/part2/transfer/gram_w1e6.json" in added
     assert all(Path(name).is_relative_to(PREVIEW_ROOT) for name in added), added
+
+
+def test_deleting_a_figure_of_a_full_run_rebuilds_only_that_figure(tiny_run):
+    """A job per figure (jobs.runs_in_one_job: false, as config.yaml has it): a deleted figure, asked for, is drawn
+    again by its own job, the same bytes; then the report, and nothing else. (After the test above, which compares
+    every file with the run's.)"""
+    workdir, overlay, _ = tiny_run
+    figure = f"{CONFIG['results']}/part1/figures/texture_grid.png"
+    before = (workdir / figure).read_bytes()
+    (workdir / figure).unlink()
+    options = ("--cores", "2", "--configfile", str(overlay))
+    run = snakemake(workdir, "-n", *options, "--", figure)
+    assert job_counts(run.stdout) == {"texture_grid_figure": 1} and planned_outputs(run.stdout) == {figure}
+    assert job_counts(snakemake(workdir, "-n", *options, "--", "report").stdout) == {"texture_grid_figure": 1,
+                                                                                   "report": 1}
+    run = snakemake(workdir, *options, "--", figure)
+    assert run.returncode == 0 and job_counts(run.stdout + run.stderr) == {"texture_grid_figure": 1}, run.stderr
+    assert (workdir / figure).read_bytes() == before
+    run = snakemake(workdir, "-n", *options, "--", "report")
+    assert job_counts(run.stdout) == {"report": 1}
+    assert f"{CONFIG['results']}/benchmarks/figures/texture_grid.tsv" in run.stdout
 
 
 # ------------------------------------------------------------- end to end (about 2 to 3 minutes, in CI)
@@ -633,7 +655,7 @@ def test_preview_makes_every_target(preview):
         for step in steps:
             image = preview / f"{PREVIEW_ROOT}/part1/{group}" / record["images"][str(step)]["file"]
             assert image.is_file() and image.stat().st_size > 0
-        job = name
+        job = "transfer/runs"  # the transfers' one job (jobs.runs_in_one_job)
         if group != "transfer":  # a job of several layers has its log and benchmark named by layer_jobs
             job = group + "/" + next(n for n, layers in layer_jobs(config, group).items() if name.split("/")[1] in layers)
         assert (preview / f"{PREVIEW_ROOT}/logs/part1/{job}.log").is_file()
@@ -719,26 +741,30 @@ def test_preview_losses_fell(preview, name):
     assert record["history"]["total"][-1] < record["history"]["total"][0]
 
 
-def test_deleting_a_figure_rebuilds_only_that_figure(preview):
+def test_deleting_a_figure_rebuilds_only_its_parts_figures(preview):
+    """The preview draws each part's figures in one job (jobs.runs_in_one_job): a deleted figure, asked for, is
+    drawn again by its part's job, the same bytes, and then the report; nothing else. (A figure's own job:
+    test_deleting_a_figure_of_a_full_run_rebuilds_only_that_figure.)"""
     figure = f"{PREVIEW_ROOT}/part1/figures/texture_grid.png"
     before = (preview / figure).read_bytes()
     (preview / figure).unlink()
     run = _dry(preview, "--", figure)
-    assert job_counts(run.stdout) == {"texture_grid_figure": 1}
-    assert planned_outputs(run.stdout) == {figure}
-    # Asked for everything instead, the figure is remade and then the report, nothing else.
-    assert job_counts(_dry(preview, "--", "all").stdout) == {"texture_grid_figure": 1, "report": 1, "all": 1}
+    assert job_counts(run.stdout) == {"part1_figures": 1}
+    assert figure in planned_outputs(run.stdout)
+    assert not any("/figures/" not in f for f in planned_outputs(run.stdout))
+    # Asked for everything instead, the figures are remade and then the report, nothing else.
+    assert job_counts(_dry(preview, "--", "all").stdout) == {"part1_figures": 1, "report": 1, "all": 1}
 
     run = snakemake(preview, "--cores", "2", "--configfile", PREVIEW, "--", figure)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert job_counts(run.stdout + run.stderr) == {"texture_grid_figure": 1}
+    assert job_counts(run.stdout + run.stderr) == {"part1_figures": 1}
     # The figure comes back byte for byte, so Snakemake (which keeps the checksums of small inputs) would
     # leave the report alone, but the job's benchmark file is new, and the report's cost table shows it:
     # the report, and only the report, is made again.
     assert (preview / figure).read_bytes() == before
     run = _dry(preview, "--", "all")
     assert job_counts(run.stdout) == {"report": 1, "all": 1}
-    assert f"{PREVIEW_ROOT}/benchmarks/figures/texture_grid.tsv" in run.stdout
+    assert f"{PREVIEW_ROOT}/benchmarks/figures/part1.tsv" in run.stdout
     run = snakemake(preview, "--cores", "2", "--configfile", PREVIEW, "--", "report")
     assert run.returncode == 0, run.stderr[-3000:]
     assert job_counts(_dry(preview, "--", "all").stdout) == {}
@@ -753,33 +779,31 @@ def test_changing_one_meanvar_weight_reruns_only_that_run_and_what_follows(previ
     # The figures that read the transfers (stylelab.report.contents): transfer_grid, transfer_curves, ...
     figures = [figure for figure in contents.FIGURES if "transfer" in figure.reads]
     assert {"transfer_grid", "transfer_curves"} <= {figure.name for figure in figures}
-    # The MeanVar weight sweep's point at 10 was that run; it is now a job of its own, and the sweep's figures
-    # are drawn again.
-    sweep = {"sweep_meanvar_weight_style_weight_10": 1, "sweep_meanvar_weight_grid": 1,
-             "sweep_meanvar_weight_metrics": 1}
-    assert job_counts(run.stdout) == {"transfer": 1, **{f"{f.name}_figure": 1 for f in figures}, **sweep, "report": 1}
+    # The preview's transfers are one job (jobs.runs_in_one_job), the MeanVar weight sweep's points with them: the
+    # point at 10 was that run and is now a point of its own. Part 1's figures, the sweeps' and the report follow.
+    assert job_counts(run.stdout) == {"transfer_runs": 1, "part1_figures": 1, "sweeps_figures": 1, "report": 1}
     steps = _preview_config()["transfer"]["steps"]
     point = f"{PREVIEW_ROOT}/sweeps/meanvar_weight/style_weight=10"
-    assert planned_outputs(run.stdout) == {
-        *(f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
-        f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15.json", f"{PREVIEW_ROOT}/report/report.html",
-        *(f"{PREVIEW_ROOT}/{f.folder}/{f.name}.png" for f in figures), f"{PREVIEW_ROOT}/report/report.pdf",
-        *(f"{point}_s{step}.png" for step in steps), f"{point}.json", f"{PREVIEW_ROOT}/report/summary.json",
-        *(f"{PREVIEW_ROOT}/sweeps/figures/meanvar_weight_{d}.png" for d in ("grid", "metrics"))}
+    planned = planned_outputs(run.stdout)
+    assert {*(f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15_s{step}.png" for step in steps),
+            f"{PREVIEW_ROOT}/part1/transfer/meanvar_w15.json", *(f"{point}_s{step}.png" for step in steps),
+            f"{point}.json", *(f"{PREVIEW_ROOT}/{f.folder}/{f.name}.png" for f in figures),
+            *(f"{PREVIEW_ROOT}/sweeps/figures/meanvar_weight_{d}.png" for d in ("grid", "metrics")),
+            f"{PREVIEW_ROOT}/report/report.html"} <= planned
+    assert not any("meanvar_w10" in f or "/part2/" in f or "/part3/" in f for f in planned)
     assert sorted((spec["style_loss"], spec["style_weight"]) for spec, _ in command_specs(run.stdout, "transfer")) == \
-        [("meanvar", 10), ("meanvar", 15)]
+        [("gram", 1e6), ("meanvar", 1), ("meanvar", 10), ("meanvar", 15), ("meanvar", 20), ("meanvar", 100)]
 
 
 def test_changing_a_shared_setting_reruns_the_runs_that_use_it(preview):
     name = write_overlay(preview, "inversion-weight.yaml", "inversion:\n  content_weight: 2\n")
     run = _dry(preview, name, "--", "report")
     inversions = {rule: n for rule, n in layer_job_counts(_preview_config()).items() if rule.startswith("inversion")}
-    assert job_counts(run.stdout) == {**inversions, "inversion_grid_figure": 1, "inversion_curves_figure": 1,
-                                      "report": 1}
+    assert job_counts(run.stdout) == {**inversions, "part1_figures": 1, "report": 1}
     assert "params have changed since last execution" in run.stdout
     planned = planned_outputs(run.stdout)
     assert f"{PREVIEW_ROOT}/part1/figures/inversion_grid.png" in planned
-    assert not any("texture" in f for f in planned)
+    assert not any(f"/part1/{run}/" in f for f in planned for run in ("texture", "transfer"))
     # Scheduling settings are not params: changing them reruns nothing.
     name = write_overlay(preview, "threads.yaml", "jobs:\n  threads: 2\n  mem_mb: 4000\n")
     assert job_counts(_dry(preview, name, "--", "report").stdout) == {}

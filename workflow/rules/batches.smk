@@ -16,11 +16,11 @@ for _batch in BATCHES:
             log_file(_batch.job),
         benchmark:
             benchmark_file(_batch.job)
+        # The generations next after the layers' jobs (prioritised in part1.smk): Part 2's transfers wait for them.
+        priority: 1 if _batch.rule == "generate_runs" else 0
         conda:
             SOFTWARE
         threads: JOB_THREADS
-        # The generations next after the layers' jobs (prioritised in part1.smk): Part 2's transfers wait for them.
-        priority: 1 if _batch.rule == "generate_runs" else 0
         resources:
             **EXPERIMENT_RESOURCES,
             **_batch.resources,

@@ -81,11 +81,11 @@ for _group, _command, _image in (
                 log_file(part1_job(_group, "+".join(_layers))),
             benchmark:
                 benchmark_file(part1_job(_group, "+".join(_layers)))
+            # The longest jobs of a preview start first, so that the short ones fill the other cores.
+            priority: 2
             conda:
                 SOFTWARE
             threads: JOB_THREADS
-            # The longest jobs of a preview start first, so that the short ones fill the other cores.
-            priority: 2
             resources:
                 **EXPERIMENT_RESOURCES,
             params:
