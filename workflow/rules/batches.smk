@@ -16,8 +16,7 @@ for _batch in BATCHES:
             log_file(_batch.job),
         benchmark:
             benchmark_file(_batch.job)
-        # The generations next after the layers' jobs (prioritised in part1.smk): Part 2's transfers wait for them.
-        priority: 1 if _batch.rule == "generate_runs" else 0
+        priority: _batch.priority
         conda:
             SOFTWARE
         threads: JOB_THREADS
@@ -29,79 +28,29 @@ for _batch in BATCHES:
             engine=ENGINE,
             lines=_batch.lines,
         shell:
-            "{params.stylelab} batch {params.lines} > {log:q} 2>&1"
+            BATCH_SHELL
 
 
-for _part, _figures in FIGURE_PARTS.items():
-    if batched(_figures):
+for _batch in FIGURE_BATCHES:
 
-        rule:
-            name:
-                f"{part_name(_part)}_figures"
-            input:
-                records=[r for f in _figures for r in figure_inputs(f)["records"]],
-                images=[i for f in _figures for i in figure_inputs(f)["images"]],
-                shown=[i for f in _figures for i in figure_inputs(f)["shown"]],
-            output:
-                **{
-                    f.name: report(
-                        figure_file(f),
-                        category=f.part,
-                        labels={
-                            "experiment": f.section or "inputs",
-                            "figure": f.label,
-                        },
-                    )
-                    for f in _figures
-                },
-            log:
-                log_file(part_job(_part)),
-            benchmark:
-                benchmark_file(part_job(_part))
-            conda:
-                SOFTWARE
-            params:
-                stylelab=STYLELAB,
-                lines=batch_lines([figure_line(f) for f in _figures]),
-            shell:
-                "{params.stylelab} batch {params.lines} > {log:q} 2>&1"
-
-
-if sweep_figure_jobs() == [part_job("Sweeps")]:
-
-    rule sweeps_figures:
+    rule:
+        name:
+            _batch.rule
         input:
-            records=[r for s in SWEEPS.values() for r in sweep_records(s)],
-            images=[
-                i
-                for s in SWEEPS.values()
-                for p in s.points
-                for i in point_files(s, p)[1]
-            ],
+            _batch.inputs,
         output:
             **{
-                f"{s.name}_{d}": report(
-                    sweep_figure_file(s, d),
-                    category="Sweeps",
-                    labels={"sweep": s.name, "figure": d},
-                )
-                for s in SWEEPS.values()
-                for d in ("grid", "metrics")
+                name: report(file, category=category, labels=labels)
+                for name, (file, category, labels) in _batch.outputs.items()
             },
         log:
-            log_file(part_job("Sweeps")),
+            log_file(_batch.job),
         benchmark:
-            benchmark_file(part_job("Sweeps"))
+            benchmark_file(_batch.job)
         conda:
             SOFTWARE
         params:
             stylelab=STYLELAB,
-            lines=batch_lines(
-                [
-                    sweep_figure_line(s, d)
-                    for s in SWEEPS.values()
-                    for d in ("grid", "metrics")
-                ]
-            ),
+            lines=_batch.lines,
         shell:
-            "{params.stylelab} batch {params.lines} > {log:q} 2>&1"
+            BATCH_SHELL

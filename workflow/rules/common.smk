@@ -194,8 +194,9 @@ def batched(names):
     return list(names) if RUNS_IN_ONE_JOB else []
 
 
-# The shell of every job that runs one command line (`line`, a Command param).
+# The shell of every job that runs one command line (`line`, a Command param), and of every batch of them.
 RUN_SHELL = "{params.stylelab} {params.line} > {log:q} 2>&1"
+BATCH_SHELL = "{params.stylelab} batch {params.lines} > {log:q} 2>&1"
 
 
 def run_line(words):
@@ -690,21 +691,16 @@ def part_job(part):
     return f"figures/{part_name(part)}"
 
 
-def sweep_figure_jobs():
-    drawings = [
-        (sweep, drawing) for sweep in SWEEPS.values() for drawing in ("grid", "metrics")
-    ]
-    if batched(drawings):
-        return [part_job("Sweeps")]
-    return [f"figures/{sweep.name}_{drawing}" for sweep, drawing in drawings]
+SWEEP_DRAWINGS = [
+    (s, drawing) for s in SWEEPS.values() for drawing in ("grid", "metrics")
+]
 
 
 def figure_benchmarks():
     jobs = [figure_job(f) for f in SOLO_FIGURES]
-    jobs += [
-        part_job(part) for part, figures in FIGURE_PARTS.items() if batched(figures)
-    ]
-    return [benchmark_file(job) for job in jobs + sweep_figure_jobs()]
+    jobs += [f"figures/{s.name}_{drawing}" for s, drawing in solo(SWEEP_DRAWINGS)]
+    jobs += [batch.job for batch in FIGURE_BATCHES]
+    return [benchmark_file(job) for job in jobs]
 
 
 def record_set(name):
@@ -805,7 +801,9 @@ def part3_benchmarks():
 
 # jobs.runs_in_one_job: the experiments whose runs are one job each (workflow/rules/batches.smk). A batch is its
 # rule's name, its job's (log and benchmark) name, its inputs, every run's outputs, and its runs' commands.
-Batch = collections.namedtuple("Batch", "rule job inputs outputs lines resources")
+Batch = collections.namedtuple(
+    "Batch", "rule job inputs outputs lines resources priority"
+)
 BATCH_JOBS = {
     "transfer": part1_job("transfer", "runs"),
     "generate": generation_job("runs"),
@@ -814,19 +812,22 @@ BATCH_JOBS = {
 }
 
 
-def batch(name, job, inputs, runs, resources=None):
-    """A Batch of `runs`, {name: (its outputs by kind, its command line)}, or None unless they share a job."""
+def batch(rule_name, job, inputs, runs, resources=None, priority=0):
+    """A Batch of `runs`, {run: (its outputs by kind, its command line)}, or None unless they share a job. The
+    generations have priority 1 (Part 2's transfers wait for them), the layers' jobs 2 (part1.smk: the longest).
+    """
     if not batched(runs):
         return None
     outputs = output_names(
         {
-            f"{name}_{kind}": path
-            for name, (files, _) in runs.items()
+            f"{run}_{kind}": path
+            for run, (files, _) in runs.items()
             for kind, path in files.items()
         }
     )
     lines = batch_lines([line for _, line in runs.values()])
-    return Batch(re.sub(r"\W", "_", name), job, inputs, outputs, lines, resources or {})
+    name = re.sub(r"\W", "_", rule_name)
+    return Batch(name, job, inputs, outputs, lines, resources or {}, priority)
 
 
 def transfer_files(image_of, record_of, run_id, steps):
@@ -872,7 +873,7 @@ def experiment_batches():
             for r in TRANSFER_RUNS} | joining["transfer"]),
         batch("generate_runs", BATCH_JOBS["generate"], {"style": style, "manifest": MODEL_MANIFEST}, {
             n: ({"image": generation_image(n), "record": generation_record(n)}, generation_line(n))
-            for n in GENERATION_RUNS} | joining["generate"]),
+            for n in GENERATION_RUNS} | joining["generate"], priority=1),
         batch("transfer_on_generated_runs", BATCH_JOBS["transfer_on_generated"], {"content": made, "style": style}, {
             r: (transfer_files(part2_transfer_image, part2_transfer_record, r, PART2_TRANSFER_STEPS),
                 part2_transfer_line(r))
@@ -897,6 +898,46 @@ def experiment_batches():
 
 
 BATCHES = experiment_batches()
+
+
+def figure_batches():
+    """jobs.runs_in_one_job: each part's figures, and the sweeps', as a Batch whose outputs are (file, category,
+    labels) for Snakemake's report."""
+    parts = {
+        part: [
+            (figure_file(f), part, {"experiment": f.section or "inputs", "figure": f.label}, figure_line(f),
+             figure_inputs(f)["records"] + figure_inputs(f)["images"] + figure_inputs(f)["shown"])
+            for f in figures]
+        for part, figures in FIGURE_PARTS.items()
+    }  # fmt: skip
+    parts["Sweeps"] = [
+        (sweep_figure_file(s, d), "Sweeps", {"sweep": s.name, "figure": d}, sweep_figure_line(s, d),
+         sweep_records(s) + [i for p in s.points for i in point_files(s, p)[1]])
+        for s, d in SWEEP_DRAWINGS]  # fmt: skip
+    batches = []
+    for part, figures in parts.items():
+        if batched(figures):
+            outputs = {
+                Path(file).stem: (file, category, labels)
+                for file, category, labels, _, _ in figures
+            }
+            inputs = list(dict.fromkeys(i for *_, needs in figures for i in needs))
+            lines = batch_lines([line for _, _, _, line, _ in figures])
+            batches.append(
+                Batch(
+                    f"{part_name(part)}_figures",
+                    part_job(part),
+                    inputs,
+                    outputs,
+                    lines,
+                    {},
+                    0,
+                )
+            )
+    return batches
+
+
+FIGURE_BATCHES = figure_batches()
 
 
 def report_records():
